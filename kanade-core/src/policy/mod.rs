@@ -1,0 +1,19 @@
+//! Pure safety decisions: no I/O, no clock reads (`now` is always a
+//! parameter), so each one is unit- and property-tested in isolation.
+//!
+//! - [`gates`]: may this command run now, or which reserved code stops it?
+//! - [`retry`]: is a retry policy valid, and should another attempt run?
+//! - [`config`]: layer `global` → `groups.<g>` → `pcs.<pc>` into one config.
+//! - [`script`]: is a fetched script body the one the operator approved?
+//! - [`overflow`]: which output goes to the object store, and where.
+
+pub mod config;
+pub mod exit_codes;
+pub mod gates;
+pub mod overflow;
+pub mod retry;
+pub mod script;
+
+pub use gates::{
+    evaluate_gates, Delivery, GateDecision, GateInputs, GateStop, HostSupport, StopReason,
+};

@@ -1,0 +1,22 @@
+//! The wire contract: every JSON message kanade sends, on every transport.
+//!
+//! Decoding is tolerant (unknown fields are ignored, optional fields default)
+//! and encoding matches the published kanade 0.101 shapes, so messages
+//! captured from a reference deployment decode and re-encode unchanged.
+
+mod audit;
+mod command;
+mod config;
+mod events;
+mod groups;
+mod inventory;
+mod result;
+pub mod schema;
+
+pub use audit::AuditEvent;
+pub use command::{CheckHint, Command, EmitConfig, EmitKind, RetrySpec, RunAs, Shell, Staleness};
+pub use config::{AgentConfigScope, EffectiveConfig};
+pub use events::{EventStarted, Heartbeat, ObsEvent};
+pub use groups::AgentGroups;
+pub use inventory::{Disk, HwInventory, NetInterface, NetInventory, SoftwarePackage, SwInventory};
+pub use result::ExecResult;

@@ -1,5 +1,7 @@
 //! The checked-in `schemas/*.json` must match what the code generates.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use std::path::PathBuf;
 
 use kanade_core::wire::schema::{all_schemas, render};

@@ -1,6 +1,8 @@
 //! Wire contract behaviour: the reference system's command tests, the
 //! captured kanade 0.101 fixture, and `ExecResult` compatibility.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
 use chrono::{TimeZone, Utc};
 use kanade_core::wire::*;
 use serde_json::{json, Value};

@@ -42,4 +42,5 @@
 
 pub mod names;
 pub mod policy;
+pub mod transport;
 pub mod wire;

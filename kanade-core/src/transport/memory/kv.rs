@@ -1,0 +1,214 @@
+//! Memory KV buckets.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::lock;
+use crate::transport::subject::{matches, validate_pattern};
+use crate::transport::{
+    KeyValue, KvConfig, KvEntry, KvOperation, KvWatch, TransportError, TransportResult,
+};
+
+pub(super) struct MemoryKv {
+    config: KvConfig,
+    max_value_bytes: usize,
+    state: Mutex<KvState>,
+}
+
+struct KvState {
+    revision: u64,
+    keys: BTreeMap<String, VecDeque<(KvEntry, Instant)>>,
+    watchers: Vec<(String, mpsc::UnboundedSender<KvEntry>)>,
+}
+
+/// Checks a key against the NATS KV key alphabet (`[-/_=.A-Za-z0-9]`, no
+/// leading or trailing `.`, no empty token).
+pub(crate) fn validate_key(key: &str) -> TransportResult<()> {
+    let invalid = |reason| TransportError::InvalidSubject {
+        subject: key.to_owned(),
+        reason,
+    };
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(invalid("a key must be non-empty dot-separated tokens"));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c))
+    {
+        return Err(invalid("a key may hold only A-Z a-z 0-9 - / _ = ."));
+    }
+    Ok(())
+}
+
+impl MemoryKv {
+    pub(super) fn new(config: KvConfig, max_value_bytes: usize) -> Self {
+        Self {
+            config,
+            max_value_bytes,
+            state: Mutex::new(KvState {
+                revision: 0,
+                keys: BTreeMap::new(),
+                watchers: Vec::new(),
+            }),
+        }
+    }
+
+    fn is_live(&self, at: Instant, now: Instant) -> bool {
+        self.config
+            .ttl
+            .is_none_or(|ttl| now.saturating_duration_since(at) < ttl)
+    }
+
+    /// The key's latest entry if it is a live put.
+    fn current(&self, state: &KvState, key: &str, now: Instant) -> Option<KvEntry> {
+        let (entry, at) = state.keys.get(key)?.back()?;
+        (entry.operation == KvOperation::Put && self.is_live(*at, now)).then(|| entry.clone())
+    }
+
+    fn latest_revision(&self, state: &KvState, key: &str, now: Instant) -> u64 {
+        self.current(state, key, now).map_or(0, |e| e.revision)
+    }
+
+    /// Appends an entry, trims history and notifies watchers.
+    fn write(&self, state: &mut KvState, key: &str, value: Bytes, operation: KvOperation) -> u64 {
+        state.revision += 1;
+        let entry = KvEntry {
+            key: key.to_owned(),
+            value,
+            revision: state.revision,
+            operation,
+        };
+        let history = state.keys.entry(key.to_owned()).or_default();
+        history.push_back((entry.clone(), Instant::now()));
+        while history.len() > self.config.history {
+            history.pop_front();
+        }
+        state
+            .watchers
+            .retain(|(pattern, tx)| !matches(pattern, key) || tx.send(entry.clone()).is_ok());
+        entry.revision
+    }
+
+    fn check_value(&self, key: &str, value: &Bytes) -> TransportResult<()> {
+        validate_key(key)?;
+        if value.len() > self.max_value_bytes {
+            return Err(TransportError::PayloadTooLarge {
+                size: value.len(),
+                limit: self.max_value_bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+struct MemoryWatch(mpsc::UnboundedReceiver<KvEntry>);
+
+#[async_trait]
+impl KvWatch for MemoryWatch {
+    async fn next(&mut self) -> Option<KvEntry> {
+        self.0.recv().await
+    }
+}
+
+#[async_trait]
+impl KeyValue for MemoryKv {
+    fn bucket(&self) -> &str {
+        &self.config.bucket
+    }
+
+    async fn get(&self, key: &str) -> TransportResult<Option<KvEntry>> {
+        validate_key(key)?;
+        Ok(self.current(&lock(&self.state), key, Instant::now()))
+    }
+
+    async fn put(&self, key: &str, value: Bytes) -> TransportResult<u64> {
+        self.check_value(key, &value)?;
+        let mut state = lock(&self.state);
+        Ok(self.write(&mut state, key, value, KvOperation::Put))
+    }
+
+    async fn create(&self, key: &str, value: Bytes) -> TransportResult<u64> {
+        self.check_value(key, &value)?;
+        let mut state = lock(&self.state);
+        if self.current(&state, key, Instant::now()).is_some() {
+            return Err(TransportError::already_exists(format!(
+                "key {key:?} in bucket {}",
+                self.config.bucket
+            )));
+        }
+        Ok(self.write(&mut state, key, value, KvOperation::Put))
+    }
+
+    async fn update(&self, key: &str, value: Bytes, expected: u64) -> TransportResult<u64> {
+        self.check_value(key, &value)?;
+        let mut state = lock(&self.state);
+        let actual = self.latest_revision(&state, key, Instant::now());
+        if actual != expected {
+            return Err(TransportError::RevisionMismatch {
+                key: key.to_owned(),
+                expected,
+                actual,
+            });
+        }
+        Ok(self.write(&mut state, key, value, KvOperation::Put))
+    }
+
+    async fn delete(&self, key: &str) -> TransportResult<()> {
+        validate_key(key)?;
+        let mut state = lock(&self.state);
+        self.write(&mut state, key, Bytes::new(), KvOperation::Delete);
+        Ok(())
+    }
+
+    async fn keys(&self) -> TransportResult<Vec<String>> {
+        let state = lock(&self.state);
+        let now = Instant::now();
+        Ok(state
+            .keys
+            .keys()
+            .filter(|key| self.current(&state, key, now).is_some())
+            .cloned()
+            .collect())
+    }
+
+    async fn watch(&self, pattern: &str) -> TransportResult<Box<dyn KvWatch>> {
+        validate_pattern(pattern)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let mut initial: Vec<KvEntry> = state
+            .keys
+            .keys()
+            .filter(|key| matches(pattern, key))
+            .filter_map(|key| self.current(&state, key, now))
+            .collect();
+        initial.sort_by_key(|e| e.revision);
+        for entry in initial {
+            // The receiver is alive: it is returned below.
+            let _ = tx.send(entry);
+        }
+        state.watchers.push((pattern.to_owned(), tx));
+        Ok(Box::new(MemoryWatch(rx)))
+    }
+
+    async fn history(&self, key: &str) -> TransportResult<Vec<KvEntry>> {
+        validate_key(key)?;
+        let state = lock(&self.state);
+        let now = Instant::now();
+        Ok(state
+            .keys
+            .get(key)
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, at)| self.is_live(*at, now))
+                    .map(|(e, _)| e.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+}

@@ -1,0 +1,174 @@
+//! The memory message log: plain subscriptions and streams.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::consumer::MemoryConsumer;
+use super::lock;
+use super::stream::StreamShared;
+use crate::transport::subject::{
+    matches, matches_any, overlaps, validate_pattern, validate_subject,
+};
+use crate::transport::{
+    Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
+    StreamConfig, StreamInfo, Subscription, TransportError, TransportResult,
+};
+
+pub(super) struct MemoryLog {
+    max_payload_bytes: usize,
+    state: Mutex<LogState>,
+}
+
+struct LogState {
+    subscribers: Vec<(String, mpsc::UnboundedSender<Message>)>,
+    streams: BTreeMap<String, Arc<StreamShared>>,
+}
+
+impl MemoryLog {
+    pub(super) fn new(max_payload_bytes: usize) -> Self {
+        Self {
+            max_payload_bytes,
+            state: Mutex::new(LogState {
+                subscribers: Vec::new(),
+                streams: BTreeMap::new(),
+            }),
+        }
+    }
+
+    fn stream(&self, name: &str) -> TransportResult<Arc<StreamShared>> {
+        lock(&self.state)
+            .streams
+            .get(name)
+            .cloned()
+            .ok_or_else(|| TransportError::not_found(format!("stream {name}")))
+    }
+}
+
+struct MemorySubscription(mpsc::UnboundedReceiver<Message>);
+
+#[async_trait]
+impl MessageStream for MemorySubscription {
+    async fn next(&mut self) -> Option<Message> {
+        self.0.recv().await
+    }
+}
+
+#[async_trait]
+impl MessageLog for MemoryLog {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> TransportResult<Option<PublishAck>> {
+        validate_subject(subject)?;
+        if payload.len() > self.max_payload_bytes {
+            return Err(TransportError::PayloadTooLarge {
+                size: payload.len(),
+                limit: self.max_payload_bytes,
+            });
+        }
+        let message = Message {
+            subject: subject.to_owned(),
+            headers,
+            payload,
+        };
+        let mut state = lock(&self.state);
+        let stream = state
+            .streams
+            .values()
+            .find(|s| matches_any(&lock(&s.state).config.subjects, subject))
+            .cloned();
+        let ack = match &stream {
+            Some(stream) => {
+                let ack = lock(&stream.state).append(message.clone(), Instant::now());
+                stream.changed.notify_waiters();
+                if ack.duplicate {
+                    return Ok(Some(ack));
+                }
+                Some(ack)
+            }
+            None => None,
+        };
+        state
+            .subscribers
+            .retain(|(pattern, tx)| !matches(pattern, subject) || tx.send(message.clone()).is_ok());
+        Ok(ack)
+    }
+
+    async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
+        validate_pattern(pattern)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.state).subscribers.push((pattern.to_owned(), tx));
+        Ok(Box::new(MemorySubscription(rx)))
+    }
+
+    async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {
+        if config.subjects.is_empty() {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {} has no subjects",
+                config.name
+            )));
+        }
+        for pattern in &config.subjects {
+            validate_pattern(pattern)?;
+        }
+        let mut state = lock(&self.state);
+        for (name, other) in &state.streams {
+            if *name == config.name {
+                continue;
+            }
+            let other = lock(&other.state);
+            if let Some((a, b)) = config
+                .subjects
+                .iter()
+                .flat_map(|a| other.config.subjects.iter().map(move |b| (a, b)))
+                .find(|(a, b)| overlaps(a, b))
+            {
+                return Err(TransportError::InvalidConfig(format!(
+                    "stream {} subject {a:?} overlaps stream {name} subject {b:?}",
+                    config.name
+                )));
+            }
+        }
+        let stream = state
+            .streams
+            .entry(config.name.clone())
+            .or_insert_with(|| StreamShared::new(config.clone()))
+            .clone();
+        let mut stream_state = lock(&stream.state);
+        stream_state.config = config;
+        stream_state.expire(Instant::now());
+        Ok(stream_state.info())
+    }
+
+    async fn stream_info(&self, name: &str) -> TransportResult<StreamInfo> {
+        let stream = self.stream(name)?;
+        let mut state = lock(&stream.state);
+        state.expire(Instant::now());
+        Ok(state.info())
+    }
+
+    async fn create_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> TransportResult<Arc<dyn Consumer>> {
+        for pattern in &config.filter_subjects {
+            validate_pattern(pattern)?;
+        }
+        if config.max_deliver == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "consumer {}: max_deliver must be at least 1",
+                config.name
+            )));
+        }
+        let stream = self.stream(stream)?;
+        Ok(Arc::new(MemoryConsumer::open(stream, config)))
+    }
+}

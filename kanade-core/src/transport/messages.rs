@@ -1,0 +1,248 @@
+//! The message log: plain publish / subscribe plus durable streams and
+//! consumers with explicit acknowledgement.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::TransportResult;
+
+/// Header carrying a publisher-chosen message id; a stream drops a second
+/// message with the same id inside its duplicate window.
+pub const MESSAGE_ID_HEADER: &str = "Nats-Msg-Id";
+
+/// Message headers (name → value).
+pub type Headers = BTreeMap<String, String>;
+
+/// One message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The subject it was published to.
+    pub subject: String,
+    /// Its headers.
+    pub headers: Headers,
+    /// Its body.
+    pub payload: Bytes,
+}
+
+/// A stream's acknowledgement of a publish it captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishAck {
+    /// The stream that stored the message.
+    pub stream: String,
+    /// Its sequence in that stream.
+    pub sequence: u64,
+    /// `true` when the message id was seen inside the window and this
+    /// publish was dropped (the sequence is the original's).
+    pub duplicate: bool,
+}
+
+/// A durable stream's definition. Limits discard the oldest messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    /// Stream name.
+    pub name: String,
+    /// Subject patterns it captures.
+    pub subjects: Vec<String>,
+    /// Messages kept per subject (`None`: unlimited).
+    pub max_msgs_per_subject: Option<u64>,
+    /// Total bytes kept (`None`: unlimited).
+    pub max_bytes: Option<u64>,
+    /// Oldest message kept (`None`: forever).
+    pub max_age: Option<Duration>,
+    /// Dedup window for [`MESSAGE_ID_HEADER`] (`None`: no dedup).
+    pub duplicate_window: Option<Duration>,
+}
+
+impl StreamConfig {
+    /// A stream with no limits over `subjects`.
+    pub fn new(name: impl Into<String>, subjects: &[&str]) -> Self {
+        Self {
+            name: name.into(),
+            subjects: subjects.iter().map(|s| (*s).to_owned()).collect(),
+            max_msgs_per_subject: None,
+            max_bytes: None,
+            max_age: None,
+            duplicate_window: None,
+        }
+    }
+
+    /// The definition of one of kanade's own streams.
+    pub fn from_spec(spec: &crate::names::StreamSpec) -> Self {
+        Self {
+            name: spec.name.to_owned(),
+            subjects: spec.subjects.iter().map(|s| (*s).to_owned()).collect(),
+            max_msgs_per_subject: spec.max_msgs_per_subject,
+            max_bytes: Some(spec.max_bytes),
+            max_age: Some(spec.max_age),
+            duplicate_window: Some(Duration::from_secs(120)),
+        }
+    }
+}
+
+/// What a stream holds right now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// Its definition.
+    pub config: StreamConfig,
+    /// Messages stored.
+    pub messages: u64,
+    /// Bytes stored (payloads and subjects).
+    pub bytes: u64,
+    /// Sequence of the oldest stored message (0 when empty).
+    pub first_sequence: u64,
+    /// Sequence of the newest message ever stored (0 when none).
+    pub last_sequence: u64,
+}
+
+/// Where a new consumer starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeliverPolicy {
+    /// Every stored message, oldest first.
+    All,
+    /// The newest stored message of each subject, then everything new.
+    LastPerSubject,
+    /// Only messages stored after the consumer was created.
+    New,
+}
+
+/// A durable consumer's definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Durable name; creating it again resumes the same consumer.
+    pub name: String,
+    /// Subject patterns it receives (empty: everything in the stream).
+    pub filter_subjects: Vec<String>,
+    /// Where it starts.
+    pub deliver_policy: DeliverPolicy,
+    /// How long a delivery may stay unacknowledged before redelivery.
+    pub ack_wait: Duration,
+    /// Most deliveries of one message (`None`: unlimited).
+    pub max_deliver: Option<u32>,
+}
+
+impl ConsumerConfig {
+    /// A consumer named `name` with 30 s ack wait and unlimited deliveries.
+    pub fn new(name: impl Into<String>, deliver_policy: DeliverPolicy) -> Self {
+        Self {
+            name: name.into(),
+            filter_subjects: Vec::new(),
+            deliver_policy,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: None,
+        }
+    }
+}
+
+/// Acknowledges one delivery; implemented by each transport.
+#[async_trait]
+pub trait AckHandle: Send + Sync {
+    /// The message is done; never deliver it again.
+    async fn ack(&self) -> TransportResult<()>;
+    /// The message failed; deliver it again after `delay` (or at once).
+    async fn nak(&self, delay: Option<Duration>) -> TransportResult<()>;
+}
+
+/// One message handed out by a [`Consumer`], to be acked or naked.
+pub struct Delivery {
+    /// The message.
+    pub message: Message,
+    /// Its sequence in the stream.
+    pub stream_sequence: u64,
+    /// How many times it has been delivered, this time included.
+    pub delivered: u32,
+    acker: Arc<dyn AckHandle>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.message.subject)
+            .field("stream_sequence", &self.stream_sequence)
+            .field("delivered", &self.delivered)
+            .finish()
+    }
+}
+
+impl Delivery {
+    /// Pairs a message with the handle that acknowledges it.
+    pub fn new(
+        message: Message,
+        stream_sequence: u64,
+        delivered: u32,
+        acker: Arc<dyn AckHandle>,
+    ) -> Self {
+        Self {
+            message,
+            stream_sequence,
+            delivered,
+            acker,
+        }
+    }
+
+    /// The message is done; never deliver it again.
+    pub async fn ack(&self) -> TransportResult<()> {
+        self.acker.ack().await
+    }
+
+    /// The message failed; deliver it again after `delay` (or at once).
+    pub async fn nak(&self, delay: Option<Duration>) -> TransportResult<()> {
+        self.acker.nak(delay).await
+    }
+
+    /// The acknowledgement handle, for wrappers that re-package deliveries.
+    pub fn ack_handle(&self) -> Arc<dyn AckHandle> {
+        self.acker.clone()
+    }
+}
+
+/// A pull-style durable consumer.
+#[async_trait]
+pub trait Consumer: Send + Sync {
+    /// Waits for the next delivery (a new message or a redelivery).
+    async fn next(&self) -> TransportResult<Delivery>;
+}
+
+/// An ephemeral subscription's message source.
+#[async_trait]
+pub trait MessageStream: Send {
+    /// The next message, or `None` once the subscription has ended.
+    async fn next(&mut self) -> Option<Message>;
+}
+
+/// An ephemeral subscription; dropping it unsubscribes.
+pub type Subscription = Box<dyn MessageStream>;
+
+/// Publish / subscribe plus durable streams and consumers.
+#[async_trait]
+pub trait MessageLog: Send + Sync {
+    /// Publishes a message. Returns the stream ack when a stream captured
+    /// it, `None` for a plain (un-captured) publish.
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> TransportResult<Option<PublishAck>>;
+
+    /// Subscribes to every later message matching `pattern`.
+    async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription>;
+
+    /// Creates a stream, or returns the existing one if the definition is
+    /// the same (limits may be updated; another subject set is an error
+    /// only if it overlaps a different stream).
+    async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo>;
+
+    /// A stream's current state.
+    async fn stream_info(&self, name: &str) -> TransportResult<StreamInfo>;
+
+    /// Creates a durable consumer on `stream`, or resumes it by name.
+    async fn create_consumer(
+        &self,
+        stream: &str,
+        config: ConsumerConfig,
+    ) -> TransportResult<Arc<dyn Consumer>>;
+}

@@ -1,0 +1,109 @@
+//! Subject syntax and wildcard matching, with NATS rules: tokens separated
+//! by `.`, `*` matches exactly one token, `>` (last token only) matches one
+//! or more tokens.
+
+use super::{TransportError, TransportResult};
+
+/// Checks a concrete subject (no wildcards) that a message is published to.
+pub fn validate_subject(subject: &str) -> TransportResult<()> {
+    validate(subject, false)
+}
+
+/// Checks a subscription or filter pattern (wildcards allowed).
+pub fn validate_pattern(pattern: &str) -> TransportResult<()> {
+    validate(pattern, true)
+}
+
+fn validate(subject: &str, wildcards: bool) -> TransportResult<()> {
+    let invalid = |reason| TransportError::InvalidSubject {
+        subject: subject.to_owned(),
+        reason,
+    };
+    if subject.is_empty() {
+        return Err(invalid("empty"));
+    }
+    let tokens: Vec<&str> = subject.split('.').collect();
+    for (i, token) in tokens.iter().enumerate() {
+        if token.is_empty() {
+            return Err(invalid("empty token"));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid("whitespace or control character"));
+        }
+        let is_wildcard = *token == "*" || *token == ">";
+        if !wildcards && (token.contains('*') || token.contains('>')) {
+            return Err(invalid("wildcards are not allowed in a published subject"));
+        }
+        if wildcards && !is_wildcard && (token.contains('*') || token.contains('>')) {
+            return Err(invalid("a wildcard must be a whole token"));
+        }
+        if *token == ">" && i + 1 != tokens.len() {
+            return Err(invalid("'>' must be the last token"));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `subject` (concrete) matches `pattern` (may hold wildcards).
+pub fn matches(pattern: &str, subject: &str) -> bool {
+    let mut pattern_tokens = pattern.split('.');
+    let mut subject_tokens = subject.split('.');
+    loop {
+        match (pattern_tokens.next(), subject_tokens.next()) {
+            (Some(">"), Some(_)) => return true,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(s)) if p == s => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Whether any of `patterns` matches `subject`.
+pub fn matches_any<S: AsRef<str>>(patterns: &[S], subject: &str) -> bool {
+    patterns.iter().any(|p| matches(p.as_ref(), subject))
+}
+
+/// Whether two patterns can both match some subject.
+pub fn overlaps(a: &str, b: &str) -> bool {
+    let mut a_tokens = a.split('.');
+    let mut b_tokens = b.split('.');
+    loop {
+        match (a_tokens.next(), b_tokens.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wildcards_follow_nats_rules() {
+        assert!(matches("commands.*", "commands.all"));
+        assert!(!matches("commands.*", "commands.pc.a"));
+        assert!(matches("commands.>", "commands.pc.a"));
+        assert!(!matches("commands.>", "commands"));
+        assert!(matches("a.*.c", "a.b.c"));
+        assert!(!matches("a.b", "a.b.c"));
+        assert!(matches(">", "x"));
+        assert!(overlaps("commands.>", "commands.pc.*"));
+        assert!(!overlaps("results.>", "commands.>"));
+    }
+
+    #[test]
+    fn syntax_is_checked() {
+        assert!(validate_subject("a.b").is_ok());
+        assert!(validate_subject("a.*").is_err());
+        assert!(validate_subject("a..b").is_err());
+        assert!(validate_subject("a b").is_err());
+        assert!(validate_pattern("a.>").is_ok());
+        assert!(validate_pattern("a.>.b").is_err());
+        assert!(validate_pattern("a.b*").is_err());
+        assert!(validate_pattern("").is_err());
+    }
+}

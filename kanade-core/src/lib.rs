@@ -10,6 +10,10 @@
 //!   [`names::SubjectToken`], which keeps unsafe ids out of subjects.
 //! - [`policy`]: the pure safety decisions (gates, retry, config layering,
 //!   script verification, output overflow).
+//! - [`transport`]: the transport contract (message log with durable
+//!   streams and consumers, key-value buckets, object stores), the
+//!   deterministic in-memory transport, the shared conformance suite and a
+//!   fault-injection layer.
 //!
 //! ```
 //! use chrono::{TimeZone, Utc};

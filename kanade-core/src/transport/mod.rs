@@ -46,6 +46,7 @@ mod capabilities;
 pub mod conformance;
 mod error;
 pub mod fault;
+pub mod file;
 mod kv;
 pub mod memory;
 mod messages;

@@ -44,6 +44,25 @@ fn validate(subject: &str, wildcards: bool) -> TransportResult<()> {
     Ok(())
 }
 
+/// Checks a key against the NATS KV key alphabet (`[-/_=.A-Za-z0-9]`, no
+/// leading or trailing `.`, no empty token).
+pub fn validate_kv_key(key: &str) -> TransportResult<()> {
+    let invalid = |reason| TransportError::InvalidSubject {
+        subject: key.to_owned(),
+        reason,
+    };
+    if key.is_empty() || key.split('.').any(str::is_empty) {
+        return Err(invalid("a key must be non-empty dot-separated tokens"));
+    }
+    if !key
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c))
+    {
+        return Err(invalid("a key may hold only A-Z a-z 0-9 - / _ = ."));
+    }
+    Ok(())
+}
+
 /// Whether `subject` (concrete) matches `pattern` (may hold wildcards).
 pub fn matches(pattern: &str, subject: &str) -> bool {
     let mut pattern_tokens = pattern.split('.');

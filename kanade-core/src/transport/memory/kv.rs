@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::lock;
-use crate::transport::subject::{matches, validate_pattern};
+use crate::transport::subject::{matches, validate_kv_key as validate_key, validate_pattern};
 use crate::transport::{
     KeyValue, KvConfig, KvEntry, KvOperation, KvWatch, TransportError, TransportResult,
 };
@@ -24,25 +24,6 @@ struct KvState {
     revision: u64,
     keys: BTreeMap<String, VecDeque<(KvEntry, Instant)>>,
     watchers: Vec<(String, mpsc::UnboundedSender<KvEntry>)>,
-}
-
-/// Checks a key against the NATS KV key alphabet (`[-/_=.A-Za-z0-9]`, no
-/// leading or trailing `.`, no empty token).
-pub(crate) fn validate_key(key: &str) -> TransportResult<()> {
-    let invalid = |reason| TransportError::InvalidSubject {
-        subject: key.to_owned(),
-        reason,
-    };
-    if key.is_empty() || key.split('.').any(str::is_empty) {
-        return Err(invalid("a key must be non-empty dot-separated tokens"));
-    }
-    if !key
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "-/_=.".contains(c))
-    {
-        return Err(invalid("a key may hold only A-Z a-z 0-9 - / _ = ."));
-    }
-    Ok(())
 }
 
 impl MemoryKv {

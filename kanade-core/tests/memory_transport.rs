@@ -18,7 +18,7 @@ async fn conformance_direct() {
     println!("{report}");
     report.assert_passed();
     assert_eq!(report.skipped(), 0, "memory supports everything:\n{report}");
-    assert!(report.passed() >= 20, "{report}");
+    assert!(report.passed() >= 24, "{report}");
 }
 
 #[tokio::test(start_paused = true)]

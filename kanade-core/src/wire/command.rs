@@ -123,7 +123,12 @@ pub enum RunAs {
 }
 
 /// Staleness policy: how the agent treats its cached KV state at fire time.
-#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq, Default)]
+///
+/// Decoding fails closed: a `strict` policy without a readable
+/// `max_cache_age`, an unknown `mode` or any other shape decodes as
+/// `Strict` with an empty age (treated as zero), so the agent skips the
+/// command with exit 127 instead of dropping it or running it unchecked.
+#[derive(Serialize, JsonSchema, Debug, Clone, PartialEq, Eq, Default)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum Staleness {
     /// Use whatever state is cached. The default.
@@ -136,6 +141,32 @@ pub enum Staleness {
     },
     /// Skip the version-pin and revoke gates entirely.
     Unchecked,
+}
+
+impl<'de> Deserialize<'de> for Staleness {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let fail_closed = || Staleness::Strict {
+            max_cache_age: String::new(),
+        };
+        Ok(
+            match value.get("mode").and_then(serde_json::Value::as_str) {
+                Some("cached") => Staleness::Cached,
+                Some("unchecked") => Staleness::Unchecked,
+                Some("strict") => match value
+                    .get("max_cache_age")
+                    .and_then(serde_json::Value::as_str)
+                {
+                    Some(age) => Staleness::Strict {
+                        max_cache_age: age.to_owned(),
+                    },
+                    None => fail_closed(),
+                },
+                _ if value.is_null() => Staleness::Cached,
+                _ => fail_closed(),
+            },
+        )
+    }
 }
 
 /// What to do with a script's stdout besides returning it.

@@ -27,6 +27,8 @@ pub(super) fn checks<T: Transport + ?Sized + 'static>() -> Vec<Check<T>> {
         check!(ack_wait_expiry_redelivers, always),
         check!(max_deliver_stops_redelivery, always),
         check!(durable_consumer_resumes_by_name, always),
+        check!(late_ack_still_counts, always),
+        check!(reopened_consumer_takes_new_filter, always),
         check!(dedup_window_drops_duplicates, needs_dedup),
     ]
 }
@@ -439,5 +441,70 @@ async fn dedup_window_drops_duplicates<T: Transport + ?Sized>(t: Arc<T>) -> Chec
     );
     let info = log.stream_info("DEDUP").await.map_err(fail("info"))?;
     ensure!(info.messages == 1, "stored {} messages", info.messages);
+    Ok(())
+}
+
+async fn late_ack_still_counts<T: Transport + ?Sized>(t: Arc<T>) -> CheckResult {
+    let log = t.messages();
+    let consumer = consumer_with(&*log, "LATE", Duration::from_millis(300), None).await?;
+    publish(&*log, "late.1", "slow").await?;
+    let first = within(WAIT, "first", consumer.next())
+        .await?
+        .map_err(fail("next"))?;
+    let second = within(WAIT, "redelivery", consumer.next())
+        .await?
+        .map_err(fail("next"))?;
+    ensure!(
+        second.delivered == 2,
+        "expected a redelivery, got delivery {}",
+        second.delivered
+    );
+    first.ack().await.map_err(fail("late ack"))?;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    publish(&*log, "late.2", "next").await?;
+    let d = within(WAIT, "after late ack", consumer.next())
+        .await?
+        .map_err(fail("next"))?;
+    ensure!(
+        &d.message.payload[..] == b"next",
+        "a late-acked message came back: {:?} (delivery {})",
+        d.message.payload,
+        d.delivered
+    );
+    Ok(())
+}
+
+async fn reopened_consumer_takes_new_filter<T: Transport + ?Sized>(t: Arc<T>) -> CheckResult {
+    let log = t.messages();
+    log.create_stream(StreamConfig::new("REFILTER", &["refilter.>"]))
+        .await
+        .map_err(fail("create stream"))?;
+    let mut config = ConsumerConfig::new("agent", DeliverPolicy::New);
+    config.filter_subjects = vec!["refilter.group.a".into()];
+    let consumer = log
+        .create_consumer("REFILTER", config.clone())
+        .await
+        .map_err(fail("create consumer"))?;
+    publish(&*log, "refilter.group.a", "a1").await?;
+    let d = within(WAIT, "a1", consumer.next())
+        .await?
+        .map_err(fail("next"))?;
+    d.ack().await.map_err(fail("ack"))?;
+    drop(consumer);
+    config.filter_subjects = vec!["refilter.group.b".into()];
+    let consumer = log
+        .create_consumer("REFILTER", config)
+        .await
+        .map_err(fail("re-open consumer"))?;
+    publish(&*log, "refilter.group.a", "a2").await?;
+    publish(&*log, "refilter.group.b", "b1").await?;
+    let d = within(WAIT, "b1", consumer.next())
+        .await?
+        .map_err(fail("next"))?;
+    ensure!(
+        &d.message.payload[..] == b"b1",
+        "re-opened consumer kept its old filter: got {:?}",
+        d.message.payload
+    );
     Ok(())
 }

@@ -30,6 +30,7 @@ fn needs_64_mib(caps: &Capabilities) -> Option<String> {
 /// fly, so a large body never exists in memory on the writer's side.
 pub struct GeneratedBody {
     remaining: u64,
+    position: u64,
     state: u64,
 }
 
@@ -38,6 +39,7 @@ impl GeneratedBody {
     pub fn new(len: u64, seed: u64) -> Self {
         Self {
             remaining: len,
+            position: 0,
             state: seed | 1,
         }
     }
@@ -50,16 +52,21 @@ impl AsyncRead for GeneratedBody {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let n = (buf.remaining() as u64).min(self.remaining) as usize;
+        // Byte i is byte i % 8 of the (i / 8)-th xorshift64 word, whatever
+        // the sizes of the reads that ask for it.
         let mut produced = 0;
         while produced < n {
-            // xorshift64
-            self.state ^= self.state << 13;
-            self.state ^= self.state >> 7;
-            self.state ^= self.state << 17;
+            let within = (self.position % 8) as usize;
+            if within == 0 {
+                self.state ^= self.state << 13;
+                self.state ^= self.state >> 7;
+                self.state ^= self.state << 17;
+            }
             let bytes = self.state.to_le_bytes();
-            let take = (n - produced).min(8);
-            buf.put_slice(&bytes[..take]);
+            let take = (n - produced).min(8 - within);
+            buf.put_slice(&bytes[within..within + take]);
             produced += take;
+            self.position += take as u64;
         }
         self.remaining -= n as u64;
         Poll::Ready(Ok(()))

@@ -107,6 +107,7 @@ impl ConsumerState {
 }
 
 /// A durable consumer shared through its state file.
+#[derive(Clone)]
 pub(super) struct FileConsumer {
     shared: Arc<FileShared>,
     stream: Arc<StreamHandle>,
@@ -142,7 +143,15 @@ impl FileConsumer {
             path,
         };
         let _lock = DirLock::acquire(&consumer.dir)?;
-        if !consumer.path.exists() {
+        if consumer.path.exists() {
+            // Re-opening with a new definition keeps the cursor and
+            // outstanding deliveries, and applies the new settings.
+            let mut state = consumer.load()?;
+            state.filter_subjects = config.filter_subjects.clone();
+            state.ack_wait_ms = config.ack_wait.as_millis() as u64;
+            state.max_deliver = config.max_deliver;
+            consumer.save(&state)?;
+        } else {
             let mut index = consumer.stream.lock_index();
             index.refresh(false, &mut consumer.shared.warnings())?;
             let state = ConsumerState::start(config, &index);
@@ -183,13 +192,12 @@ impl FileConsumer {
                         format!("stream message {seq} vanished while delivering").into(),
                     )
                 })?;
-                let delivered = state.pending[&seq].0;
+                let delivered = state.pending.get(&seq).map_or(1, |(n, _)| *n);
                 let acker = Arc::new(FileAck {
                     dir: self.dir.clone(),
                     path: self.path.clone(),
                     stream: self.stream.clone(),
                     sequence: seq,
-                    delivered,
                 });
                 Ok(Delivery::new(message, seq, delivered, acker))
             }
@@ -212,13 +220,8 @@ impl Consumer for FileConsumer {
             let changed = self.stream.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let this = FileConsumerRef {
-                shared: self.shared.clone(),
-                stream: self.stream.clone(),
-                dir: self.dir.clone(),
-                path: self.path.clone(),
-            };
-            let step = tokio::task::spawn_blocking(move || this.as_consumer().try_next())
+            let this = self.clone();
+            let step = tokio::task::spawn_blocking(move || this.try_next())
                 .await
                 .map_err(|e| TransportError::Backend(Box::new(e)))??;
             match step {
@@ -240,31 +243,12 @@ impl Consumer for FileConsumer {
     }
 }
 
-/// An owned copy of a consumer's handles, for `spawn_blocking`.
-struct FileConsumerRef {
-    shared: Arc<FileShared>,
-    stream: Arc<StreamHandle>,
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl FileConsumerRef {
-    fn as_consumer(self) -> FileConsumer {
-        FileConsumer {
-            shared: self.shared,
-            stream: self.stream,
-            dir: self.dir,
-            path: self.path,
-        }
-    }
-}
-
+#[derive(Clone)]
 struct FileAck {
     dir: PathBuf,
     path: PathBuf,
     stream: Arc<StreamHandle>,
     sequence: u64,
-    delivered: u32,
 }
 
 impl FileAck {
@@ -274,11 +258,8 @@ impl FileAck {
             std::fs::read(&self.path).map_err(io_error("reading consumer state", &self.path))?;
         let mut state: ConsumerState = serde_json::from_slice(&bytes)
             .map_err(|e| TransportError::Backend(format!("{}: {e}", self.path.display()).into()))?;
-        let current = state
-            .pending
-            .get(&self.sequence)
-            .is_some_and(|(count, _)| *count == self.delivered);
-        if !current {
+        // Acks go by sequence: a late ack from an earlier delivery still counts.
+        if !state.pending.contains_key(&self.sequence) {
             return Ok(());
         }
         match delay {
@@ -298,13 +279,7 @@ impl FileAck {
     }
 
     async fn run(&self, delay: Option<Option<Duration>>) -> TransportResult<()> {
-        let this = FileAck {
-            dir: self.dir.clone(),
-            path: self.path.clone(),
-            stream: self.stream.clone(),
-            sequence: self.sequence,
-            delivered: self.delivered,
-        };
+        let this = self.clone();
         tokio::task::spawn_blocking(move || this.update(delay))
             .await
             .map_err(|e| TransportError::Backend(Box::new(e)))??;

@@ -203,6 +203,12 @@ impl MessageLog for FileLog {
         for pattern in &config.subjects {
             validate_pattern(pattern)?;
         }
+        if config.max_msgs_per_subject == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {}: max_msgs_per_subject must be at least 1",
+                config.name
+            )));
+        }
         let shared = self.shared.clone();
         blocking(move || create_stream_blocking(&shared, config)).await
     }

@@ -37,7 +37,12 @@ impl MemoryConsumer {
             stream_state.expire(Instant::now());
             let existing = stream_state.consumers.get(&config.name).cloned();
             match existing {
-                Some(state) => state,
+                Some(state) => {
+                    // Re-opening with a new definition keeps the cursor and
+                    // outstanding deliveries, and applies the new settings.
+                    lock(&state).config = config;
+                    state
+                }
                 None => {
                     let state = Arc::new(Mutex::new(start(&stream_state, config.clone())));
                     stream_state.consumers.insert(config.name, state.clone());
@@ -139,7 +144,6 @@ impl MemoryConsumer {
             stream: self.stream.clone(),
             consumer: self.state.clone(),
             sequence,
-            delivered,
         });
         Step::Deliver(Delivery::new(message, sequence, delivered, acker))
     }
@@ -170,38 +174,22 @@ struct MemoryAck {
     stream: Arc<StreamShared>,
     consumer: Arc<Mutex<ConsumerState>>,
     sequence: u64,
-    delivered: u32,
-}
-
-impl MemoryAck {
-    /// Whether this handle still refers to the outstanding delivery (a stale
-    /// handle from an earlier delivery of the same message does nothing).
-    fn is_current(&self, consumer: &ConsumerState) -> bool {
-        consumer
-            .pending
-            .get(&self.sequence)
-            .is_some_and(|(count, _)| *count == self.delivered)
-    }
 }
 
 #[async_trait]
 impl AckHandle for MemoryAck {
     async fn ack(&self) -> TransportResult<()> {
-        let mut consumer = lock(&self.consumer);
-        if self.is_current(&consumer) {
-            consumer.pending.remove(&self.sequence);
-        }
+        // Acks go by sequence: a late ack from an earlier delivery still counts.
+        lock(&self.consumer).pending.remove(&self.sequence);
         Ok(())
     }
 
     async fn nak(&self, delay: Option<Duration>) -> TransportResult<()> {
         {
             let mut consumer = lock(&self.consumer);
-            if self.is_current(&consumer) {
-                let due = Instant::now() + delay.unwrap_or(Duration::ZERO);
-                if let Some(entry) = consumer.pending.get_mut(&self.sequence) {
-                    entry.1 = due;
-                }
+            let due = Instant::now() + delay.unwrap_or(Duration::ZERO);
+            if let Some(entry) = consumer.pending.get_mut(&self.sequence) {
+                entry.1 = due;
             }
         }
         self.stream.changed.notify_waiters();

@@ -118,6 +118,12 @@ impl MessageLog for MemoryLog {
         for pattern in &config.subjects {
             validate_pattern(pattern)?;
         }
+        if config.max_msgs_per_subject == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {}: max_msgs_per_subject must be at least 1",
+                config.name
+            )));
+        }
         let mut state = lock(&self.state);
         for (name, other) in &state.streams {
             if *name == config.name {

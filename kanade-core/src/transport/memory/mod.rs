@@ -42,8 +42,9 @@ pub const MAX_KV_HISTORY: usize = 64;
 pub struct MemorySettings {
     /// Largest message payload or KV value (default 1 MiB, as NATS).
     pub max_payload_bytes: usize,
-    /// Wall-clock time reported for tokio time zero (object `modified`
-    /// stamps). Fix it for reproducible simulations.
+    /// Wall-clock time reported for the transport's first use (object
+    /// `modified` stamps advance from it on tokio time). Defaults to the Unix
+    /// epoch so runs are reproducible; set `Utc::now()` for real stamps.
     pub start_time: DateTime<Utc>,
 }
 
@@ -51,7 +52,7 @@ impl Default for MemorySettings {
     fn default() -> Self {
         Self {
             max_payload_bytes: 1024 * 1024,
-            start_time: Utc::now(),
+            start_time: DateTime::UNIX_EPOCH,
         }
     }
 }
@@ -94,7 +95,7 @@ impl MemoryTransport {
     pub fn with_settings(settings: MemorySettings) -> Self {
         let clock = Clock {
             start_time: settings.start_time,
-            origin: OnceLock::new(),
+            origin: Arc::new(OnceLock::new()),
         };
         Self {
             inner: Arc::new(Inner {
@@ -163,7 +164,8 @@ impl Transport for MemoryTransport {
 #[derive(Debug, Clone)]
 struct Clock {
     start_time: DateTime<Utc>,
-    origin: OnceLock<tokio::time::Instant>,
+    /// Shared by every bucket, so all stamps use one origin.
+    origin: Arc<OnceLock<tokio::time::Instant>>,
 }
 
 impl Clock {

@@ -187,11 +187,19 @@ impl FileConsumer {
         let step = state.step(&index, now);
         let outcome = match step {
             Ok(seq) => {
-                let message = index.read(seq)?.ok_or_else(|| {
-                    TransportError::Backend(
-                        format!("stream message {seq} vanished while delivering").into(),
-                    )
-                })?;
+                // Another process may have compacted the log since the
+                // refresh: catch up once; if the message is gone (expired),
+                // leave the state untouched and look again.
+                let message = match index.read(seq)? {
+                    Some(message) => message,
+                    None => {
+                        index.refresh(false, &mut self.shared.warnings())?;
+                        match index.read(seq)? {
+                            Some(message) => message,
+                            None => return Ok(Err(Some(now))),
+                        }
+                    }
+                };
                 let delivered = state.pending.get(&seq).map_or(1, |(n, _)| *n);
                 let acker = Arc::new(FileAck {
                     dir: self.dir.clone(),

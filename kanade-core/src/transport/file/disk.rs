@@ -99,6 +99,22 @@ impl DirLock {
         file.lock().map_err(io_error("locking", &path))?;
         Ok(Self { _file: file })
     }
+
+    /// Takes the lock on `dir` only if it is free right now.
+    pub(super) fn try_acquire(dir: &Path) -> Result<Option<Self>, TransportError> {
+        let path = dir.join("lock");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io_error("opening lock", &path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(Self { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => Err(io_error("locking", &path)(e)),
+        }
+    }
 }
 
 /// A log kept as numbered segments `data-<generation>.log` in a directory;

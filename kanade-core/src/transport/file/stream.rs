@@ -73,6 +73,8 @@ pub(super) struct StreamIndex {
     live_encoded: u64,
     per_subject: HashMap<String, VecDeque<u64>>,
     dedup: HashMap<String, (u64, i64)>,
+    /// Whether a locked read (which repairs a torn tail) has happened.
+    recovered: bool,
 }
 
 fn nanos(d: Duration) -> i64 {
@@ -94,6 +96,7 @@ impl StreamIndex {
             live_encoded: 0,
             per_subject: HashMap::new(),
             dedup: HashMap::new(),
+            recovered: false,
         }
     }
 
@@ -101,8 +104,10 @@ impl StreamIndex {
         let config = self.config.clone();
         let dir = self.log.dir.clone();
         let position = self.position;
+        let recovered = self.recovered;
         *self = Self::new(config, &dir);
         self.position = position;
+        self.recovered = recovered;
     }
 
     /// Catches up with the log on disk.
@@ -111,6 +116,17 @@ impl StreamIndex {
         locked: bool,
         warnings: &mut Vec<String>,
     ) -> Result<(), TransportError> {
+        // Until a locked read has happened in this process, try to take the
+        // writer lock (never wait for it: callers hold the index mutex) so a
+        // torn tail is repaired and reported at once.
+        if !locked && !self.recovered {
+            if let Some(_lock) = super::disk::DirLock::try_acquire(&self.log.dir)? {
+                return self.refresh(true, warnings);
+            }
+        }
+        if locked {
+            self.recovered = true;
+        }
         let new = self.log.read_new(&mut self.position, locked, warnings)?;
         if new.reset {
             self.clear();

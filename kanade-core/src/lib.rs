@@ -12,7 +12,8 @@
 //!   script verification, output overflow).
 //! - [`transport`]: the transport contract (message log with durable
 //!   streams and consumers, key-value buckets, object stores), the
-//!   deterministic in-memory transport, the shared conformance suite and a
+//!   deterministic in-memory transport, the crash-safe multi-process file
+//!   transport, the shared conformance suite and a
 //!   fault-injection layer.
 //!
 //! ```

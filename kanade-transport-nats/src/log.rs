@@ -1,0 +1,350 @@
+//! The message log over core NATS and JetStream streams / pull consumers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use kanade_core::transport::subject::{validate_pattern, validate_subject};
+use kanade_core::transport::{
+    AckHandle, Consumer, ConsumerConfig, DeliverPolicy, Delivery, Headers, Message, MessageLog,
+    MessageStream, PublishAck, StreamConfig, StreamInfo, Subscription, TransportError,
+    TransportResult,
+};
+
+use crate::error::{backend, jetstream as js_error};
+use crate::Shared;
+
+pub(crate) struct NatsLog {
+    pub(crate) shared: Arc<Shared>,
+}
+
+fn to_header_map(headers: &Headers) -> async_nats::HeaderMap {
+    let mut map = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        map.insert(name.as_str(), value.as_str());
+    }
+    map
+}
+
+fn from_header_map(headers: Option<&async_nats::HeaderMap>) -> Headers {
+    let mut out = Headers::new();
+    if let Some(headers) = headers {
+        for (name, values) in headers.iter() {
+            if let Some(value) = values.first() {
+                out.insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+    out
+}
+
+fn to_message(message: async_nats::Message) -> Message {
+    Message {
+        subject: message.subject.to_string(),
+        headers: from_header_map(message.headers.as_ref()),
+        payload: message.payload,
+    }
+}
+
+/// The JetStream stream definition for a core [`StreamConfig`].
+pub(crate) fn stream_config(config: &StreamConfig, replicas: usize) -> stream::Config {
+    stream::Config {
+        name: config.name.clone(),
+        subjects: config.subjects.clone(),
+        max_messages_per_subject: config.max_msgs_per_subject.map_or(-1, |n| n as i64),
+        max_bytes: config.max_bytes.map_or(-1, |n| n as i64),
+        max_age: config.max_age.unwrap_or(Duration::ZERO),
+        duplicate_window: config.duplicate_window.unwrap_or(Duration::from_secs(120)),
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::Old,
+        num_replicas: replicas.max(1),
+        ..Default::default()
+    }
+}
+
+fn core_stream_config(config: &stream::Config) -> StreamConfig {
+    StreamConfig {
+        name: config.name.clone(),
+        subjects: config.subjects.clone(),
+        max_msgs_per_subject: (config.max_messages_per_subject >= 0)
+            .then_some(config.max_messages_per_subject as u64),
+        max_bytes: (config.max_bytes >= 0).then_some(config.max_bytes as u64),
+        max_age: (!config.max_age.is_zero()).then_some(config.max_age),
+        duplicate_window: Some(config.duplicate_window),
+    }
+}
+
+fn stream_info(info: &stream::Info) -> StreamInfo {
+    StreamInfo {
+        config: core_stream_config(&info.config),
+        messages: info.state.messages,
+        bytes: info.state.bytes,
+        first_sequence: if info.state.messages == 0 {
+            0
+        } else {
+            info.state.first_sequence
+        },
+        last_sequence: info.state.last_sequence,
+    }
+}
+
+struct NatsSubscription(async_nats::Subscriber);
+
+#[async_trait]
+impl MessageStream for NatsSubscription {
+    async fn next(&mut self) -> Option<Message> {
+        self.0.next().await.map(to_message)
+    }
+}
+
+impl NatsLog {
+    /// The stream that captures `subject`, from a short-lived cache (a
+    /// stream created elsewhere is noticed within [`ROUTE_TTL`]; until then
+    /// its messages are still stored, only without an ack).
+    async fn capturing_stream(&self, subject: &str) -> TransportResult<Option<String>> {
+        if let Some(route) = self.shared.route(subject) {
+            return Ok(route);
+        }
+        let stream = match self.shared.js.stream_by_subject(subject.to_owned()).await {
+            Ok(name) => Some(name),
+            Err(e) => {
+                let text = e.to_string();
+                if text.contains("no stream") || text.contains("not found") {
+                    None
+                } else {
+                    return Err(backend("looking up the stream of a subject", e));
+                }
+            }
+        };
+        self.shared.remember_route(subject, stream.clone());
+        Ok(stream)
+    }
+
+    fn check_payload(&self, payload: &Bytes) -> TransportResult<()> {
+        let limit = self.shared.max_payload();
+        if payload.len() > limit {
+            return Err(TransportError::PayloadTooLarge {
+                size: payload.len(),
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    async fn get_stream(&self, name: &str) -> TransportResult<stream::Stream> {
+        self.shared
+            .js
+            .get_stream(name)
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::GetStreamErrorKind::JetStream(inner) => {
+                    js_error("getting", &format!("stream {name}"), &inner)
+                }
+                _ => backend("getting stream", e),
+            })
+    }
+}
+
+#[async_trait]
+impl MessageLog for NatsLog {
+    async fn publish(
+        &self,
+        subject: &str,
+        headers: Headers,
+        payload: Bytes,
+    ) -> TransportResult<Option<PublishAck>> {
+        validate_subject(subject)?;
+        self.check_payload(&payload)?;
+        self.shared.ensure_connected()?;
+        if self.capturing_stream(subject).await?.is_none() {
+            // No stream captures it: a plain (fire-and-forget) publish.
+            self.shared
+                .client
+                .publish_with_headers(subject.to_owned(), to_header_map(&headers), payload)
+                .await
+                .map_err(|e| backend("publishing", e))?;
+            return Ok(None);
+        }
+        let pending = self
+            .shared
+            .js
+            .publish_with_headers(subject.to_owned(), to_header_map(&headers), payload)
+            .await
+            .map_err(|e| backend("publishing", e))?;
+        match pending.await {
+            Ok(ack) => Ok(Some(PublishAck {
+                stream: ack.stream,
+                sequence: ack.sequence,
+                duplicate: ack.duplicate,
+            })),
+            Err(e) => match e.kind() {
+                jetstream::context::PublishErrorKind::StreamNotFound => Ok(None),
+                jetstream::context::PublishErrorKind::TimedOut => {
+                    Err(TransportError::Timeout(self.shared.request_timeout))
+                }
+                jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                    Err(TransportError::PayloadTooLarge {
+                        size: 0,
+                        limit: self.shared.max_payload(),
+                    })
+                }
+                _ => Err(backend("waiting for the publish ack", e)),
+            },
+        }
+    }
+
+    async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
+        validate_pattern(pattern)?;
+        let subscriber = self
+            .shared
+            .client
+            .subscribe(pattern.to_owned())
+            .await
+            .map_err(|e| backend("subscribing", e))?;
+        // Make sure the server knows the subscription before we return, so
+        // a publish right after it is seen.
+        self.shared
+            .client
+            .flush()
+            .await
+            .map_err(|e| backend("flushing", e))?;
+        Ok(Box::new(NatsSubscription(subscriber)))
+    }
+
+    async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {
+        if config.max_msgs_per_subject == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {}: max_msgs_per_subject must be at least 1",
+                config.name
+            )));
+        }
+        for pattern in &config.subjects {
+            validate_pattern(pattern)?;
+        }
+        let wanted = stream_config(&config, self.shared.replicas);
+        self.shared.forget_routes();
+        let info = self
+            .shared
+            .js
+            .create_or_update_stream(wanted)
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::context::CreateStreamErrorKind::JetStream(inner) => {
+                    js_error("creating", &format!("stream {}", config.name), &inner)
+                }
+                _ => backend("creating stream", e),
+            })?;
+        Ok(stream_info(&info))
+    }
+
+    async fn stream_info(&self, name: &str) -> TransportResult<StreamInfo> {
+        let mut stream = self.get_stream(name).await?;
+        let info = stream.info().await.map_err(|e| backend("stream info", e))?;
+        Ok(stream_info(info))
+    }
+
+    async fn create_consumer(
+        &self,
+        stream_name: &str,
+        config: ConsumerConfig,
+    ) -> TransportResult<Arc<dyn Consumer>> {
+        for pattern in &config.filter_subjects {
+            validate_pattern(pattern)?;
+        }
+        if config.max_deliver == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "consumer {}: max_deliver must be at least 1",
+                config.name
+            )));
+        }
+        let stream = self.get_stream(stream_name).await?;
+        let pull_config = pull::Config {
+            durable_name: Some(config.name.clone()),
+            deliver_policy: match config.deliver_policy {
+                DeliverPolicy::All => jetstream::consumer::DeliverPolicy::All,
+                DeliverPolicy::LastPerSubject => jetstream::consumer::DeliverPolicy::LastPerSubject,
+                DeliverPolicy::New => jetstream::consumer::DeliverPolicy::New,
+            },
+            ack_policy: jetstream::consumer::AckPolicy::Explicit,
+            ack_wait: config.ack_wait,
+            max_deliver: config.max_deliver.map_or(-1, i64::from),
+            filter_subjects: config.filter_subjects.clone(),
+            ..Default::default()
+        };
+        let consumer = stream
+            .create_consumer(pull_config)
+            .await
+            .map_err(|e| match e.kind() {
+                jetstream::stream::ConsumerErrorKind::JetStream(inner) => {
+                    js_error("creating", &format!("consumer {}", config.name), &inner)
+                }
+                _ => backend("creating consumer", e),
+            })?;
+        Ok(Arc::new(NatsConsumer { consumer }))
+    }
+}
+
+struct NatsConsumer {
+    consumer: jetstream::consumer::Consumer<pull::Config>,
+}
+
+/// How long one pull request waits on the server before it is renewed.
+const PULL_EXPIRY: Duration = Duration::from_secs(5);
+
+#[async_trait]
+impl Consumer for NatsConsumer {
+    async fn next(&self) -> TransportResult<Delivery> {
+        loop {
+            let mut batch = self
+                .consumer
+                .batch()
+                .max_messages(1)
+                .expires(PULL_EXPIRY)
+                .messages()
+                .await
+                .map_err(|e| backend("pulling", e))?;
+            if let Some(message) = batch.next().await {
+                let message =
+                    message.map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
+                let (stream_sequence, delivered) = {
+                    let info = message
+                        .info()
+                        .map_err(|e| TransportError::Backend(e.to_string().into()))?;
+                    (
+                        info.stream_sequence,
+                        u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                    )
+                };
+                let (message, acker) = message.split();
+                return Ok(Delivery::new(
+                    to_message(message),
+                    stream_sequence,
+                    delivered,
+                    Arc::new(NatsAck(acker)),
+                ));
+            }
+        }
+    }
+}
+
+struct NatsAck(jetstream::message::Acker);
+
+#[async_trait]
+impl AckHandle for NatsAck {
+    async fn ack(&self) -> TransportResult<()> {
+        self.0
+            .ack_with(jetstream::AckKind::Ack)
+            .await
+            .map_err(|e| TransportError::Backend(format!("ack: {e}").into()))
+    }
+
+    async fn nak(&self, delay: Option<Duration>) -> TransportResult<()> {
+        self.0
+            .ack_with(jetstream::AckKind::Nak(delay))
+            .await
+            .map_err(|e| TransportError::Backend(format!("nak: {e}").into()))
+    }
+}

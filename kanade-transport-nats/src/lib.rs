@@ -64,41 +64,46 @@ pub(crate) struct Shared {
     state: watch::Receiver<ConnectionState>,
     replicas: usize,
     request_timeout: Duration,
-    /// subject → capturing stream (or none), with when it was looked up.
-    routes:
-        std::sync::Mutex<std::collections::HashMap<String, (Option<String>, std::time::Instant)>>,
+    /// Every stream's subject filters, as last listed from the server.
+    routes: std::sync::Mutex<Option<StreamRoutes>>,
 }
 
-/// How long a subject → stream lookup is trusted.
+/// How long a listing of the server's streams (used to tell which publishes
+/// a stream captures) is trusted before it is listed again.
 pub const ROUTE_TTL: Duration = Duration::from_secs(2);
 
+/// Streams and their subject filters.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamRoutes {
+    pub(crate) listed_at: std::time::Instant,
+    pub(crate) streams: Vec<(String, Vec<String>)>,
+}
+
+impl StreamRoutes {
+    /// The stream whose filters match `subject`.
+    pub(crate) fn capturing(&self, subject: &str) -> Option<String> {
+        self.streams
+            .iter()
+            .find(|(_, filters)| kanade_core::transport::subject::matches_any(filters, subject))
+            .map(|(name, _)| name.clone())
+    }
+}
+
 impl Shared {
-    fn routes(
-        &self,
-    ) -> std::sync::MutexGuard<
-        '_,
-        std::collections::HashMap<String, (Option<String>, std::time::Instant)>,
-    > {
+    fn routes(&self) -> std::sync::MutexGuard<'_, Option<StreamRoutes>> {
         self.routes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn route(&self, subject: &str) -> Option<Option<String>> {
+    /// The cached routes, if still fresh.
+    fn fresh_routes(&self) -> Option<StreamRoutes> {
         self.routes()
-            .get(subject)
-            .filter(|(_, at)| at.elapsed() < ROUTE_TTL)
-            .map(|(stream, _)| stream.clone())
-    }
-
-    fn remember_route(&self, subject: &str, stream: Option<String>) {
-        let mut routes = self.routes();
-        if routes.len() > 10_000 {
-            routes.retain(|_, (_, at)| at.elapsed() < ROUTE_TTL);
-        }
-        routes.insert(subject.to_owned(), (stream, std::time::Instant::now()));
+            .as_ref()
+            .filter(|r| r.listed_at.elapsed() < ROUTE_TTL)
+            .cloned()
     }
 
     fn forget_routes(&self) {
-        self.routes().clear();
+        *self.routes() = None;
     }
 
     fn max_payload(&self) -> usize {
@@ -140,7 +145,7 @@ impl NatsTransport {
                 state,
                 replicas: options.replicas.max(1),
                 request_timeout: options.request_timeout,
-                routes: std::sync::Mutex::new(std::collections::HashMap::new()),
+                routes: std::sync::Mutex::new(None),
             }),
         })
     }

@@ -101,25 +101,26 @@ impl MessageStream for NatsSubscription {
 }
 
 impl NatsLog {
-    /// The stream that captures `subject`, from a short-lived cache (a
-    /// stream created elsewhere is noticed within [`ROUTE_TTL`]; until then
-    /// its messages are still stored, only without an ack).
+    /// The stream that captures `subject`, from a listing of the server's
+    /// streams refreshed every [`ROUTE_TTL`](crate::ROUTE_TTL): a stream
+    /// created elsewhere is noticed within that time (until then its
+    /// messages are still stored, only without an ack).
     async fn capturing_stream(&self, subject: &str) -> TransportResult<Option<String>> {
-        if let Some(route) = self.shared.route(subject) {
-            return Ok(route);
+        if let Some(routes) = self.shared.fresh_routes() {
+            return Ok(routes.capturing(subject));
         }
-        let stream = match self.shared.js.stream_by_subject(subject.to_owned()).await {
-            Ok(name) => Some(name),
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("no stream") || text.contains("not found") {
-                    None
-                } else {
-                    return Err(backend("looking up the stream of a subject", e));
-                }
-            }
+        let mut listing = self.shared.js.streams();
+        let mut streams = Vec::new();
+        while let Some(info) = listing.next().await {
+            let info = info.map_err(|e| backend("listing streams", e))?;
+            streams.push((info.config.name.clone(), info.config.subjects.clone()));
+        }
+        let routes = crate::StreamRoutes {
+            listed_at: std::time::Instant::now(),
+            streams,
         };
-        self.shared.remember_route(subject, stream.clone());
+        let stream = routes.capturing(subject);
+        *self.shared.routes() = Some(routes);
         Ok(stream)
     }
 

@@ -1,0 +1,185 @@
+//! `kanade-agent`: runs the kanade agent on this endpoint.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, ValueEnum};
+use kanade_agent::{Agent, AgentSettings, FileConfig};
+use kanade_core::names::SubjectToken;
+use kanade_core::transport::file::FileTransport;
+use kanade_core::transport::memory::MemoryTransport;
+use kanade_core::transport::Transport;
+use kanade_transport_nats::{ConnectionState, NatsOptions, NatsTransport};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Runs the kanade agent: receives commands, runs scripts safely, reports results.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// TOML config file (see the kanade-agent docs for the keys); flags win.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// `memory`, `file:<dir>` or `nats://host:port[,nats://…]`.
+    #[arg(long, env = "KANADE_TRANSPORT")]
+    transport: Option<String>,
+    /// This endpoint's id (default: the host name).
+    #[arg(long)]
+    pc_id: Option<String>,
+    /// Group to join (repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Where the ledger, outbox and script cache live.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Do not replay the EXEC stream on start.
+    #[arg(long)]
+    no_replay: bool,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(args: &Args) {
+    let level = match args.verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn open_transport(
+    spec: &str,
+) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
+    if spec == "memory" {
+        return Ok((Arc::new(MemoryTransport::new()), None));
+    }
+    if let Some(dir) = spec.strip_prefix("file:") {
+        let transport = FileTransport::open(dir).map_err(|e| e.to_string())?;
+        return Ok((Arc::new(transport), None));
+    }
+    if spec.starts_with("nats://") || spec.starts_with("tls://") {
+        let mut options = NatsOptions::new("");
+        options.servers = spec.split(',').map(|s| s.trim().to_owned()).collect();
+        options.name = Some("kanade-agent".into());
+        options.retry_on_initial_connect = true;
+        let transport = NatsTransport::connect(options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut state = transport.connection_state();
+        let (tx, rx) = watch::channel(*state.borrow() == ConnectionState::Connected);
+        tokio::spawn(async move {
+            while state.changed().await.is_ok() {
+                let _ = tx.send(*state.borrow() == ConnectionState::Connected);
+            }
+        });
+        return Ok((Arc::new(transport), Some(rx)));
+    }
+    Err(format!(
+        "unknown transport {spec:?}: use memory, file:<dir> or nats://host:port"
+    ))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(term) => {
+                term.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?;
+            FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let pc_id = match args.pc_id.clone().or(file.pc_id.clone()) {
+        Some(id) => id,
+        None => hostname::get()
+            .map_err(|e| format!("cannot read the host name (use --pc-id): {e}"))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    let pc_id = SubjectToken::pc(pc_id).map_err(|e| format!("{e} (use --pc-id)"))?;
+    let groups = if args.groups.is_empty() {
+        file.groups.clone()
+    } else {
+        args.groups.clone()
+    };
+    let groups = groups
+        .into_iter()
+        .map(SubjectToken::group)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or(file.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("kanade-agent-state"));
+    let transport_spec = args
+        .transport
+        .clone()
+        .or(file.transport.clone())
+        .unwrap_or_else(|| "memory".into());
+    let (transport, connected) = open_transport(&transport_spec).await?;
+    let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
+    settings.groups = groups;
+    settings.replay = !args.no_replay && file.replay.unwrap_or(true);
+    let mut builder = Agent::builder(settings, transport);
+    if let Some(connected) = connected {
+        builder = builder.connection_state(connected);
+    }
+    let agent = builder.build().map_err(|e| e.to_string())?;
+    tracing::info!(pc_id = %pc_id, transport = transport_spec, state_dir = %state_dir.display(), "kanade-agent started");
+    agent
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("kanade-agent stopped");
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args);
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kanade-agent: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

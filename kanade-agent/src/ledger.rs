@@ -1,0 +1,220 @@
+//! The admission ledger: one small file per request id under
+//! `<state>/ledger/`, so a request runs at most once across live delivery,
+//! replay and restarts.
+//!
+//! States: `pending` (admitted, waiting for jitter / a slot) → `launching`
+//! (about to run or running) → `finished`. Entries are kept 8 days and at
+//! most [`MAX_ENTRIES`]; on start, `launching` entries are reported as exit
+//! 121 (outcome unknown) and `pending` ones are dropped so a replay may run
+//! them again (the gates decide afresh).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::AgentError;
+
+/// How long finished entries are kept.
+pub const RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
+/// Most entries kept; the oldest finished ones go first.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// Where a request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Admitted, not started.
+    Pending,
+    /// Started (or about to).
+    Launching,
+    /// A result was written to the outbox.
+    Finished,
+}
+
+/// One request's ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The request id.
+    pub request_id: String,
+    /// sha256 of the command bytes as received.
+    pub command_sha256: String,
+    /// Stage.
+    pub stage: Stage,
+    /// When it was admitted.
+    pub admitted_at: DateTime<Utc>,
+    /// Execution id, for the 121 report.
+    pub exec_id: Option<String>,
+    /// Job id, for the 121 report.
+    pub manifest_id: Option<String>,
+}
+
+/// The outcome of [`Ledger::admit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// New: run it.
+    Admitted,
+    /// Seen before with the same bytes: ignore.
+    Duplicate,
+    /// Seen before with different bytes: refuse and report.
+    Conflict {
+        /// The digest recorded first.
+        recorded: String,
+    },
+}
+
+/// The on-disk ledger with an in-memory index.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger in `dir`, dropping expired entries.
+    pub fn open(dir: &Path, now: DateTime<Utc>) -> Result<Self, AgentError> {
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::io("creating ledger", dir, e))?;
+        let mut entries = HashMap::new();
+        for file in std::fs::read_dir(dir)
+            .map_err(|e| AgentError::io("listing ledger", dir, e))?
+            .flatten()
+        {
+            let path = file.path();
+            let parsed = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            match parsed {
+                Some(entry) if !expired(&entry, now) => {
+                    entries.insert(entry.request_id.clone(), entry);
+                }
+                Some(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                None => {
+                    tracing::warn!(path = %path.display(), "unreadable ledger entry removed");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
+        let ledger = Self {
+            dir: dir.to_path_buf(),
+            entries: Mutex::new(entries),
+        };
+        ledger.enforce_bound();
+        Ok(ledger)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn path(&self, request_id: &str) -> PathBuf {
+        self.dir.join(format!("{request_id}.json"))
+    }
+
+    fn save(&self, entry: &Entry) -> Result<(), AgentError> {
+        let path = self.path(&entry.request_id);
+        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::Internal(e.to_string()))?;
+        crate::outbox::write_durably(&path, &bytes)
+    }
+
+    /// Records a new request, atomically with respect to other deliveries.
+    /// `request_id` must already be a safe token (it names a file).
+    pub fn admit(
+        &self,
+        request_id: &str,
+        command_sha256: &str,
+        exec_id: Option<String>,
+        manifest_id: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<Admission, AgentError> {
+        let mut entries = self.lock();
+        if let Some(existing) = entries.get(request_id) {
+            return Ok(if existing.command_sha256 == command_sha256 {
+                Admission::Duplicate
+            } else {
+                Admission::Conflict {
+                    recorded: existing.command_sha256.clone(),
+                }
+            });
+        }
+        let entry = Entry {
+            request_id: request_id.to_owned(),
+            command_sha256: command_sha256.to_owned(),
+            stage: Stage::Pending,
+            admitted_at: now,
+            exec_id,
+            manifest_id,
+        };
+        self.save(&entry)?;
+        entries.insert(request_id.to_owned(), entry);
+        drop(entries);
+        self.enforce_bound();
+        Ok(Admission::Admitted)
+    }
+
+    /// Moves a request to `stage`.
+    pub fn set_stage(&self, request_id: &str, stage: Stage) -> Result<(), AgentError> {
+        let mut entries = self.lock();
+        let Some(entry) = entries.get_mut(request_id) else {
+            return Ok(());
+        };
+        entry.stage = stage;
+        let entry = entry.clone();
+        drop(entries);
+        self.save(&entry)
+    }
+
+    /// Entries in `stage`.
+    pub fn in_stage(&self, stage: Stage) -> Vec<Entry> {
+        self.lock()
+            .values()
+            .filter(|e| e.stage == stage)
+            .cloned()
+            .collect()
+    }
+
+    /// Forgets a request (its id may be admitted again).
+    pub fn forget(&self, request_id: &str) {
+        self.lock().remove(request_id);
+        let _ = std::fs::remove_file(self.path(request_id));
+    }
+
+    /// How many entries are kept.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether the ledger is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn enforce_bound(&self) {
+        let mut entries = self.lock();
+        if entries.len() <= MAX_ENTRIES {
+            return;
+        }
+        let mut finished: Vec<(DateTime<Utc>, String)> = entries
+            .values()
+            .filter(|e| e.stage == Stage::Finished)
+            .map(|e| (e.admitted_at, e.request_id.clone()))
+            .collect();
+        finished.sort();
+        let excess = entries.len() - MAX_ENTRIES;
+        for (_, id) in finished.into_iter().take(excess) {
+            entries.remove(&id);
+            let _ = std::fs::remove_file(self.path(&id));
+        }
+    }
+}
+
+fn expired(entry: &Entry, now: DateTime<Utc>) -> bool {
+    entry.stage == Stage::Finished
+        && (now - entry.admitted_at)
+            .to_std()
+            .is_ok_and(|age| age > RETENTION)
+}

@@ -1,0 +1,85 @@
+//! # kanade-agent
+//!
+//! The agent that runs on every endpoint, as a library a Rust service can
+//! embed (and the `kanade-agent` binary built on it). It receives commands
+//! from `commands.all`, its groups and its pc subject (and replays the EXEC
+//! stream through its own durable consumer), admits each request once
+//! through an on-disk ledger, runs the safety gates, waits out jitter and a
+//! concurrency slot, runs the gates again, resolves and verifies the script,
+//! runs it with retry, and publishes exactly one result through an on-disk
+//! outbox — a result is never lost across restarts or network drops.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use kanade_agent::{Agent, AgentSettings};
+//! use kanade_core::names::SubjectToken;
+//! use kanade_core::transport::memory::MemoryTransport;
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let state = tempfile::tempdir().unwrap();
+//! let settings = AgentSettings::new(SubjectToken::pc("pc-1").unwrap(), state.path());
+//! let agent = Agent::builder(settings, Arc::new(MemoryTransport::new())).build().unwrap();
+//! // Run until the shutdown future resolves (here: at once).
+//! agent.run(async {}).await.unwrap();
+//! # });
+//! ```
+
+mod agent;
+mod clock;
+mod fire;
+mod ledger;
+mod limiter;
+mod outbox;
+mod runner;
+mod settings;
+
+pub use agent::{Agent, AgentBuilder, REPLY_TO_HEADER};
+pub use clock::{Clock, SystemClock, TokioClock};
+pub use ledger::{Admission, Ledger, Stage};
+pub use limiter::Limiter;
+pub use outbox::{Outbox, OutboxEntry};
+pub use runner::{
+    command_line, find_on_path, CappedCapture, KillSignal, ProcessRunner, RunEnd, RunOutput,
+    RunSpec, ScriptRunner,
+};
+pub use settings::{AgentSettings, FileConfig};
+
+/// Exit code reported when a command could not be started or its script
+/// could not be resolved (bad digest, body too large, not UTF-8, missing
+/// object); stderr says which. Not one of the reserved codes: a failure.
+pub const SCRIPT_FAILURE_EXIT: i32 = 1;
+
+/// Why the agent could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A file or directory operation failed.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// On what.
+        path: std::path::PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The transport failed.
+    #[error("transport: {0}")]
+    Transport(#[from] kanade_core::transport::TransportError),
+    /// A setting is invalid.
+    #[error("invalid setting: {0}")]
+    Config(String),
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AgentError {
+    pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        AgentError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}

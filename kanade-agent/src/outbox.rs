@@ -1,0 +1,193 @@
+//! The outbox: a message is written to disk (fsynced) before it is
+//! published and removed only once the transport acknowledged it. The
+//! backlog is published oldest first on start and by a drain loop, with a
+//! per-file backoff; a file that keeps failing is moved to `stuck/` with a
+//! warning instead of blocking the rest.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kanade_core::transport::{Headers, MessageLog, MESSAGE_ID_HEADER};
+use serde::{Deserialize, Serialize};
+
+use crate::AgentError;
+
+/// Failures after which a file is moved to `stuck/`.
+pub const MAX_FAILURES: u32 = 20;
+
+/// Writes a file durably: temp, fsync, rename, fsync the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| AgentError::io("creating", &tmp, e))?;
+    file.write_all(bytes)
+        .map_err(|e| AgentError::io("writing", &tmp, e))?;
+    file.sync_all()
+        .map_err(|e| AgentError::io("syncing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("renaming", path, e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AgentError::io("syncing", dir, e))
+}
+
+/// One message waiting to be published.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxEntry {
+    /// Subject to publish on.
+    pub subject: String,
+    /// Message id for broker-side dedup (the result id).
+    pub message_id: String,
+    /// The JSON payload.
+    pub payload: String,
+}
+
+/// The on-disk outbox.
+pub struct Outbox {
+    dir: PathBuf,
+    stuck: PathBuf,
+    log: Arc<dyn MessageLog>,
+    counter: AtomicU64,
+    failures: Mutex<HashMap<PathBuf, (u32, tokio::time::Instant)>>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Outbox {
+    /// Opens the outbox in `dir`.
+    pub fn open(dir: &Path, log: Arc<dyn MessageLog>) -> Result<Self, AgentError> {
+        let stuck = dir.join("stuck");
+        std::fs::create_dir_all(&stuck)
+            .map_err(|e| AgentError::io("creating outbox", &stuck, e))?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            stuck,
+            log,
+            counter: AtomicU64::new(0),
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Writes `entry` durably, then tries to publish it at once.
+    pub async fn send(&self, entry: OutboxEntry) -> Result<(), AgentError> {
+        let name = format!(
+            "{:020}-{:06}.json",
+            chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+            self.counter.fetch_add(1, Ordering::Relaxed) % 1_000_000
+        );
+        let path = self.dir.join(name);
+        let bytes = serde_json::to_vec(&entry).map_err(|e| AgentError::Internal(e.to_string()))?;
+        write_durably(&path, &bytes)?;
+        self.publish_file(&path).await;
+        Ok(())
+    }
+
+    /// Files waiting, oldest first.
+    pub fn backlog(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        files
+    }
+
+    /// Files moved aside after repeated failures.
+    pub fn stuck(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.stuck)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Publishes every backlog file whose backoff has passed, oldest first.
+    pub async fn drain(&self) {
+        for path in self.backlog() {
+            let due = self
+                .failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&path)
+                .is_none_or(|(_, next)| *next <= tokio::time::Instant::now());
+            if due {
+                self.publish_file(&path).await;
+            }
+        }
+    }
+
+    /// Publishes one file; on success removes it, on failure backs off.
+    async fn publish_file(&self, path: &Path) -> bool {
+        let entry = match std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<OutboxEntry>(&b).ok())
+        {
+            Some(entry) => entry,
+            None => {
+                self.move_aside(path, "unreadable outbox file");
+                return false;
+            }
+        };
+        let headers = Headers::from([(MESSAGE_ID_HEADER.to_owned(), entry.message_id.clone())]);
+        let result = self
+            .log
+            .publish(
+                &entry.subject,
+                headers,
+                Bytes::from(entry.payload.into_bytes()),
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                let _ = std::fs::remove_file(path);
+                self.failures
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(path);
+                true
+            }
+            Err(e) => {
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                let count = failures.get(path).map_or(0, |(n, _)| *n) + 1;
+                if count >= MAX_FAILURES || !e.is_retryable() {
+                    failures.remove(path);
+                    drop(failures);
+                    self.move_aside(path, &e.to_string());
+                } else {
+                    let backoff = Duration::from_millis(250 * (1u64 << count.min(8)));
+                    failures.insert(
+                        path.to_path_buf(),
+                        (count, tokio::time::Instant::now() + backoff),
+                    );
+                    tracing::debug!(path = %path.display(), error = %e, "publish failed; will retry");
+                }
+                false
+            }
+        }
+    }
+
+    fn move_aside(&self, path: &Path, why: &str) {
+        let target = self.stuck.join(path.file_name().unwrap_or_default());
+        tracing::warn!(path = %path.display(), reason = why, "outbox file moved to stuck/");
+        let _ = std::fs::rename(path, target);
+    }
+}

@@ -1,0 +1,329 @@
+//! Running scripts: the [`ScriptRunner`] seam and the real
+//! [`ProcessRunner`], which spawns each script in its own process group,
+//! captures output with a cap, and on timeout or kill sends SIGTERM to the
+//! group, waits a grace period, then SIGKILL.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use kanade_core::policy::overflow::CAPTURE_CAP_BYTES;
+use kanade_core::wire::{RunAs, Shell};
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::watch;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSpec {
+    /// Interpreter.
+    pub shell: Shell,
+    /// Script body.
+    pub script: String,
+    /// Working directory (`None`: the agent's).
+    pub cwd: Option<String>,
+    /// Limit of this attempt.
+    pub timeout: Duration,
+    /// Identity to run under.
+    pub run_as: RunAs,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    /// Exited with this code.
+    Exited(i32),
+    /// Hit its timeout and was terminated.
+    TimedOut,
+    /// Killed on request.
+    Killed,
+    /// Could not be started (the shell is missing, cwd does not exist, …).
+    SpawnFailed,
+}
+
+/// The outcome of one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutput {
+    /// How it ended.
+    pub end: RunEnd,
+    /// Captured stdout (capped, head and tail kept).
+    pub stdout: Vec<u8>,
+    /// Captured stderr (capped), plus a note for timeouts, kills and spawn failures.
+    pub stderr: Vec<u8>,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended.
+    pub finished_at: DateTime<Utc>,
+}
+
+/// A kill switch: set to `true` to kill the run.
+pub type KillSignal = watch::Receiver<bool>;
+
+/// Runs scripts. The real implementation spawns processes; simulations and
+/// tests provide their own.
+#[async_trait]
+pub trait ScriptRunner: Send + Sync {
+    /// Whether this host can run `shell`.
+    fn supports(&self, shell: Shell) -> bool;
+    /// Runs one attempt; resolves when it has ended.
+    async fn run(&self, spec: RunSpec, kill: KillSignal) -> RunOutput;
+}
+
+/// Spawns real processes.
+#[derive(Debug, Clone)]
+pub struct ProcessRunner {
+    /// Wait between SIGTERM and SIGKILL.
+    pub grace: Duration,
+    /// Per-stream capture cap.
+    pub capture_cap: usize,
+}
+
+impl Default for ProcessRunner {
+    fn default() -> Self {
+        Self {
+            grace: Duration::from_secs(5),
+            capture_cap: CAPTURE_CAP_BYTES,
+        }
+    }
+}
+
+/// The program and arguments that run `script` with `shell`.
+pub fn command_line(shell: Shell, script: &str) -> (&'static str, Vec<String>) {
+    let s = script.to_owned();
+    match shell {
+        Shell::Sh => ("sh", vec!["-c".into(), s]),
+        Shell::Bash => ("bash", vec!["-c".into(), s]),
+        Shell::Pwsh => (
+            "pwsh",
+            vec![
+                "-NoProfile".into(),
+                "-NonInteractive".into(),
+                "-Command".into(),
+                s,
+            ],
+        ),
+        Shell::Powershell => (
+            "powershell",
+            vec![
+                "-NoProfile".into(),
+                "-NonInteractive".into(),
+                "-Command".into(),
+                s,
+            ],
+        ),
+        Shell::Cmd => ("cmd", vec!["/C".into(), s]),
+    }
+}
+
+/// Finds `program` on `PATH`.
+pub fn find_on_path(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| is_executable(candidate))
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    path.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Keeps the first and last `cap / 2` bytes of a stream, counting the rest.
+#[derive(Debug)]
+pub struct CappedCapture {
+    cap: usize,
+    head: Vec<u8>,
+    tail: std::collections::VecDeque<u8>,
+    total: usize,
+}
+
+impl CappedCapture {
+    /// A capture keeping at most `cap` bytes.
+    pub fn new(cap: usize) -> Self {
+        Self {
+            cap,
+            head: Vec::new(),
+            tail: std::collections::VecDeque::new(),
+            total: 0,
+        }
+    }
+
+    /// Adds bytes.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len();
+        let half = self.cap / 2;
+        let mut rest = bytes;
+        if self.head.len() < half {
+            let take = (half - self.head.len()).min(rest.len());
+            self.head.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        self.tail.extend(rest);
+        while self.tail.len() > self.cap - half {
+            self.tail.pop_front();
+        }
+    }
+
+    /// The captured bytes, with a marker if anything was dropped.
+    pub fn finish(self) -> Vec<u8> {
+        let kept = self.head.len() + self.tail.len();
+        let mut out = self.head;
+        if self.total > kept {
+            out.extend_from_slice(
+                format!(
+                    "\n[kanade: output truncated: {} bytes in all, {kept} kept]\n",
+                    self.total
+                )
+                .as_bytes(),
+            );
+        }
+        out.extend(self.tail);
+        out
+    }
+}
+
+async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
+    let mut capture = CappedCapture::new(cap);
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        match stream.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => capture.push(&buffer[..n]),
+        }
+    }
+    capture.finish()
+}
+
+fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) {
+    if let Ok(pgid) = i32::try_from(pgid) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid), signal);
+    }
+}
+
+#[async_trait]
+impl ScriptRunner for ProcessRunner {
+    fn supports(&self, shell: Shell) -> bool {
+        find_on_path(command_line(shell, "").0).is_some()
+    }
+
+    async fn run(&self, spec: RunSpec, mut kill: KillSignal) -> RunOutput {
+        let started_at = Utc::now();
+        let (program, args) = command_line(spec.shell, &spec.script);
+        let mut command = tokio::process::Command::new(program);
+        command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &spec.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return RunOutput {
+                    end: RunEnd::SpawnFailed,
+                    stdout: Vec::new(),
+                    stderr: format!("kanade: could not start {program}: {e}").into_bytes(),
+                    started_at,
+                    finished_at: Utc::now(),
+                }
+            }
+        };
+        let pgid = child.id().unwrap_or(0);
+        let stdout = tokio::spawn(capture(
+            child.stdout.take().expect("piped stdout"),
+            self.capture_cap,
+        ));
+        let stderr = tokio::spawn(capture(
+            child.stderr.take().expect("piped stderr"),
+            self.capture_cap,
+        ));
+        let killed = async {
+            loop {
+                if *kill.borrow() {
+                    return;
+                }
+                if kill.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let (end, status) = tokio::select! {
+            status = child.wait() => (None, status.ok()),
+            _ = tokio::time::sleep(spec.timeout) => (Some(RunEnd::TimedOut), None),
+            _ = killed => (Some(RunEnd::Killed), None),
+        };
+        let end = match end {
+            None => RunEnd::Exited(exit_code(status)),
+            Some(reason) => {
+                signal_group(pgid, nix::sys::signal::Signal::SIGTERM);
+                if tokio::time::timeout(self.grace, child.wait())
+                    .await
+                    .is_err()
+                {
+                    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait().await;
+                }
+                reason
+            }
+        };
+        // Make sure nothing of the group outlives the run.
+        signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+        let stdout = stdout.await.unwrap_or_default();
+        let mut stderr = stderr.await.unwrap_or_default();
+        match end {
+            RunEnd::TimedOut => stderr.extend_from_slice(
+                format!(
+                    "\nkanade: timed out after {}; process group terminated\n",
+                    humantime::format_duration(spec.timeout)
+                )
+                .as_bytes(),
+            ),
+            RunEnd::Killed => stderr.extend_from_slice(
+                b"\nkanade: killed on request (kill.<exec_id>); process group terminated\n",
+            ),
+            _ => {}
+        }
+        RunOutput {
+            end,
+            stdout,
+            stderr,
+            started_at,
+            finished_at: Utc::now(),
+        }
+    }
+}
+
+fn exit_code(status: Option<std::process::ExitStatus>) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    match status {
+        Some(status) => status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        None => -1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_keeps_head_and_tail() {
+        let mut c = CappedCapture::new(10);
+        c.push(b"0123456789abcdefghij");
+        let out = String::from_utf8(c.finish()).unwrap();
+        assert!(out.starts_with("01234"), "{out}");
+        assert!(out.ends_with("fghij"), "{out}");
+        assert!(out.contains("20 bytes in all, 10 kept"), "{out}");
+        let mut small = CappedCapture::new(10);
+        small.push(b"abc");
+        small.push(b"def");
+        assert_eq!(small.finish(), b"abcdef");
+    }
+}

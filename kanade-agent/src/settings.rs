@@ -1,0 +1,78 @@
+//! Agent settings, and the file format the binary reads them from.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use kanade_core::names::SubjectToken;
+use serde::Deserialize;
+
+/// How an agent behaves. Live config from the `agent_config` bucket
+/// overrides the heartbeat interval and concurrency while running.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// This endpoint's id.
+    pub pc_id: SubjectToken,
+    /// Groups to join before `agent_groups` says otherwise.
+    pub groups: Vec<SubjectToken>,
+    /// Where the ledger, outbox and script cache live.
+    pub state_dir: PathBuf,
+    /// Replay the EXEC stream through a durable consumer on start.
+    pub replay: bool,
+    /// How often the outbox backlog is retried.
+    pub drain_interval: Duration,
+    /// Seed for jitter (None: random).
+    pub jitter_seed: Option<u64>,
+    /// Whether an interactive user session exists (`run_as: user | system_gui`).
+    pub interactive_sessions: bool,
+    /// Reported in heartbeats.
+    pub agent_version: String,
+}
+
+impl AgentSettings {
+    /// Settings with defaults for `pc_id`, keeping state in `state_dir`.
+    pub fn new(pc_id: SubjectToken, state_dir: impl AsRef<Path>) -> Self {
+        Self {
+            pc_id,
+            groups: Vec::new(),
+            state_dir: state_dir.as_ref().to_path_buf(),
+            replay: true,
+            drain_interval: Duration::from_secs(1),
+            jitter_seed: None,
+            interactive_sessions: false,
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// The `kanade-agent --config` file, in TOML. Every key is optional;
+/// command-line flags win; an unknown key is an error naming it.
+///
+/// ```toml
+/// pc_id = "pc-0042"
+/// groups = ["canary", "accounting"]
+/// state_dir = "/var/lib/kanade-agent"
+/// transport = "nats://nats-1:4222,nats://nats-2:4222"
+/// replay = true
+/// ```
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// This endpoint's id (default: the host name).
+    pub pc_id: Option<String>,
+    /// Initial groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// State directory.
+    pub state_dir: Option<PathBuf>,
+    /// `memory`, `file:<dir>` or `nats://host:port[,…]`.
+    pub transport: Option<String>,
+    /// Replay EXEC on start.
+    pub replay: Option<bool>,
+}
+
+impl FileConfig {
+    /// Parses a config file's text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+}

@@ -235,6 +235,9 @@ impl Agent {
         tasks.spawn(ping_responder(inner.clone()));
         tasks.spawn(kill_listener(inner.clone()));
         tasks.spawn(intake(inner.clone()));
+        if inner.settings.inventory {
+            tasks.spawn(inventory_loop(inner.clone()));
+        }
         if let Some(connected) = inner.connected.clone() {
             tasks.spawn(track_connection(inner.clone(), connected));
         }
@@ -430,6 +433,33 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
             _ = tokio::time::sleep(period) => {}
             _ = changed => {}
         }
+    }
+}
+
+/// Publishes the hardware inventory at start and then daily.
+async fn inventory_loop(inner: Arc<Inner>) {
+    let subject = subjects::inventory(&inner.settings.pc_id, subjects::InventoryKind::Hw);
+    loop {
+        let pc = inner.settings.pc_id.to_string();
+        let at = inner.clock.now();
+        match tokio::task::spawn_blocking(move || crate::presence::collect_hw_inventory(&pc, at))
+            .await
+        {
+            Ok(inventory) => match serde_json::to_vec(&inventory) {
+                Ok(body) => {
+                    if let Err(e) = inner
+                        .log
+                        .publish(&subject, Headers::new(), Bytes::from(body))
+                        .await
+                    {
+                        tracing::debug!("inventory not published: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("inventory not encoded: {e}"),
+            },
+            Err(e) => tracing::warn!("inventory collection failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
     }
 }
 

@@ -475,6 +475,17 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
         }
     };
     drop(registration);
+    let mut output = output;
+    if command.emit.is_some() {
+        emit_events(
+            &inner,
+            &command,
+            &request,
+            &mut output.stderr,
+            &output.stdout,
+        )
+        .await;
+    }
     let exit_code = match output.end {
         RunEnd::Exited(code) => code,
         RunEnd::TimedOut | RunEnd::Killed => exit_codes::KILLED_OR_TIMED_OUT,
@@ -490,6 +501,45 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
         attempts,
     };
     finish(&inner, &command, &request, outcome).await;
+}
+
+/// Publishes a job's stdout NDJSON as observability events (through the
+/// outbox); bad lines are counted in a note on the result's stderr.
+async fn emit_events(
+    inner: &Arc<Inner>,
+    command: &Command,
+    request: &SubjectToken,
+    stderr: &mut Vec<u8>,
+    stdout: &[u8],
+) {
+    let text = String::from_utf8_lossy(stdout);
+    let (events, bad) = crate::presence::parse_emitted_events(
+        &text,
+        inner.settings.pc_id.as_str(),
+        &command.id,
+        inner.clock.now(),
+    );
+    let subject = subjects::obs(&inner.settings.pc_id);
+    for (n, event) in events.iter().enumerate() {
+        let Ok(payload) = serde_json::to_string(event) else {
+            continue;
+        };
+        let entry = OutboxEntry {
+            subject: subject.clone(),
+            message_id: format!("obs-{}-{n}", result_id(request, inner)),
+            payload,
+        };
+        if let Err(e) = inner.outbox.send(entry).await {
+            tracing::warn!("emitted event not written: {e}");
+        }
+    }
+    if bad > 0 {
+        tracing::warn!(request_id = %request, bad, "emitted lines that are not events were skipped");
+        stderr.extend_from_slice(
+            format!("\nkanade: {bad} emitted line(s) were not valid events and were skipped\n")
+                .as_bytes(),
+        );
+    }
 }
 
 async fn publish_started(inner: &Arc<Inner>, command: &Command, request: &SubjectToken) {

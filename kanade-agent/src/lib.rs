@@ -30,6 +30,7 @@ mod fire;
 mod ledger;
 mod limiter;
 mod outbox;
+mod presence;
 mod runner;
 mod settings;
 
@@ -38,6 +39,7 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use ledger::{Admission, Ledger, Stage};
 pub use limiter::Limiter;
 pub use outbox::{Outbox, OutboxEntry};
+pub use presence::{collect_hw_inventory, parse_emitted_events};
 pub use runner::{
     command_line, find_on_path, CappedCapture, KillSignal, ProcessRunner, RunEnd, RunOutput,
     RunSpec, ScriptRunner,

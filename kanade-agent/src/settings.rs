@@ -26,6 +26,8 @@ pub struct AgentSettings {
     pub interactive_sessions: bool,
     /// Reported in heartbeats.
     pub agent_version: String,
+    /// Publish hardware inventory at start and daily.
+    pub inventory: bool,
 }
 
 impl AgentSettings {
@@ -40,6 +42,7 @@ impl AgentSettings {
             jitter_seed: None,
             interactive_sessions: false,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            inventory: true,
         }
     }
 }

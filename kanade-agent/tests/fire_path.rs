@@ -431,3 +431,67 @@ async fn config_and_groups_apply_live() {
         .await;
     assert_quiet(&mut results, Duration::from_secs(30)).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn emitted_ndjson_becomes_obs_events() {
+    let h = Harness::start(memory()).await;
+    let mut results = results(&h.transport).await;
+    let mut obs = h.transport.messages().subscribe("obs.pc-1").await.unwrap();
+    let mut emitting = command(
+        "e1",
+        "{\"kind\":\"logon\",\"payload\":{\"via\":\"echo\"}}\nnot an event",
+    );
+    emitting.emit = Some(kanade_core::wire::EmitConfig {
+        kind: kanade_core::wire::EmitKind::Events,
+    });
+    h.send("commands.all", &emitting).await;
+    let result = next_result(&mut results).await;
+    assert_eq!(result.exit_code, 0);
+    assert!(
+        result
+            .stderr
+            .contains("1 emitted line(s) were not valid events"),
+        "{}",
+        result.stderr
+    );
+    let message = obs.next().await.unwrap();
+    let event: kanade_core::wire::ObsEvent = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (
+            event.pc_id.as_str(),
+            event.kind.as_str(),
+            event.source.as_str()
+        ),
+        ("pc-1", "logon", "job")
+    );
+    assert_eq!(event.payload["via"], "echo");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hardware_inventory_is_published_at_start() {
+    let transport = memory();
+    let mut inventory = transport
+        .messages()
+        .subscribe("inventory.pc-1.hw")
+        .await
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(state.path());
+    settings.inventory = true;
+    let agent = kanade_agent::Agent::builder(settings, transport.clone())
+        .runner(Arc::new(FakeRunner::default()))
+        .build()
+        .unwrap();
+    let run = tokio::spawn(agent.run(std::future::pending()));
+    let message = tokio::time::timeout(Duration::from_secs(30), inventory.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let hw: kanade_core::wire::HwInventory = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(hw.pc_id, "pc-1");
+    assert!(
+        hw.memory_bytes.unwrap_or(0) > 0 && hw.cpu_cores.unwrap_or(0) > 0,
+        "{hw:?}"
+    );
+    run.abort();
+}

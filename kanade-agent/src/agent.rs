@@ -402,10 +402,24 @@ pub(crate) fn heartbeat(inner: &Inner) -> Heartbeat {
         os_family: Some(std::env::consts::OS.to_owned()),
         agent_arch: Some(std::env::consts::ARCH.to_owned()),
         agent_cpu_pct: None,
-        agent_rss_bytes: None,
+        agent_rss_bytes: own_rss_bytes(),
         enforcing: Some(false),
         command_keys: None,
     }
+}
+
+/// This process's resident memory (Linux), for heartbeats.
+fn own_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 async fn publish_heartbeat(inner: &Inner, subject: &str) {

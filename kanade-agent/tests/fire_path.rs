@@ -495,3 +495,48 @@ async fn hardware_inventory_is_published_at_start() {
     );
     run.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn pings_are_answered_with_a_heartbeat() {
+    let h = Harness::start(memory()).await;
+    let log = h.transport.messages();
+    let mut replies = log.subscribe("reply.ping-1").await.unwrap();
+    let headers = Headers::from([(
+        kanade_agent::REPLY_TO_HEADER.to_owned(),
+        "reply.ping-1".to_owned(),
+    )]);
+    log.publish("agents.pc-1.ping", headers, Bytes::new())
+        .await
+        .unwrap();
+    let message = tokio::time::timeout(Duration::from_secs(5), replies.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let heartbeat: kanade_core::wire::Heartbeat = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(heartbeat.pc_id, "pc-1");
+    assert!(heartbeat.agent_rss_bytes.unwrap_or(0) > 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unpublishable_result_is_moved_aside_not_blocking_the_rest() {
+    // A transport whose payload limit is below the size of this result.
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::with_settings(
+        kanade_core::transport::memory::MemorySettings {
+            max_payload_bytes: 600,
+            ..Default::default()
+        },
+    ));
+    let h = Harness::start(transport.clone()).await;
+    let mut results = results(&transport).await;
+    h.send("commands.all", &command("huge", "stdout=2000"))
+        .await;
+    h.send("commands.all", &command("small", "exit=0")).await;
+    assert_eq!(next_result(&mut results).await.request_id, "small");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        h.agent.outbox().stuck().len(),
+        1,
+        "the oversized result is in stuck/"
+    );
+    assert!(h.agent.outbox().backlog().is_empty());
+}

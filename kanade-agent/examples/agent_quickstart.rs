@@ -4,7 +4,7 @@
 //! passed, and a revoked job.
 //!
 //! ```text
-//! cargo run -p kanade-agent --example quickstart
+//! cargo run -p kanade-agent --example agent_quickstart
 //! ```
 
 use std::sync::Arc;

@@ -1,0 +1,98 @@
+//! `kanade-backend`: provisions the transport, runs the projectors and
+//! serves the HTTP API.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use kanade_backend::{http, Backend, BackendSettings};
+use kanade_core::transport::file::FileTransport;
+use kanade_core::transport::memory::MemoryTransport;
+use kanade_core::transport::Transport;
+use kanade_transport_nats::{provision::provision, NatsOptions, NatsTransport};
+
+/// Runs the kanade backend.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// `memory`, `file:<dir>` or `nats://host:port[,…]`.
+    #[arg(long, env = "KANADE_TRANSPORT", default_value = "memory")]
+    transport: String,
+    /// SQLite database file.
+    #[arg(long, default_value = "kanade-backend.db")]
+    db: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: String,
+    /// More logging (-v info, -vv debug).
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+}
+
+async fn open_transport(spec: &str) -> Result<Arc<dyn Transport>, String> {
+    if spec == "memory" {
+        return Ok(Arc::new(MemoryTransport::new()));
+    }
+    if let Some(dir) = spec.strip_prefix("file:") {
+        return Ok(Arc::new(
+            FileTransport::open(dir).map_err(|e| e.to_string())?,
+        ));
+    }
+    if spec.starts_with("nats://") || spec.starts_with("tls://") {
+        let mut options = NatsOptions::new("");
+        options.servers = spec.split(',').map(|s| s.trim().to_owned()).collect();
+        options.name = Some("kanade-backend".into());
+        let transport = NatsTransport::connect(options)
+            .await
+            .map_err(|e| e.to_string())?;
+        let report = provision(&transport).await.map_err(|e| e.to_string())?;
+        tracing::info!(created = ?report.created, updated = ?report.updated, "provisioned");
+        return Ok(Arc::new(transport));
+    }
+    Err(format!(
+        "unknown transport {spec:?}: use memory, file:<dir> or nats://host:port"
+    ))
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let transport = open_transport(&args.transport).await?;
+    let backend = Backend::open(transport, BackendSettings::new(&args.db))
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+    eprintln!(
+        "kanade-backend: API on http://{}",
+        listener.local_addr().map_err(|e| e.to_string())?
+    );
+    let projectors = tokio::spawn(backend.clone().run(std::future::pending()));
+    axum::serve(listener, http::router(backend))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    projectors.abort();
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let level = ["warn", "info", "debug"][usize::from(args.verbose.min(2))];
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kanade-backend: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,392 @@
+//! `kanade`: the operator CLI, talking to the backend's HTTP API.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use kanade_backend::db::{AgentRow, ExecutionRow, ResultRow};
+use kanade_backend::http::{JobUpload, PinRequest, ScheduleUpload};
+use kanade_backend::manifest::{Job, Schedule, Target};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Drive a kanade backend.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// The backend's API.
+    #[arg(
+        long,
+        env = "KANADE_SERVER",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    server: String,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Jobs.
+    Job {
+        #[command(subcommand)]
+        action: JobCmd,
+    },
+    /// Schedules.
+    Schedule {
+        #[command(subcommand)]
+        action: ScheduleCmd,
+    },
+    /// Run a job now.
+    Exec {
+        /// Job id.
+        job: String,
+        /// Every agent.
+        #[arg(long)]
+        all: bool,
+        /// Groups (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Pcs (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        pcs: Vec<String>,
+        /// Return at once instead of waiting for the results.
+        #[arg(long)]
+        no_wait: bool,
+        /// Longest wait for results.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        wait: Duration,
+    },
+    /// Results of an execution.
+    Results {
+        /// Execution id.
+        exec: String,
+    },
+    /// Known agents.
+    Agents,
+    /// Revoke a job (agents skip it with 126).
+    Revoke {
+        /// Job id.
+        job: String,
+    },
+    /// Let a revoked job run again.
+    Activate {
+        /// Job id.
+        job: String,
+    },
+    /// Pin the version agents may run (others skip with 124).
+    Pin {
+        /// Job id.
+        job: String,
+        /// Version.
+        version: String,
+    },
+    /// Kill a running execution.
+    Kill {
+        /// Execution id.
+        exec: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCmd {
+    /// Upload a job manifest (YAML).
+    Apply {
+        /// The manifest.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// List jobs.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleCmd {
+    /// Upload a schedule manifest (YAML).
+    Apply {
+        /// The manifest.
+        #[arg(short, long)]
+        file: PathBuf,
+    },
+    /// List schedules.
+    List,
+}
+
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Api {
+    fn new(base: &str) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: config.into(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, String> {
+        let mut response = response.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let body: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+            let mut message = body["error"].as_str().unwrap_or(&text).to_owned();
+            if let Some(details) = body["details"].as_array() {
+                for detail in details {
+                    message.push_str(&format!(
+                        "\n  line {}: {}: {}",
+                        detail["line"]
+                            .as_u64()
+                            .map_or("?".into(), |l| l.to_string()),
+                        detail["field"].as_str().unwrap_or(""),
+                        detail["message"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            return Err(format!("{status}: {message}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("unexpected answer: {e}"))
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        self.decode(self.agent.get(&format!("{}{path}", self.base)).call())
+    }
+
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
+        self.decode(
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .send_json(body),
+        )
+    }
+}
+
+fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce()) -> Result<(), String> {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).map_err(|e| e.to_string())?
+        );
+    } else {
+        table();
+    }
+    Ok(())
+}
+
+fn results_table(rows: &[ResultRow]) {
+    println!(
+        "{:<16} {:>5} {:>8} {:>8}  output",
+        "pc", "exit", "skipped", "attempts"
+    );
+    for r in rows {
+        let output = if r.stdout.trim().is_empty() {
+            &r.stderr
+        } else {
+            &r.stdout
+        };
+        let mut line = output.trim().replace('\n', " | ");
+        if line.len() > 60 {
+            line.truncate(57);
+            line.push_str("...");
+        }
+        println!(
+            "{:<16} {:>5} {:>8} {:>8}  {line}",
+            r.pc_id, r.exit_code, r.skipped, r.attempts
+        );
+    }
+}
+
+fn script_files_next_to(manifest: &std::path::Path, yaml: &str) -> BTreeMap<String, String> {
+    let mut files = BTreeMap::new();
+    for line in yaml.lines() {
+        if let Some(name) = line.trim().strip_prefix("script_file:") {
+            let name = name.trim().trim_matches('"').trim_matches('\'');
+            let path = manifest
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .join(name);
+            if let Ok(body) = std::fs::read_to_string(&path) {
+                files.insert(name.to_owned(), body);
+            }
+        }
+    }
+    files
+}
+
+fn run(args: Args) -> Result<(), String> {
+    let api = Api::new(&args.server);
+    match args.command {
+        Cmd::Job {
+            action: JobCmd::Apply { file },
+        } => {
+            let yaml =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let upload = JobUpload {
+                script_files: script_files_next_to(&file, &yaml),
+                yaml,
+            };
+            let job: Job = api
+                .post("/api/jobs", &upload)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            print(args.json, &job, || {
+                println!("applied job {} {}", job.id, job.version)
+            })
+        }
+        Cmd::Job {
+            action: JobCmd::List,
+        } => {
+            let jobs: Vec<Job> = api.get("/api/jobs")?;
+            print(args.json, &jobs, || {
+                println!("{:<24} {:<10} {:<10} timeout", "id", "version", "shell");
+                for j in &jobs {
+                    println!(
+                        "{:<24} {:<10} {:<10} {}",
+                        j.id,
+                        j.version,
+                        format!("{:?}", j.execute.shell).to_lowercase(),
+                        j.execute.timeout
+                    );
+                }
+            })
+        }
+        Cmd::Schedule {
+            action: ScheduleCmd::Apply { file },
+        } => {
+            let yaml =
+                std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            let schedule: Schedule = api
+                .post("/api/schedules", &ScheduleUpload { yaml })
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+            print(args.json, &schedule, || {
+                println!("applied schedule {} (job {})", schedule.id, schedule.job_id)
+            })
+        }
+        Cmd::Schedule {
+            action: ScheduleCmd::List,
+        } => {
+            let schedules: Vec<Schedule> = api.get("/api/schedules")?;
+            print(args.json, &schedules, || {
+                for s in &schedules {
+                    println!("{:<24} job {:<20} enabled {}", s.id, s.job_id, s.enabled);
+                }
+            })
+        }
+        Cmd::Exec {
+            job,
+            all,
+            groups,
+            pcs,
+            no_wait,
+            wait,
+        } => {
+            let target = Target { all, groups, pcs };
+            let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &target)?;
+            if no_wait {
+                return print(args.json, &execution, || {
+                    println!(
+                        "execution {} targets {} agents",
+                        execution.exec_id, execution.targeted
+                    )
+                });
+            }
+            let bar = indicatif::ProgressBar::new(execution.targeted.max(0) as u64);
+            let started = Instant::now();
+            let id = execution.exec_id.clone();
+            let finished = loop {
+                let current: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
+                let done = current.succeeded + current.failed + current.skipped;
+                bar.set_position(done.max(0) as u64);
+                if current.status == "completed"
+                    || current.status == "cancelled"
+                    || started.elapsed() > wait
+                {
+                    break current;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            };
+            bar.finish_and_clear();
+            let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{id}/results"))?;
+            print(args.json, &rows, || {
+                println!(
+                    "execution {id}: {} — {} succeeded, {} failed, {} skipped of {}",
+                    finished.status,
+                    finished.succeeded,
+                    finished.failed,
+                    finished.skipped,
+                    finished.targeted
+                );
+                results_table(&rows);
+            })
+        }
+        Cmd::Results { exec } => {
+            let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{exec}/results"))?;
+            print(args.json, &rows, || results_table(&rows))
+        }
+        Cmd::Agents => {
+            let agents: Vec<AgentRow> = api.get("/api/agents")?;
+            print(args.json, &agents, || {
+                println!(
+                    "{:<16} {:<8} {:<10} {:<8} last seen",
+                    "pc", "online", "version", "os"
+                );
+                for a in &agents {
+                    println!(
+                        "{:<16} {:<8} {:<10} {:<8} {}",
+                        a.pc_id,
+                        a.online,
+                        a.agent_version,
+                        a.os_family.clone().unwrap_or_default(),
+                        a.last_seen
+                    );
+                }
+            })
+        }
+        Cmd::Revoke { job } => show(
+            args.json,
+            api.post(&format!("/api/jobs/{job}/revoke"), &())?,
+        ),
+        Cmd::Activate { job } => show(
+            args.json,
+            api.post(&format!("/api/jobs/{job}/activate"), &())?,
+        ),
+        Cmd::Pin { job, version } => show(
+            args.json,
+            api.post(&format!("/api/jobs/{job}/pin"), &PinRequest { version })?,
+        ),
+        Cmd::Kill { exec } => show(
+            args.json,
+            api.post(&format!("/api/executions/{exec}/kill"), &())?,
+        ),
+    }
+}
+
+fn show(json: bool, value: serde_json::Value) -> Result<(), String> {
+    print(json, &value, || println!("{value}"))
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kanade: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

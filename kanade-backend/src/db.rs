@@ -1,0 +1,436 @@
+//! The backend's SQLite store: executions, results, in-flight runs and
+//! agents. Writes are idempotent by key, so a result published twice or a
+//! projector restarted mid-batch never yields a duplicate or lost row.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use serde::Serialize;
+
+use kanade_core::wire::ExecResult;
+
+/// Why a database call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A migration failed.
+    #[error("database migration: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+}
+
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(
+        "CREATE TABLE executions (
+            exec_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            request_id TEXT NOT NULL,
+            target TEXT NOT NULL,
+            targeted INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            started INTEGER NOT NULL DEFAULT 0,
+            succeeded INTEGER NOT NULL DEFAULT 0,
+            failed INTEGER NOT NULL DEFAULT 0,
+            skipped INTEGER NOT NULL DEFAULT 0,
+            reap_after_secs INTEGER NOT NULL DEFAULT 3600
+        );
+        CREATE TABLE results (
+            result_id TEXT PRIMARY KEY,
+            exec_id TEXT,
+            request_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            exit_code INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            stdout TEXT NOT NULL,
+            stderr TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            manifest_id TEXT,
+            reaped INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX results_by_exec ON results(exec_id);
+        CREATE TABLE runs (
+            result_id TEXT PRIMARY KEY,
+            exec_id TEXT,
+            request_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            started_at TEXT NOT NULL,
+            deadline_at TEXT NOT NULL
+        );
+        CREATE TABLE agents (
+            pc_id TEXT PRIMARY KEY,
+            last_seen TEXT NOT NULL,
+            agent_version TEXT NOT NULL,
+            hostname TEXT,
+            os_family TEXT
+        );",
+    )])
+}
+
+/// One execution row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExecutionRow {
+    /// Execution id.
+    pub exec_id: String,
+    /// Job.
+    pub job_id: String,
+    /// Job version.
+    pub version: String,
+    /// Request id of its command.
+    pub request_id: String,
+    /// Target as JSON.
+    pub target: String,
+    /// Agents addressed (alive by heartbeat when it started).
+    pub targeted: i64,
+    /// pending | running | completed.
+    pub status: String,
+    /// When it was created.
+    pub created_at: String,
+    /// Start events seen.
+    pub started: i64,
+    /// Results with exit 0.
+    pub succeeded: i64,
+    /// Results with a failure.
+    pub failed: i64,
+    /// Skipped results.
+    pub skipped: i64,
+    /// How long after its start a run without a result is reaped.
+    pub reap_after_secs: i64,
+}
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResultRow {
+    /// Unique per command × pc.
+    pub result_id: String,
+    /// Execution.
+    pub exec_id: Option<String>,
+    /// Request.
+    pub request_id: String,
+    /// Pc.
+    pub pc_id: String,
+    /// Exit code.
+    pub exit_code: i64,
+    /// Skipped.
+    pub skipped: bool,
+    /// Full stdout (overflow dereferenced).
+    pub stdout: String,
+    /// Full stderr.
+    pub stderr: String,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub finished_at: String,
+    /// Attempts.
+    pub attempts: i64,
+    /// Closed by the reaper (the agent never reported).
+    pub reaped: bool,
+}
+
+/// One agent row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct AgentRow {
+    /// Pc id.
+    pub pc_id: String,
+    /// Last heartbeat.
+    pub last_seen: String,
+    /// Agent version.
+    pub agent_version: String,
+    /// Host name.
+    pub hostname: Option<String>,
+    /// OS family.
+    pub os_family: Option<String>,
+    /// Seen within the online window.
+    pub online: bool,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub struct Db {
+    conn: Arc<Mutex<Connection>>,
+}
+
+/// A run the reaper should close.
+#[derive(Debug, Clone)]
+pub struct OverdueRun {
+    /// Result id it would have had.
+    pub result_id: String,
+    /// Execution.
+    pub exec_id: Option<String>,
+    /// Request.
+    pub request_id: String,
+    /// Pc.
+    pub pc_id: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+impl Db {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, DbError> {
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        migrations().to_latest(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a new execution.
+    pub fn insert_execution(&self, row: &ExecutionRow) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![row.exec_id, row.job_id, row.version, row.request_id, row.target, row.targeted, row.status, row.created_at, row.reap_after_secs],
+        )?;
+        Ok(())
+    }
+
+    /// Stores a result (idempotent by `result_id`; a real result replaces a
+    /// reaped one) and recomputes its execution's counters in the same
+    /// transaction. Returns whether anything changed.
+    pub fn store_result(&self, result: &ExecResult, reaped: bool) -> Result<bool, DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let existing: Option<bool> = tx
+            .query_row(
+                "SELECT reaped FROM results WHERE result_id = ?1",
+                [&result.result_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let write = match existing {
+            None => true,
+            Some(was_reaped) => was_reaped && !reaped,
+        };
+        if write {
+            tx.execute(
+                "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
+                    started_at, finished_at, attempts, manifest_id, reaped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    result.result_id,
+                    result.exec_id,
+                    result.request_id,
+                    result.pc_id,
+                    result.exit_code,
+                    result.skipped,
+                    result.stdout,
+                    result.stderr,
+                    result.started_at.to_rfc3339(),
+                    result.finished_at.to_rfc3339(),
+                    result.attempts,
+                    result.manifest_id,
+                    reaped,
+                ],
+            )?;
+            tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])?;
+            if let Some(exec_id) = &result.exec_id {
+                recount(&tx, exec_id)?;
+            }
+        }
+        tx.commit()?;
+        Ok(write)
+    }
+
+    /// Records a run that has started.
+    pub fn insert_run(&self, run: &OverdueRun, deadline: DateTime<Utc>) -> Result<(), DbError> {
+        let conn = self.lock();
+        let already: bool = conn
+            .query_row(
+                "SELECT 1 FROM results WHERE result_id = ?1",
+                [&run.result_id],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if already {
+            return Ok(());
+        }
+        conn.execute(
+            "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
+        )?;
+        if let Some(exec_id) = &run.exec_id {
+            conn.execute(
+                "UPDATE executions SET started = started + 1,
+                    status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
+                 WHERE exec_id = ?1",
+                [exec_id],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Runs past their deadline without a result.
+    pub fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<OverdueRun>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT result_id, exec_id, request_id, pc_id, started_at FROM runs WHERE deadline_at < ?1",
+        )?;
+        let rows = stmt
+            .query_map([now.to_rfc3339()], |r| {
+                Ok(OverdueRun {
+                    result_id: r.get(0)?,
+                    exec_id: r.get(1)?,
+                    request_id: r.get(2)?,
+                    pc_id: r.get(3)?,
+                    started_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Records a heartbeat.
+    pub fn upsert_agent(&self, heartbeat: &kanade_core::wire::Heartbeat) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
+                hostname = excluded.hostname, os_family = excluded.os_family",
+            params![
+                heartbeat.pc_id,
+                heartbeat.at.to_rfc3339(),
+                heartbeat.agent_version,
+                heartbeat.hostname,
+                heartbeat.os_family
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Every agent, online if seen since `online_since`.
+    pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare("SELECT pc_id, last_seen, agent_version, hostname, os_family FROM agents ORDER BY pc_id")?;
+        let since = online_since.to_rfc3339();
+        let rows = stmt
+            .query_map([], |r| {
+                let last_seen: String = r.get(1)?;
+                Ok(AgentRow {
+                    online: last_seen >= since,
+                    pc_id: r.get(0)?,
+                    last_seen,
+                    agent_version: r.get(2)?,
+                    hostname: r.get(3)?,
+                    os_family: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// One execution.
+    pub fn execution(&self, exec_id: &str) -> Result<Option<ExecutionRow>, DbError> {
+        Ok(self
+            .executions_where("WHERE exec_id = ?1", [exec_id])?
+            .into_iter()
+            .next())
+    }
+
+    /// Every execution, newest first.
+    pub fn executions(&self) -> Result<Vec<ExecutionRow>, DbError> {
+        self.executions_where("", [])
+    }
+
+    fn executions_where<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<ExecutionRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT exec_id, job_id, version, request_id, target, targeted, status, created_at, started, succeeded, failed, skipped, reap_after_secs
+             FROM executions {filter} ORDER BY created_at DESC"
+        ))?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok(ExecutionRow {
+                    exec_id: r.get(0)?,
+                    job_id: r.get(1)?,
+                    version: r.get(2)?,
+                    request_id: r.get(3)?,
+                    target: r.get(4)?,
+                    targeted: r.get(5)?,
+                    status: r.get(6)?,
+                    created_at: r.get(7)?,
+                    started: r.get(8)?,
+                    succeeded: r.get(9)?,
+                    failed: r.get(10)?,
+                    skipped: r.get(11)?,
+                    reap_after_secs: r.get(12)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// An execution's results, by pc.
+    pub fn results(&self, exec_id: &str) -> Result<Vec<ResultRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr, started_at, finished_at, attempts, reaped
+             FROM results WHERE exec_id = ?1 ORDER BY pc_id",
+        )?;
+        let rows = stmt
+            .query_map([exec_id], |r| {
+                Ok(ResultRow {
+                    result_id: r.get(0)?,
+                    exec_id: r.get(1)?,
+                    request_id: r.get(2)?,
+                    pc_id: r.get(3)?,
+                    exit_code: r.get(4)?,
+                    skipped: r.get(5)?,
+                    stdout: r.get(6)?,
+                    stderr: r.get(7)?,
+                    started_at: r.get(8)?,
+                    finished_at: r.get(9)?,
+                    attempts: r.get(10)?,
+                    reaped: r.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks an execution cancelled (after a kill).
+    pub fn set_status(&self, exec_id: &str, status: &str) -> Result<(), DbError> {
+        self.lock().execute(
+            "UPDATE executions SET status = ?2 WHERE exec_id = ?1",
+            params![exec_id, status],
+        )?;
+        Ok(())
+    }
+}
+
+/// Recomputes an execution's counters from its stored results.
+fn recount(tx: &rusqlite::Transaction<'_>, exec_id: &str) -> Result<(), DbError> {
+    tx.execute(
+        "UPDATE executions SET
+            succeeded = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code = 0),
+            failed = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code != 0),
+            skipped = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 1)
+         WHERE exec_id = ?1",
+        [exec_id],
+    )?;
+    tx.execute(
+        "UPDATE executions SET status = 'completed'
+         WHERE exec_id = ?1 AND status != 'cancelled' AND succeeded + failed + skipped >= targeted",
+        [exec_id],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,25 @@
+//! # kanade-backend
+//!
+//! The backend operators drive: a catalogue of jobs and schedules (YAML in
+//! the reference format, validated with field and line), fan-out of
+//! commands with version pinning, stop layers (revoke, pin, kill), and
+//! projectors that keep results, in-flight runs and agents in SQLite. The
+//! `kanade-backend` binary serves it over an HTTP API; the `kanade` CLI
+//! drives that API.
+//!
+//! ```
+//! use kanade_backend::manifest::parse_job;
+//!
+//! let job = parse_job("id: echo-test\nversion: 1.0.0\nexecute:\n  shell: powershell\n  script: \"echo 'kanade'\"\n  timeout: 30s\n", &Default::default()).unwrap();
+//! assert_eq!(job.id, "echo-test");
+//!
+//! let err = parse_job("id: x\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  timeout: soon\n", &Default::default()).unwrap_err();
+//! assert_eq!(err.errors[0].line, Some(6));
+//! ```
+
+mod backend;
+pub mod db;
+pub mod http;
+pub mod manifest;
+
+pub use backend::{Backend, BackendError, BackendSettings};

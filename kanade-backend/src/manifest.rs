@@ -1,0 +1,520 @@
+//! Job and schedule manifests in the reference's YAML format, with
+//! validation that names the field and the line of every error.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kanade_core::names::SubjectToken;
+use kanade_core::policy::script::MAX_SCRIPT_BYTES;
+use kanade_core::wire::{CheckHint, EmitConfig, RunAs, Shell, Staleness};
+use serde::{Deserialize, Serialize};
+
+/// One problem in a manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ManifestError {
+    /// Dotted path of the field (`execute.timeout`), or empty for the document.
+    pub field: String,
+    /// 1-based line in the uploaded YAML, when known.
+    pub line: Option<usize>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.line, self.field.is_empty()) {
+            (Some(line), false) => write!(f, "line {line}: {}: {}", self.field, self.message),
+            (Some(line), true) => write!(f, "line {line}: {}", self.message),
+            (None, false) => write!(f, "{}: {}", self.field, self.message),
+            (None, true) => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Every problem found in one manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{}", .errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct ManifestErrors {
+    /// The problems, in document order.
+    pub errors: Vec<ManifestError>,
+}
+
+/// `execute:` of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Execute {
+    /// Interpreter.
+    pub shell: Shell,
+    /// Inline script.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script: Option<String>,
+    /// Script file next to the manifest (resolved by the CLI before upload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_file: Option<String>,
+    /// `<name>/<version>` already in the `scripts` store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub script_object: Option<String>,
+    /// Per-attempt limit (humantime).
+    pub timeout: String,
+    /// Identity.
+    #[serde(default)]
+    pub run_as: RunAs,
+    /// Working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Run without waiting for a local concurrency slot.
+    #[serde(default)]
+    pub bypass_local_limit: bool,
+}
+
+/// A job (stored in the `jobs` bucket by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    /// Stable id (a safe token).
+    pub id: String,
+    /// Version; pinned in `script_current` when run.
+    pub version: String,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What to run.
+    pub execute: Execute,
+    /// Staleness policy.
+    #[serde(default)]
+    pub staleness: Staleness,
+    /// NDJSON events on stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emit: Option<EmitConfig>,
+    /// Health check semantics of stdout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<CheckHint>,
+    /// Inventory hints (free-form, kept as given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<serde_json::Value>,
+    /// Needs approvals before it runs.
+    #[serde(default)]
+    pub require_approval: bool,
+    /// Labels.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// Which agents a schedule or exec addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// Every agent.
+    #[serde(default)]
+    pub all: bool,
+    /// These groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// These pcs.
+    #[serde(default)]
+    pub pcs: Vec<String>,
+}
+
+/// `when:` of a schedule (fired by the scheduler; stored and validated here).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum When {
+    /// Per pc: `once`, `once_per_version` or `{every: 1h}`.
+    PerPc(serde_json::Value),
+    /// Per target: `once` or `{every: 1h}`.
+    PerTarget(serde_json::Value),
+    /// `{at: "09:00" | "2026-06-10 09:00", days: [mon-fri, tue#2, friL]}`.
+    Calendar(serde_json::Value),
+    /// Agent-side triggers (`[startup, …]`).
+    On(Vec<String>),
+}
+
+/// One rollout wave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Wave {
+    /// The group of this wave.
+    pub group: String,
+    /// Delay after the first wave (humantime).
+    #[serde(default)]
+    pub delay: Option<String>,
+}
+
+/// `rollout:` of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollout {
+    /// Only `wave`.
+    pub strategy: String,
+    /// The waves, in order.
+    pub waves: Vec<Wave>,
+}
+
+/// `retry:` under `on_failure`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// 1..=10 extra attempts.
+    pub max: u32,
+    /// ≥ 1 s (humantime).
+    pub backoff: String,
+}
+
+/// `on_failure:` of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnFailure {
+    /// Retry policy.
+    pub retry: Retry,
+}
+
+/// `active:` window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Active {
+    /// Start (RFC 3339 or `YYYY-MM-DD`).
+    #[serde(default)]
+    pub from: Option<String>,
+    /// End.
+    #[serde(default)]
+    pub until: Option<String>,
+}
+
+/// `constraints:` of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constraints {
+    /// `HH:MM-HH:MM`.
+    #[serde(default)]
+    pub window: Option<String>,
+    /// Concurrent fires cap.
+    #[serde(default)]
+    pub max_concurrent: Option<u32>,
+    /// Dates not to fire (`YYYY-MM-DD`).
+    #[serde(default)]
+    pub skip_dates: Vec<String>,
+}
+
+/// A schedule (stored in the `schedules` bucket by id).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    /// Stable id.
+    pub id: String,
+    /// The job it fires.
+    pub job_id: String,
+    /// When.
+    pub when: When,
+    /// Whom.
+    #[serde(default)]
+    pub target: Target,
+    /// Waves.
+    #[serde(default)]
+    pub rollout: Option<Rollout>,
+    /// Random delay cap (humantime).
+    #[serde(default)]
+    pub jitter: Option<String>,
+    /// Active window.
+    #[serde(default)]
+    pub active: Option<Active>,
+    /// Constraints.
+    #[serde(default)]
+    pub constraints: Option<Constraints>,
+    /// Retry on failure.
+    #[serde(default)]
+    pub on_failure: Option<OnFailure>,
+    /// `local` or `utc`.
+    #[serde(default)]
+    pub tz: Option<String>,
+    /// How late a fire may start (humantime).
+    #[serde(default)]
+    pub starting_deadline: Option<String>,
+    /// `backend` or `agent`.
+    #[serde(default)]
+    pub runs_on: Option<String>,
+    /// Fires at all (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The 1-based line of the key at `path` (e.g. `["execute", "timeout"]`),
+/// found by indentation.
+pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let mut depth_indent: Option<usize> = None;
+    let mut level = 0;
+    for (number, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - trimmed.len();
+        if let Some(parent) = depth_indent {
+            if indent <= parent && level > 0 {
+                return None;
+            }
+        }
+        let key = path[level];
+        let bare = trimmed.trim_start_matches("- ");
+        if bare.starts_with(&format!("{key}:")) && depth_indent.is_none_or(|p| indent > p) {
+            if level + 1 == path.len() {
+                return Some(number + 1);
+            }
+            depth_indent = Some(indent);
+            level += 1;
+        }
+    }
+    None
+}
+
+struct Problems<'a> {
+    text: &'a str,
+    errors: Vec<ManifestError>,
+}
+
+impl Problems<'_> {
+    fn add(&mut self, path: &[&str], message: impl Into<String>) {
+        self.errors.push(ManifestError {
+            field: path.join("."),
+            line: line_of(self.text, path),
+            message: message.into(),
+        });
+    }
+
+    fn duration(&mut self, path: &[&str], value: &str) -> Option<Duration> {
+        match humantime::parse_duration(value) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.add(
+                    path,
+                    format!("{value:?} is not a duration like 30s or 5m: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn token(
+        &mut self,
+        path: &[&str],
+        value: &str,
+        make: fn(String) -> Result<SubjectToken, kanade_core::names::InvalidToken>,
+    ) {
+        if let Err(e) = make(value.to_owned()) {
+            self.add(path, e.to_string());
+        }
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, ManifestErrors> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(ManifestErrors {
+                errors: self.errors,
+            })
+        }
+    }
+}
+
+fn parse_error(text: &str, error: serde_yaml_ng::Error) -> ManifestErrors {
+    let line = error.location().map(|l| l.line());
+    let message = error.to_string();
+    // serde names the unknown field in the message; point at its own line.
+    let field = message
+        .split('`')
+        .nth(1)
+        .filter(|_| message.starts_with("unknown field") || message.contains(": unknown field"))
+        .unwrap_or_default()
+        .to_owned();
+    let line = if field.is_empty() {
+        line
+    } else {
+        text.lines()
+            .position(|l| {
+                l.trim_start()
+                    .trim_start_matches("- ")
+                    .starts_with(&format!("{field}:"))
+            })
+            .map(|i| i + 1)
+            .or(line)
+    };
+    ManifestErrors {
+        errors: vec![ManifestError {
+            field,
+            line,
+            message,
+        }],
+    }
+}
+
+/// Parses and validates a job. `script_files` maps `script_file` names to
+/// their contents (the CLI reads them next to the manifest).
+pub fn parse_job(
+    text: &str,
+    script_files: &BTreeMap<String, String>,
+) -> Result<Job, ManifestErrors> {
+    let mut job: Job = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
+    let mut p = Problems {
+        text,
+        errors: Vec::new(),
+    };
+    p.token(&["id"], &job.id, |v| {
+        SubjectToken::new(kanade_core::names::TokenKind::Target, v)
+    });
+    if job.version.trim().is_empty() {
+        p.add(&["version"], "must not be empty");
+    }
+    let sources = [
+        &job.execute.script,
+        &job.execute.script_file,
+        &job.execute.script_object,
+    ]
+    .iter()
+    .filter(|s| s.is_some())
+    .count();
+    if sources != 1 {
+        p.add(
+            &["execute"],
+            format!(
+                "exactly one of script, script_file, script_object is required; found {sources}"
+            ),
+        );
+    }
+    if let Some(name) = job.execute.script_file.clone() {
+        match script_files.get(&name) {
+            Some(body) => job.execute.script = Some(body.clone()),
+            None => p.add(
+                &["execute", "script_file"],
+                format!("{name:?} was not provided with the upload"),
+            ),
+        }
+    }
+    if let Some(script) = &job.execute.script {
+        if script.len() > MAX_SCRIPT_BYTES {
+            p.add(
+                &["execute", "script"],
+                format!(
+                    "script is {} bytes; at most {MAX_SCRIPT_BYTES} are allowed",
+                    script.len()
+                ),
+            );
+        }
+    }
+    if let Some(object) = &job.execute.script_object {
+        if object.split('/').count() != 2 || object.split('/').any(str::is_empty) {
+            p.add(
+                &["execute", "script_object"],
+                format!("{object:?} must be <name>/<version>"),
+            );
+        }
+    }
+    if let Some(timeout) = p.duration(&["execute", "timeout"], &job.execute.timeout.clone()) {
+        if timeout.is_zero() {
+            p.add(&["execute", "timeout"], "must be more than 0s");
+        }
+    }
+    if let Staleness::Strict { max_cache_age } = &job.staleness {
+        p.duration(&["staleness", "max_cache_age"], &max_cache_age.clone());
+    }
+    p.finish(job)
+}
+
+/// Parses and validates a schedule.
+pub fn parse_schedule(text: &str) -> Result<Schedule, ManifestErrors> {
+    let schedule: Schedule = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
+    let mut p = Problems {
+        text,
+        errors: Vec::new(),
+    };
+    p.token(&["id"], &schedule.id, |v| {
+        SubjectToken::new(kanade_core::names::TokenKind::Target, v)
+    });
+    p.token(&["job_id"], &schedule.job_id, |v| {
+        SubjectToken::new(kanade_core::names::TokenKind::Target, v)
+    });
+    for group in &schedule.target.groups {
+        p.token(&["target", "groups"], group, SubjectToken::group);
+    }
+    for pc in &schedule.target.pcs {
+        p.token(&["target", "pcs"], pc, SubjectToken::pc);
+    }
+    if !schedule.target.all && schedule.target.groups.is_empty() && schedule.target.pcs.is_empty() {
+        p.add(&["target"], "names no agents: set all: true, groups or pcs");
+    }
+    if let Some(jitter) = &schedule.jitter {
+        p.duration(&["jitter"], jitter);
+    }
+    let deadline = schedule
+        .starting_deadline
+        .as_ref()
+        .and_then(|d| p.duration(&["starting_deadline"], d));
+    if let Some(rollout) = &schedule.rollout {
+        if rollout.strategy != "wave" {
+            p.add(
+                &["rollout", "strategy"],
+                format!("{:?} is not a strategy; use wave", rollout.strategy),
+            );
+        }
+        for wave in &rollout.waves {
+            p.token(&["rollout", "waves"], &wave.group, SubjectToken::group);
+            if let Some(delay) = wave
+                .delay
+                .as_ref()
+                .and_then(|d| p.duration(&["rollout", "waves"], d))
+            {
+                if deadline.is_some_and(|deadline| delay > deadline) {
+                    p.add(
+                        &["rollout", "waves"],
+                        format!("wave {} waits longer than starting_deadline", wave.group),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(on_failure) = &schedule.on_failure {
+        if !(1..=10).contains(&on_failure.retry.max) {
+            p.add(
+                &["on_failure", "retry", "max"],
+                format!("is {}; it must be between 1 and 10", on_failure.retry.max),
+            );
+        }
+        if let Some(backoff) = p.duration(
+            &["on_failure", "retry", "backoff"],
+            &on_failure.retry.backoff.clone(),
+        ) {
+            if backoff < Duration::from_secs(1) {
+                p.add(&["on_failure", "retry", "backoff"], "must be at least 1s");
+            }
+        }
+    }
+    if let Some(tz) = &schedule.tz {
+        if tz != "local" && tz != "utc" {
+            p.add(&["tz"], format!("{tz:?} is not local or utc"));
+        }
+    }
+    if let Some(runs_on) = &schedule.runs_on {
+        if runs_on != "backend" && runs_on != "agent" {
+            p.add(&["runs_on"], format!("{runs_on:?} is not backend or agent"));
+        }
+    }
+    if let Some(window) = schedule
+        .constraints
+        .as_ref()
+        .and_then(|c| c.window.as_ref())
+    {
+        let ok = window.split_once('-').is_some_and(|(a, b)| {
+            chrono::NaiveTime::parse_from_str(a, "%H:%M").is_ok()
+                && chrono::NaiveTime::parse_from_str(b, "%H:%M").is_ok()
+        });
+        if !ok {
+            p.add(
+                &["constraints", "window"],
+                format!("{window:?} is not HH:MM-HH:MM"),
+            );
+        }
+    }
+    p.finish(schedule)
+}

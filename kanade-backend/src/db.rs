@@ -93,7 +93,7 @@ pub struct ExecutionRow {
     pub status: String,
     /// When it was created.
     pub created_at: String,
-    /// Start events seen.
+    /// Runs that started: non-skipped results plus runs still in flight.
     pub started: i64,
     /// Results with exit 0.
     pub succeeded: i64,
@@ -245,10 +245,11 @@ impl Db {
         Ok(write)
     }
 
-    /// Records a run that has started.
+    /// Records a run that has started (ignored once its result is stored).
     pub fn insert_run(&self, run: &OverdueRun, deadline: DateTime<Utc>) -> Result<(), DbError> {
-        let conn = self.lock();
-        let already: bool = conn
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let already: bool = tx
             .query_row(
                 "SELECT 1 FROM results WHERE result_id = ?1",
                 [&run.result_id],
@@ -256,22 +257,17 @@ impl Db {
             )
             .optional()?
             .unwrap_or(false);
-        if already {
-            return Ok(());
-        }
-        conn.execute(
-            "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
-        )?;
-        if let Some(exec_id) = &run.exec_id {
-            conn.execute(
-                "UPDATE executions SET started = started + 1,
-                    status = CASE WHEN status = 'pending' THEN 'running' ELSE status END
-                 WHERE exec_id = ?1",
-                [exec_id],
+        if !already {
+            tx.execute(
+                "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
             )?;
+            if let Some(exec_id) = &run.exec_id {
+                recount(&tx, exec_id)?;
+            }
         }
+        tx.commit()?;
         Ok(())
     }
 
@@ -423,13 +419,19 @@ fn recount(tx: &rusqlite::Transaction<'_>, exec_id: &str) -> Result<(), DbError>
         "UPDATE executions SET
             succeeded = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code = 0),
             failed = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code != 0),
-            skipped = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 1)
+            skipped = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 1),
+            started = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0)
+                    + (SELECT COUNT(*) FROM runs WHERE exec_id = ?1)
          WHERE exec_id = ?1",
         [exec_id],
     )?;
     tx.execute(
-        "UPDATE executions SET status = 'completed'
-         WHERE exec_id = ?1 AND status != 'cancelled' AND succeeded + failed + skipped >= targeted",
+        "UPDATE executions SET status = CASE
+            WHEN status = 'cancelled' THEN status
+            WHEN succeeded + failed + skipped >= targeted THEN 'completed'
+            WHEN started > 0 OR succeeded + failed + skipped > 0 THEN 'running'
+            ELSE status END
+         WHERE exec_id = ?1",
         [exec_id],
     )?;
     Ok(())

@@ -115,18 +115,38 @@ pub struct Target {
     pub pcs: Vec<String>,
 }
 
-/// `when:` of a schedule (fired by the scheduler; stored and validated here).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum When {
+/// `when:` of a schedule (fired by the scheduler; stored and validated
+/// here). Exactly one form is set.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
     /// Per pc: `once`, `once_per_version` or `{every: 1h}`.
-    PerPc(serde_json::Value),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_pc: Option<serde_json::Value>,
     /// Per target: `once` or `{every: 1h}`.
-    PerTarget(serde_json::Value),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_target: Option<serde_json::Value>,
     /// `{at: "09:00" | "2026-06-10 09:00", days: [mon-fri, tue#2, friL]}`.
-    Calendar(serde_json::Value),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calendar: Option<serde_json::Value>,
     /// Agent-side triggers (`[startup, …]`).
-    On(Vec<String>),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on: Option<Vec<String>>,
+}
+
+impl When {
+    /// How many forms are set (valid: exactly one).
+    pub fn forms(&self) -> usize {
+        [
+            self.per_pc.is_some(),
+            self.per_target.is_some(),
+            self.calendar.is_some(),
+            self.on.is_some(),
+        ]
+        .iter()
+        .filter(|set| **set)
+        .count()
+    }
 }
 
 /// One rollout wave.

@@ -1,0 +1,156 @@
+//! Manifest parsing and validation: the reference sample applies unchanged,
+//! and every error names its field and line.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeMap;
+
+use kanade_backend::manifest::{parse_job, parse_schedule};
+use kanade_core::wire::{RunAs, Shell};
+
+fn no_files() -> BTreeMap<String, String> {
+    BTreeMap::new()
+}
+
+#[test]
+fn the_reference_sample_job_parses() {
+    let yaml = "id: echo-test\nversion: 1.0.0\nexecute:\n  shell: powershell\n  script: \"echo 'kanade'\"\n  timeout: 30s\n";
+    let job = parse_job(yaml, &no_files()).unwrap();
+    assert_eq!(
+        (job.id.as_str(), job.version.as_str()),
+        ("echo-test", "1.0.0")
+    );
+    assert_eq!(job.execute.shell, Shell::Powershell);
+    assert_eq!(job.execute.script.as_deref(), Some("echo 'kanade'"));
+    assert_eq!(job.execute.run_as, RunAs::System);
+}
+
+#[test]
+fn a_full_job_parses() {
+    let yaml = r#"
+id: disk-check
+version: 2.1.0
+description: free space
+execute:
+  shell: bash
+  script_file: check.sh
+  timeout: 2m
+  run_as: system
+  cwd: /tmp
+staleness:
+  mode: strict
+  max_cache_age: 10m
+emit:
+  type: events
+check:
+  name: disk_space
+inventory:
+  table: disks
+require_approval: true
+tags: [health, disk]
+"#;
+    let files = BTreeMap::from([("check.sh".to_owned(), "df -h".to_owned())]);
+    let job = parse_job(yaml, &files).unwrap();
+    assert_eq!(job.execute.script.as_deref(), Some("df -h"));
+    assert!(job.require_approval && job.emit.is_some() && job.check.is_some());
+}
+
+fn job_error(yaml: &str) -> (Option<usize>, String, String) {
+    let errors = parse_job(yaml, &no_files()).unwrap_err().errors;
+    let first = &errors[0];
+    (first.line, first.field.clone(), first.message.clone())
+}
+
+#[test]
+fn job_errors_name_field_and_line() {
+    let base = "id: j\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  timeout: 30s\n";
+    let (line, field, message) = job_error(&format!("{base}colour: blue\n"));
+    assert_eq!((line, field.as_str()), (Some(7), "colour"), "{message}");
+    assert!(message.contains("unknown field"), "{message}");
+
+    let (line, _, message) = job_error(&base.replace("shell: sh", "shell: fish"));
+    assert_eq!(line, Some(4), "{message}");
+    assert!(message.contains("fish"), "{message}");
+
+    let (line, field, message) = job_error(&base.replace("timeout: 30s", "timeout: thirty"));
+    assert_eq!(
+        (line, field.as_str()),
+        (Some(6), "execute.timeout"),
+        "{message}"
+    );
+
+    let (line, field, message) =
+        job_error(&base.replace("script: echo", "script: echo\n  script_object: a/1"));
+    assert_eq!((line, field.as_str()), (Some(3), "execute"), "{message}");
+    assert!(message.contains("exactly one"), "{message}");
+
+    let (_, field, message) = job_error(&base.replace("id: j", "id: bad.id"));
+    assert_eq!(field, "id");
+    assert!(message.contains("'.'"), "{message}");
+
+    let big = format!(
+        "id: j\nversion: 1\nexecute:\n  shell: sh\n  script: \"{}\"\n  timeout: 30s\n",
+        "x".repeat(4 * 1024 * 1024 + 1)
+    );
+    let (line, field, message) = job_error(&big);
+    assert_eq!(
+        (line, field.as_str()),
+        (Some(5), "execute.script"),
+        "{message}"
+    );
+}
+
+const SCHEDULE: &str = "id: nightly\njob_id: disk-check\nwhen:\n  calendar:\n    at: \"02:00\"\n    days: [mon-fri]\ntarget:\n  groups: [canary]\n";
+
+#[test]
+fn schedules_parse() {
+    let schedule = parse_schedule(SCHEDULE).unwrap();
+    assert!(schedule.when.calendar.is_some() && schedule.when.forms() == 1);
+    assert!(schedule.enabled);
+    let full = format!(
+        "{SCHEDULE}rollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: all-pcs\n      delay: 1h\njitter: 5m\non_failure:\n  retry:\n    max: 3\n    backoff: 30s\ntz: utc\nstarting_deadline: 2h\nconstraints:\n  window: \"01:00-05:00\"\n  max_concurrent: 50\n"
+    );
+    parse_schedule(&full).unwrap();
+}
+
+fn schedule_error(yaml: &str) -> (Option<usize>, String, String) {
+    let errors = parse_schedule(yaml).unwrap_err().errors;
+    (
+        errors[0].line,
+        errors[0].field.clone(),
+        errors[0].message.clone(),
+    )
+}
+
+#[test]
+fn schedule_errors_name_field_and_line() {
+    let (line, field, message) = schedule_error(&format!(
+        "{SCHEDULE}on_failure:\n  retry:\n    max: 11\n    backoff: 30s\n"
+    ));
+    assert_eq!(
+        (line, field.as_str()),
+        (Some(11), "on_failure.retry.max"),
+        "{message}"
+    );
+    assert!(message.contains("between 1 and 10"), "{message}");
+
+    let (line, field, message) = schedule_error(&format!(
+        "{SCHEDULE}on_failure:\n  retry:\n    max: 2\n    backoff: 500ms\n"
+    ));
+    assert_eq!(
+        (line, field.as_str()),
+        (Some(12), "on_failure.retry.backoff"),
+        "{message}"
+    );
+
+    let (_, field, message) = schedule_error(&SCHEDULE.replace("[canary]", "[\"has space\"]"));
+    assert_eq!(field, "target.groups", "{message}");
+
+    let (_, field, message) = schedule_error(&format!("{SCHEDULE}starting_deadline: 10m\nrollout:\n  strategy: wave\n  waves:\n    - group: late\n      delay: 1h\n"));
+    assert_eq!(field, "rollout.waves", "{message}");
+    assert!(message.contains("starting_deadline"), "{message}");
+
+    let (line, _, message) = schedule_error(&SCHEDULE.replace("calendar:", "hourly:"));
+    assert!(message.contains("hourly"), "{message}");
+    assert!(line.is_some());
+}

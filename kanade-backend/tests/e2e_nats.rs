@@ -1,0 +1,127 @@
+//! End to end over a real nats-server: the `kanade-backend` and
+//! `kanade-agent` binaries as processes, driven by the `kanade` CLI.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kanade_transport_nats::test_server::NatsServer;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn agent_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_BIN_EXE_kanade")).with_file_name("kanade-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace`; scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn kanade(server: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_kanade"))
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[test]
+fn the_cli_drives_backend_and_agent_binaries_over_nats() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let server = format!("http://{api}");
+    let _backend = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+            .args(["--transport", &nats.url(), "--listen", &api])
+            .arg("--db")
+            .arg(dir.path().join("backend.db"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the backend API", || kanade(&server, &["agents"]).0);
+    let _agent = KillOnDrop(
+        Command::new(agent_binary())
+            .args(["--transport", &nats.url(), "--pc-id", "nats-pc-1"])
+            .arg("--state-dir")
+            .arg(dir.path().join("agent"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the agent's heartbeat", || {
+        kanade(&server, &["agents"]).1.contains("nats-pc-1")
+    });
+
+    let job = dir.path().join("hello.yaml");
+    std::fs::write(&job, "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script_file: hello.sh\n  timeout: 30s\n").unwrap();
+    std::fs::write(
+        dir.path().join("hello.sh"),
+        "echo hi from the script file\n",
+    )
+    .unwrap();
+    let (ok, out, err) = kanade(&server, &["job", "apply", "-f", job.to_str().unwrap()]);
+    assert!(ok && out.contains("applied job hello 1.0.0"), "{out}{err}");
+
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "id: bad\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  timeout: soon\n",
+    )
+    .unwrap();
+    let (ok, _, err) = kanade(&server, &["job", "apply", "-f", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("line 6: execute.timeout"), "{err}");
+
+    let (ok, out, err) = kanade(&server, &["--json", "exec", "hello", "--all"]);
+    assert!(ok, "{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows.len(), 1, "{out}");
+    assert_eq!(rows[0]["pc_id"], "nats-pc-1");
+    assert_eq!(rows[0]["exit_code"], 0);
+    assert_eq!(rows[0]["stdout"], "hi from the script file\n");
+
+    let (ok, out, err) = kanade(&server, &["revoke", "hello"]);
+    assert!(ok && out.contains("REVOKED"), "{out}{err}");
+    let (ok, out, err) = kanade(&server, &["exec", "hello", "--pcs", "nats-pc-1"]);
+    assert!(
+        ok && out.contains("1 skipped") && out.contains("126"),
+        "{out}{err}"
+    );
+}

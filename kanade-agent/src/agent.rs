@@ -81,6 +81,35 @@ pub(crate) struct Inner {
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
     pub rng: Mutex<fastrand::Rng>,
     connected: Option<watch::Receiver<bool>>,
+    cpus: usize,
+    in_flight: std::sync::atomic::AtomicUsize,
+    all_done: Notify,
+    pub(crate) executions: Mutex<JoinSet<()>>,
+}
+
+/// Counts a command as in flight while alive.
+pub(crate) struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    pub(crate) fn enter(inner: &Arc<Inner>) -> Self {
+        inner
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self
+            .0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
+            self.0.all_done.notify_waiters();
+        }
+    }
 }
 
 impl Inner {
@@ -107,9 +136,11 @@ impl Inner {
             &groups,
             live.pc_scope.as_ref(),
         );
-        if let Some(limit) = config.max_local_concurrent {
-            self.limiter.set_limit(limit.get() as usize);
-        }
+        self.limiter.set_limit(
+            config
+                .max_local_concurrent
+                .map_or(self.cpus, |limit| limit.get() as usize),
+        );
         live.config = config;
         drop(live);
         self.live_changed.notify_waiters();
@@ -146,6 +177,18 @@ impl Agent {
     /// The concurrency limit now.
     pub fn concurrency_limit(&self) -> usize {
         self.inner.limiter.limit()
+    }
+
+    /// Abandons all work at once, reporting nothing — as if the process had
+    /// died. For simulations and tests of crash recovery: a new agent on the
+    /// same state directory reports what was running as exit 121 and resumes
+    /// what had not started.
+    pub fn halt(&self) {
+        self.inner
+            .executions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .abort_all();
     }
 }
 
@@ -214,6 +257,10 @@ impl AgentBuilder {
                 kills: Mutex::new(HashMap::new()),
                 rng: Mutex::new(rng),
                 connected: self.connected,
+                cpus,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
+                all_done: Notify::new(),
+                executions: Mutex::new(JoinSet::new()),
                 settings,
             }),
         })
@@ -221,13 +268,19 @@ impl AgentBuilder {
 }
 
 impl Agent {
-    /// Runs until `shutdown` resolves. Work in flight at shutdown is
-    /// abandoned; it is reported as exit 121 on the next start.
+    /// Runs until `shutdown` resolves. At shutdown, running commands are
+    /// killed (their results say so) and given [`SHUTDOWN_GRACE`] to report;
+    /// anything still running after that is reported as exit 121 on the
+    /// next start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
         let inner = self.inner;
-        crate::fire::recover(&inner).await;
+        let resume = crate::fire::recover(&inner).await;
         inner.outbox.drain().await;
-        load_kv_state(&inner).await?;
+        // Offline at start is normal: the watches catch up when the broker is back.
+        if let Err(e) = load_kv_state(&inner).await {
+            tracing::warn!("KV state not loaded yet (offline?): {e}");
+        }
+        announce_groups(&inner).await;
         let mut tasks = JoinSet::new();
         tasks.spawn(drain_loop(inner.clone()));
         tasks.spawn(watch_kv(inner.clone()));
@@ -241,10 +294,68 @@ impl Agent {
         if let Some(connected) = inner.connected.clone() {
             tasks.spawn(track_connection(inner.clone(), connected));
         }
+        for (command, request) in resume {
+            crate::fire::spawn_execute(inner.clone(), command, request);
+        }
         shutdown.await;
+        stop_running_work(&inner).await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         Ok(())
+    }
+}
+
+/// How long running commands get to report after being killed at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+
+async fn stop_running_work(inner: &Arc<Inner>) {
+    let switches: Vec<watch::Sender<bool>> = inner
+        .kills
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .values()
+        .flatten()
+        .cloned()
+        .collect();
+    for switch in switches {
+        let _ = switch.send(true);
+    }
+    let all_done = inner.all_done.notified();
+    if inner.in_flight.load(std::sync::atomic::Ordering::SeqCst) > 0
+        && tokio::time::timeout(SHUTDOWN_GRACE, all_done)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "work still in flight at shutdown: running commands will be reported as 121 and waiting ones resumed on the next start"
+        );
+    }
+    inner
+        .executions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .abort_all();
+}
+
+/// Records this agent's configured groups in `agent_groups` unless an
+/// operator already set its membership, so the backend can count targets.
+async fn announce_groups(inner: &Arc<Inner>) {
+    if inner.settings.groups.is_empty() {
+        return;
+    }
+    let groups = AgentGroups::new(inner.settings.groups.iter().map(|g| g.to_string()));
+    let Ok(body) = serde_json::to_vec(&groups) else {
+        return;
+    };
+    match bucket(inner, BUCKET_AGENT_GROUPS).await {
+        Ok(kv) => match kv
+            .create(inner.settings.pc_id.as_str(), Bytes::from(body))
+            .await
+        {
+            Ok(_) | Err(TransportError::AlreadyExists { .. }) => {}
+            Err(e) => tracing::debug!("groups not announced: {e}"),
+        },
+        Err(e) => tracing::debug!("groups not announced: {e}"),
     }
 }
 
@@ -442,7 +553,11 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
     loop {
         publish_heartbeat(&inner, &subject).await;
         let changed = inner.live_changed.notified();
-        let period = inner.live().config.heartbeat_period();
+        let period = inner
+            .live()
+            .config
+            .heartbeat_period()
+            .max(Duration::from_secs(1));
         tokio::select! {
             _ = tokio::time::sleep(period) => {}
             _ = changed => {}
@@ -477,34 +592,45 @@ async fn inventory_loop(inner: Arc<Inner>) {
     }
 }
 
+/// Subscribes to `subject`, retrying every second until it works.
+async fn subscribe_retrying(inner: &Inner, subject: &str) -> kanade_core::transport::Subscription {
+    loop {
+        match inner.log.subscribe(subject).await {
+            Ok(sub) => return sub,
+            Err(e) => {
+                tracing::warn!(subject, "cannot subscribe yet: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 async fn ping_responder(inner: Arc<Inner>) {
     let subject = subjects::ping(&inner.settings.pc_id);
-    let mut pings = match inner.log.subscribe(&subject).await {
-        Ok(sub) => sub,
-        Err(e) => {
-            tracing::warn!("cannot answer pings: {e}");
-            return;
-        }
-    };
     let default_reply = subjects::heartbeat(&inner.settings.pc_id);
-    while let Some(ping) = pings.next().await {
-        let reply = ping
-            .headers
-            .get(REPLY_TO_HEADER)
-            .cloned()
-            .unwrap_or_else(|| default_reply.clone());
-        publish_heartbeat(&inner, &reply).await;
+    loop {
+        let mut pings = subscribe_retrying(&inner, &subject).await;
+        while let Some(ping) = pings.next().await {
+            let reply = ping
+                .headers
+                .get(REPLY_TO_HEADER)
+                .cloned()
+                .unwrap_or_else(|| default_reply.clone());
+            publish_heartbeat(&inner, &reply).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
 async fn kill_listener(inner: Arc<Inner>) {
-    let mut kills = match inner.log.subscribe("kill.*").await {
-        Ok(sub) => sub,
-        Err(e) => {
-            tracing::warn!("cannot receive kills: {e}");
-            return;
-        }
-    };
+    loop {
+        let mut kills = subscribe_retrying(&inner, "kill.*").await;
+        listen_for_kills(&inner, &mut kills).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_for_kills(inner: &Arc<Inner>, kills: &mut kanade_core::transport::Subscription) {
     while let Some(message) = kills.next().await {
         let exec_id = message
             .subject

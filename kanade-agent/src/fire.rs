@@ -24,16 +24,31 @@ use crate::outbox::{write_durably, OutboxEntry};
 use crate::runner::{RunEnd, RunSpec};
 use crate::SCRIPT_FAILURE_EXIT;
 
-/// Reports commands that were running when the agent stopped (exit 121) and
-/// forgets ones that never started, so a replay may admit them again.
-pub(crate) async fn recover(inner: &Arc<Inner>) {
+/// Reports commands that were running when the agent stopped (exit 121,
+/// unless their real result is already waiting in the outbox) and returns
+/// the admitted commands that had not started, to run them again.
+pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> {
+    let mut resume = Vec::new();
     for entry in inner.ledger.in_stage(Stage::Pending) {
-        inner.ledger.forget(&entry.request_id);
+        let stored = entry
+            .command
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Command>(text).ok())
+            .zip(SubjectToken::new(TokenKind::RequestId, entry.request_id.clone()).ok());
+        match stored {
+            Some(work) => resume.push(work),
+            None => inner.ledger.forget(&entry.request_id),
+        }
     }
     for entry in inner.ledger.in_stage(Stage::Launching) {
         let Ok(request) = SubjectToken::new(TokenKind::RequestId, entry.request_id.clone()) else {
             continue;
         };
+        if inner.outbox.has_pending(&subjects::results(&request)) {
+            // It finished; only the ledger update was lost.
+            let _ = inner.ledger.set_stage(&entry.request_id, Stage::Finished);
+            continue;
+        }
         let now = inner.clock.now();
         let result = ExecResult {
             result_id: result_id(&request, inner),
@@ -57,6 +72,19 @@ pub(crate) async fn recover(inner: &Arc<Inner>) {
         );
         publish_result(inner, &request, result).await;
     }
+    resume
+}
+
+/// Runs an admitted command in the background, counted as in flight.
+pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
+    let guard = crate::agent::InFlight::enter(&inner);
+    let mut executions = inner.executions.lock().unwrap_or_else(|p| p.into_inner());
+    while executions.try_join_next().is_some() {}
+    let task_inner = inner.clone();
+    executions.spawn(async move {
+        execute(task_inner, command, request).await;
+        drop(guard);
+    });
 }
 
 /// Handles one command message from a live subscription.
@@ -67,7 +95,7 @@ pub(crate) async fn handle(inner: Arc<Inner>, payload: Bytes) {
 /// Admits a command (at most once per request id) and runs it in the background.
 pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, payload: Bytes) {
     if let Some((command, request)) = admit(&inner, &payload).await {
-        tokio::spawn(execute(inner, command, request));
+        spawn_execute(inner, command, request);
     }
 }
 
@@ -92,6 +120,7 @@ async fn admit(inner: &Arc<Inner>, payload: &[u8]) -> Option<(Command, SubjectTo
         &digest,
         command.exec_id.clone(),
         Some(command.id.clone()),
+        Some(String::from_utf8_lossy(payload).into_owned()),
         inner.clock.now(),
     );
     match admission {
@@ -138,6 +167,7 @@ async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
         .admit(
             request.as_str(),
             &sha256_hex(payload),
+            None,
             None,
             None,
             inner.clock.now(),
@@ -280,11 +310,14 @@ async fn publish_result(inner: &Arc<Inner>, request: &SubjectToken, mut result: 
         message_id: result.result_id.clone(),
         payload,
     };
-    match inner.outbox.send(entry).await {
-        Ok(()) => {
+    // Durable first; the ledger says Finished as soon as the result is on
+    // disk, so a restart never reports 121 over a real result.
+    match inner.outbox.persist(&entry) {
+        Ok(path) => {
             if let Err(e) = inner.ledger.set_stage(request.as_str(), Stage::Finished) {
                 tracing::warn!("ledger not updated: {e}");
             }
+            inner.outbox.publish_now(&path).await;
         }
         Err(e) => {
             tracing::error!(request_id = %request, "result could not be written to the outbox: {e}")
@@ -296,6 +329,12 @@ async fn publish_result(inner: &Arc<Inner>, request: &SubjectToken, mut result: 
 /// through an on-disk cache keyed by digest (re-hashed on every read).
 async fn resolve_script(inner: &Arc<Inner>, command: &Command) -> Result<String, String> {
     let Some(object) = &command.script_object else {
+        if command.script.len() > MAX_SCRIPT_BYTES {
+            return Err(format!(
+                "inline script is {} bytes; at most {MAX_SCRIPT_BYTES} are allowed",
+                command.script.len()
+            ));
+        }
         return Ok(command.script.clone());
     };
     let digest = command

@@ -5,8 +5,8 @@
 //! States: `pending` (admitted, waiting for jitter / a slot) → `launching`
 //! (about to run or running) → `finished`. Entries are kept 8 days and at
 //! most [`MAX_ENTRIES`]; on start, `launching` entries are reported as exit
-//! 121 (outcome unknown) and `pending` ones are dropped so a replay may run
-//! them again (the gates decide afresh).
+//! 121 (outcome unknown) and `pending` ones are resumed from the stored
+//! command (the gates decide afresh).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -50,6 +50,10 @@ pub struct Entry {
     pub exec_id: Option<String>,
     /// Job id, for the 121 report.
     pub manifest_id: Option<String>,
+    /// The command as received, so admitted work that had not started is
+    /// resumed after a restart.
+    #[serde(default)]
+    pub command: Option<String>,
 }
 
 /// The outcome of [`Ledger::admit`].
@@ -129,6 +133,7 @@ impl Ledger {
         command_sha256: &str,
         exec_id: Option<String>,
         manifest_id: Option<String>,
+        command: Option<String>,
         now: DateTime<Utc>,
     ) -> Result<Admission, AgentError> {
         let mut entries = self.lock();
@@ -148,6 +153,7 @@ impl Ledger {
             admitted_at: now,
             exec_id,
             manifest_id,
+            command,
         };
         self.save(&entry)?;
         entries.insert(request_id.to_owned(), entry);

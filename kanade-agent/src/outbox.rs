@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
 
-/// Failures after which a file is moved to `stuck/`.
+/// Failures after which a still-unpublished file is reported in the log.
 pub const MAX_FAILURES: u32 = 20;
 
 /// Writes a file durably: temp, fsync, rename, fsync the directory.
@@ -86,16 +86,38 @@ impl Outbox {
 
     /// Writes `entry` durably, then tries to publish it at once.
     pub async fn send(&self, entry: OutboxEntry) -> Result<(), AgentError> {
+        let path = self.persist(&entry)?;
+        self.publish_file(&path).await;
+        Ok(())
+    }
+
+    /// Writes `entry` durably and returns its file (publish it with
+    /// [`Outbox::publish_now`]).
+    pub fn persist(&self, entry: &OutboxEntry) -> Result<PathBuf, AgentError> {
         let name = format!(
             "{:020}-{:06}.json",
             chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
             self.counter.fetch_add(1, Ordering::Relaxed) % 1_000_000
         );
         let path = self.dir.join(name);
-        let bytes = serde_json::to_vec(&entry).map_err(|e| AgentError::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::Internal(e.to_string()))?;
         write_durably(&path, &bytes)?;
-        self.publish_file(&path).await;
-        Ok(())
+        Ok(path)
+    }
+
+    /// Tries to publish a persisted file now; on failure the drain loop retries.
+    pub async fn publish_now(&self, path: &Path) {
+        self.publish_file(path).await;
+    }
+
+    /// Whether a message for `subject` is still waiting.
+    pub fn has_pending(&self, subject: &str) -> bool {
+        self.backlog().iter().any(|path| {
+            std::fs::read(path)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<OutboxEntry>(&b).ok())
+                .is_some_and(|e| e.subject == subject)
+        })
     }
 
     /// Files waiting, oldest first.
@@ -105,7 +127,12 @@ impl Outbox {
                 entries
                     .flatten()
                     .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+                    .filter(|p| {
+                        let temp = p
+                            .file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
+                        !temp && p.extension().is_some_and(|x| x == "json") && p.is_file()
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -168,12 +195,17 @@ impl Outbox {
             Err(e) => {
                 let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
                 let count = failures.get(path).map_or(0, |(n, _)| *n) + 1;
-                if count >= MAX_FAILURES || !e.is_retryable() {
+                // Only a message the transport can never take is moved aside;
+                // retryable failures (an outage) wait as long as it takes.
+                if !e.is_retryable() {
                     failures.remove(path);
                     drop(failures);
                     self.move_aside(path, &e.to_string());
                 } else {
                     let backoff = Duration::from_millis(250 * (1u64 << count.min(8)));
+                    if count == MAX_FAILURES {
+                        tracing::warn!(path = %path.display(), error = %e, "result still not published after {count} tries; retrying");
+                    }
                     failures.insert(
                         path.to_path_buf(),
                         (count, tokio::time::Instant::now() + backoff),

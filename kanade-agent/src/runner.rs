@@ -272,10 +272,7 @@ impl ScriptRunner for ProcessRunner {
                 reason
             }
         };
-        // Make sure nothing of the group outlives the run.
-        signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-        let stdout = stdout.await.unwrap_or_default();
-        let mut stderr = stderr.await.unwrap_or_default();
+        let (stdout, mut stderr) = collect_output(pgid, stdout, stderr).await;
         match end {
             RunEnd::TimedOut => stderr.extend_from_slice(
                 format!(
@@ -295,6 +292,40 @@ impl ScriptRunner for ProcessRunner {
             stderr,
             started_at,
             finished_at: Utc::now(),
+        }
+    }
+}
+
+/// Waits for the output pipes to close. If something the script left
+/// behind still holds them, the group is killed; if even that does not
+/// close them (an escapee in another session), the output is given up.
+async fn collect_output(
+    pgid: u32,
+    mut stdout: tokio::task::JoinHandle<Vec<u8>>,
+    mut stderr: tokio::task::JoinHandle<Vec<u8>>,
+) -> (Vec<u8>, Vec<u8>) {
+    async fn both(
+        out: &mut tokio::task::JoinHandle<Vec<u8>>,
+        err: &mut tokio::task::JoinHandle<Vec<u8>>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        (out.await.unwrap_or_default(), err.await.unwrap_or_default())
+    }
+    if let Ok(output) =
+        tokio::time::timeout(Duration::from_secs(1), both(&mut stdout, &mut stderr)).await
+    {
+        return output;
+    }
+    // The pipes are still open, so a member of the group is alive.
+    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    match tokio::time::timeout(Duration::from_secs(2), both(&mut stdout, &mut stderr)).await {
+        Ok(output) => output,
+        Err(_) => {
+            stdout.abort();
+            stderr.abort();
+            (
+                Vec::new(),
+                b"kanade: the output pipes were held open by a process that left the group; output lost\n".to_vec(),
+            )
         }
     }
 }

@@ -301,7 +301,7 @@ async fn a_restart_mid_run_reports_121() {
     let h = Harness::start(transport.clone()).await;
     h.send("commands.all", &command("m1", "sleep=1000")).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let state = h.stop().await;
+    let state = h.crash().await;
     let _again = Harness::start_in(transport, state, |b| b).await;
     let result = next_result(&mut results).await;
     assert_eq!(
@@ -539,4 +539,64 @@ async fn an_unpublishable_result_is_moved_aside_not_blocking_the_rest() {
         "the oversized result is in stuck/"
     );
     assert!(h.agent.outbox().backlog().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_graceful_stop_kills_running_work_and_reports_it() {
+    let h = Harness::start(memory()).await;
+    let mut results = results(&h.transport).await;
+    h.send("commands.all", &command("g-run", "sleep=1000"))
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let _state = h.stop().await;
+    let result = next_result(&mut results).await;
+    assert_eq!(
+        (result.request_id.as_str(), result.exit_code),
+        ("g-run", -1)
+    );
+    assert!(result.stderr.contains("killed"), "{}", result.stderr);
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_waiting_at_a_crash_is_resumed_on_restart() {
+    let transport = memory();
+    let mut results = results(&transport).await;
+    let h = Harness::start(transport.clone()).await;
+    let mut waiting = command("w1", "exit=0");
+    waiting.jitter_secs = Some(60);
+    h.send("commands.all", &waiting).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = h.crash().await;
+    assert_quiet(&mut results, Duration::from_secs(120)).await;
+    let again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!((result.request_id.as_str(), result.exit_code), ("w1", 0));
+    assert_eq!(
+        again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_written_outbox_files_are_not_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = kanade_agent::Outbox::open(dir.path(), memory().messages()).unwrap();
+    std::fs::write(
+        dir.path().join(".tmp-1-00000000000000000001-000000.json"),
+        b"{\"subj",
+    )
+    .unwrap();
+    assert!(
+        outbox.backlog().is_empty(),
+        "a temp file is not part of the backlog"
+    );
+    outbox.drain().await;
+    assert!(
+        outbox.stuck().is_empty(),
+        "a temp file is never moved aside"
+    );
+    assert!(dir
+        .path()
+        .join(".tmp-1-00000000000000000001-000000.json")
+        .exists());
 }

@@ -113,6 +113,11 @@ impl Backend {
         &self.db
     }
 
+    /// The instant before which an agent counts as offline.
+    pub fn online_since(&self) -> chrono::DateTime<Utc> {
+        Utc::now() - chrono::Duration::from_std(self.settings.online_window).unwrap_or_default()
+    }
+
     async fn bucket(&self, name: &str) -> Result<Arc<dyn KeyValue>, BackendError> {
         let mut config = KvConfig::new(name);
         config.history = 5;
@@ -145,6 +150,11 @@ impl Backend {
         self.bucket(BUCKET_JOBS_YAML)
             .await?
             .put(&job.id, Bytes::from(yaml.to_owned()))
+            .await?;
+        // The applied version becomes current; an operator `pin` overrides it.
+        self.bucket(BUCKET_SCRIPT_CURRENT)
+            .await?
+            .put(&job.id, Bytes::from(job.version.clone()))
             .await?;
         let status = self.bucket(BUCKET_SCRIPT_STATUS).await?;
         if status.get(&job.id).await?.is_none() {
@@ -252,6 +262,11 @@ impl Backend {
     /// and records the execution.
     pub async fn exec(&self, job_id: &str, target: &Target) -> Result<ExecutionRow, BackendError> {
         let job = self.job(job_id).await?;
+        if job.require_approval {
+            return Err(BackendError::Invalid(format!(
+                "job {job_id} requires approval, and this backend has no approval workflow yet: refusing to run it"
+            )));
+        }
         if !target.all && target.groups.is_empty() && target.pcs.is_empty() {
             return Err(BackendError::Invalid(
                 "the target names no agents: use all, groups or pcs".into(),
@@ -327,18 +342,28 @@ impl Backend {
         let db = self.db.clone();
         let insert = row.clone();
         blocking(move || db.insert_execution(&insert)).await?;
-        // The version pin is written before the command goes out.
-        self.bucket(BUCKET_SCRIPT_CURRENT)
-            .await?
-            .put(&job.id, Bytes::from(job.version.clone()))
-            .await?;
+        // The version pin is written before the command goes out, unless an
+        // operator pinned one (then agents skip other versions with 124).
+        let current = self.bucket(BUCKET_SCRIPT_CURRENT).await?;
+        if current.get(&job.id).await?.is_none() {
+            current
+                .put(&job.id, Bytes::from(job.version.clone()))
+                .await?;
+        }
         let payload = Bytes::from(
             serde_json::to_vec(&command).map_err(|e| BackendError::Invalid(e.to_string()))?,
         );
         for subject in subjects_to {
-            self.log
+            if let Err(e) = self
+                .log
                 .publish(&subject, Headers::new(), payload.clone())
-                .await?;
+                .await
+            {
+                let db = self.db.clone();
+                let id = exec_id.clone();
+                let _ = blocking(move || db.set_status(&id, "failed")).await;
+                return Err(e.into());
+            }
         }
         Ok(row)
     }
@@ -440,6 +465,10 @@ impl Backend {
     }
 }
 
+/// Deliveries of a result whose overflow object cannot be read before it is
+/// stored without the overflowed text.
+const MAX_OVERFLOW_TRIES: u32 = 12;
+
 async fn project_results(backend: Backend) {
     let mut config = ConsumerConfig::new("backend_results", DeliverPolicy::All);
     config.ack_wait = Duration::from_secs(60);
@@ -477,12 +506,22 @@ async fn project_results(backend: Backend) {
             }
         };
         if let Err(e) = backend.dereference(&mut result).await {
-            tracing::warn!(
+            if delivery.delivered < MAX_OVERFLOW_TRIES {
+                tracing::warn!(
+                    result_id = result.result_id,
+                    "overflow not readable yet: {e}"
+                );
+                let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+                continue;
+            }
+            // Store what we have rather than never completing the execution.
+            tracing::error!(
                 result_id = result.result_id,
-                "overflow not readable yet: {e}"
+                "overflow unreadable, storing without it: {e}"
             );
-            let _ = delivery.nak(Some(Duration::from_secs(5))).await;
-            continue;
+            result
+                .stderr
+                .push_str(&format!("\nkanade: output object unreadable: {e}"));
         }
         let db = backend.db.clone();
         match blocking(move || db.store_result(&result, false)).await {

@@ -89,7 +89,7 @@ async fn db<T: Send + 'static>(
 }
 
 async fn agents(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::AgentRow>> {
-    let since = chrono::Utc::now() - chrono::Duration::seconds(90);
+    let since = backend.online_since();
     Ok(Json(db(&backend, move |db| db.agents(since)).await?))
 }
 

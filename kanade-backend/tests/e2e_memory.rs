@@ -286,3 +286,41 @@ async fn a_silent_run_is_reaped_and_a_late_result_replaces_it() {
         "the late result replaced the reaped one without double counting"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_holds_and_approval_jobs_are_refused() {
+    let fleet = fleet().await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job("id: pinned\nversion: 2.0.0\nexecute:\n  shell: sh\n  script: echo v2\n  timeout: 30s\n", &Default::default())
+        .await
+        .unwrap();
+    backend.pin("pinned", "1.0.0").await.unwrap();
+    let exec = backend.exec("pinned", &all()).await.unwrap();
+    let done = finished(backend, &exec.exec_id).await;
+    assert_eq!(
+        (done.succeeded, done.skipped),
+        (0, 2),
+        "exec must not undo an operator's pin"
+    );
+    assert!(backend
+        .db()
+        .results(&exec.exec_id)
+        .unwrap()
+        .iter()
+        .all(|r| r.exit_code == 124));
+
+    backend
+        .apply_job(
+            "id: careful\nversion: 1\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\nrequire_approval: true\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let err = backend
+        .exec("careful", &all())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("requires approval"), "{err}");
+}

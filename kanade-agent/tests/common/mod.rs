@@ -142,7 +142,15 @@ impl Harness {
         }
     }
 
-    /// Stops the agent (work in flight is abandoned) and returns its state dir.
+    /// Simulates a crash: all work is abandoned unreported, then the agent
+    /// stops. Returns its state dir.
+    pub async fn crash(self) -> tempfile::TempDir {
+        self.agent.halt();
+        self.stop().await
+    }
+
+    /// Stops the agent gracefully (running work is killed and reported) and
+    /// returns its state dir.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

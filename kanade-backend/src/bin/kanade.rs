@@ -202,9 +202,8 @@ fn results_table(rows: &[ResultRow]) {
             &r.stdout
         };
         let mut line = output.trim().replace('\n', " | ");
-        if line.len() > 60 {
-            line.truncate(57);
-            line.push_str("...");
+        if line.chars().count() > 60 {
+            line = line.chars().take(57).collect::<String>() + "...";
         }
         println!(
             "{:<16} {:>5} {:>8} {:>8}  {line}",

@@ -45,6 +45,19 @@ pub enum BackendError {
     Db(#[from] DbError),
 }
 
+/// What a schedule lowers onto a command.
+#[derive(Debug, Clone, Default)]
+pub struct FireOptions {
+    /// Start deadline (from `starting_deadline`).
+    pub deadline_at: Option<chrono::DateTime<Utc>>,
+    /// Retry (from `on_failure.retry`).
+    pub retry: Option<kanade_core::wire::RetrySpec>,
+    /// Jitter cap in seconds (from `jitter`).
+    pub jitter_secs: Option<u64>,
+    /// Use this execution id (the scheduler records it before firing).
+    pub exec_id: Option<String>,
+}
+
 /// Backend settings.
 #[derive(Debug, Clone)]
 pub struct BackendSettings {
@@ -180,7 +193,8 @@ impl Backend {
         Ok(jobs)
     }
 
-    async fn job(&self, id: &str) -> Result<Job, BackendError> {
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job, BackendError> {
         let entry = self
             .bucket(BUCKET_JOBS)
             .await?
@@ -228,9 +242,8 @@ impl Backend {
     }
 
     /// The online agents a target addresses.
-    async fn targeted(&self, target: &Target) -> Result<i64, BackendError> {
-        let since = Utc::now()
-            - chrono::Duration::from_std(self.settings.online_window).unwrap_or_default();
+    pub async fn target_pcs(&self, target: &Target) -> Result<Vec<String>, BackendError> {
+        let since = self.online_since();
         let db = self.db.clone();
         let online: Vec<String> = blocking(move || db.agents(since))
             .await?
@@ -239,28 +252,38 @@ impl Backend {
             .map(|a| a.pc_id)
             .collect();
         if target.all {
-            return Ok(online.len() as i64);
+            return Ok(online);
         }
         let groups = self.bucket(BUCKET_AGENT_GROUPS).await?;
-        let mut count = 0;
-        for pc in &online {
-            let in_pcs = target.pcs.contains(pc);
-            let in_groups = match groups.get(pc).await? {
+        let mut pcs = Vec::new();
+        for pc in online {
+            let in_pcs = target.pcs.contains(&pc);
+            let in_groups = match groups.get(&pc).await? {
                 Some(entry) => serde_json::from_slice::<AgentGroups>(&entry.value)
                     .map(|g| target.groups.iter().any(|t| g.contains(t)))
                     .unwrap_or(false),
                 None => false,
             };
             if in_pcs || in_groups {
-                count += 1;
+                pcs.push(pc);
             }
         }
-        Ok(count)
+        Ok(pcs)
     }
 
     /// Runs a job now on `target`: pins its version, publishes one command
     /// and records the execution.
     pub async fn exec(&self, job_id: &str, target: &Target) -> Result<ExecutionRow, BackendError> {
+        self.fire(job_id, target, FireOptions::default()).await
+    }
+
+    /// [`Backend::exec`] with the options a schedule lowers onto the command.
+    pub async fn fire(
+        &self,
+        job_id: &str,
+        target: &Target,
+        options: FireOptions,
+    ) -> Result<ExecutionRow, BackendError> {
         let job = self.job(job_id).await?;
         if job.require_approval {
             return Err(BackendError::Invalid(format!(
@@ -298,7 +321,10 @@ impl Backend {
             .await?;
         let timeout =
             humantime::parse_duration(&job.execute.timeout).unwrap_or(Duration::from_secs(60));
-        let exec_id = uuid::Uuid::new_v4().to_string();
+        let exec_id = options
+            .exec_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let request_id = uuid::Uuid::new_v4().to_string();
         let command = Command {
             id: job.id.clone(),
@@ -310,16 +336,16 @@ impl Backend {
             script_object: Some(object),
             script_object_sha256: Some(info.sha256),
             timeout_secs: timeout.as_secs().max(1),
-            jitter_secs: None,
+            jitter_secs: options.jitter_secs,
             run_as: job.execute.run_as,
             cwd: job.execute.cwd.clone(),
-            deadline_at: None,
+            deadline_at: options.deadline_at,
             staleness: job.staleness.clone(),
             emit: job.emit,
             check: job.check.clone(),
-            retry: None,
+            retry: options.retry,
         };
-        let targeted = self.targeted(target).await?;
+        let targeted = self.target_pcs(target).await?.len() as i64;
         let row = ExecutionRow {
             exec_id: exec_id.clone(),
             job_id: job.id.clone(),

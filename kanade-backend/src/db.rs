@@ -24,8 +24,9 @@ pub enum DbError {
 }
 
 fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE executions (
+    Migrations::new(vec![
+        M::up(
+            "CREATE TABLE executions (
             exec_id TEXT PRIMARY KEY,
             job_id TEXT NOT NULL,
             version TEXT NOT NULL,
@@ -71,7 +72,27 @@ fn migrations() -> Migrations<'static> {
             hostname TEXT,
             os_family TEXT
         );",
-    )])
+        ),
+        M::up(
+            "CREATE TABLE schedule_fires (
+            schedule_id TEXT NOT NULL,
+            scope TEXT NOT NULL,
+            version TEXT NOT NULL,
+            fired_at TEXT NOT NULL,
+            exec_id TEXT,
+            PRIMARY KEY (schedule_id, scope)
+        );
+        CREATE TABLE schedule_cursor (
+            schedule_id TEXT PRIMARY KEY,
+            checked_until TEXT NOT NULL
+        );
+        CREATE TABLE freeze (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            until TEXT,
+            reason TEXT
+        );",
+        ),
+    ])
 }
 
 /// One execution row.
@@ -401,6 +422,110 @@ impl Db {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+
+    /// The last fire of a schedule for `scope` (a pc id, or `*` for the target).
+    /// Only fires whose execution was recorded count: a fire recorded but
+    /// never published (a crash in between) is forgotten, so it happens again.
+    pub fn last_fire(
+        &self,
+        schedule_id: &str,
+        scope: &str,
+    ) -> Result<Option<(DateTime<Utc>, String)>, DbError> {
+        let row: Option<(String, String)> = self
+            .lock()
+            .query_row(
+                "SELECT f.fired_at, f.version FROM schedule_fires f JOIN executions e ON e.exec_id = f.exec_id
+                 WHERE f.schedule_id = ?1 AND f.scope = ?2",
+                params![schedule_id, scope],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(at, version)| {
+            DateTime::parse_from_rfc3339(&at)
+                .ok()
+                .map(|t| (t.with_timezone(&Utc), version))
+        }))
+    }
+
+    /// Records a fire (replacing the previous one for that scope).
+    pub fn record_fire(
+        &self,
+        schedule_id: &str,
+        scope: &str,
+        version: &str,
+        at: DateTime<Utc>,
+        exec_id: &str,
+    ) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO schedule_fires (schedule_id, scope, version, fired_at, exec_id) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![schedule_id, scope, version, at.to_rfc3339(), exec_id],
+        )?;
+        Ok(())
+    }
+
+    /// Up to when a calendar schedule has been checked.
+    pub fn cursor(&self, schedule_id: &str) -> Result<Option<DateTime<Utc>>, DbError> {
+        let at: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT checked_until FROM schedule_cursor WHERE schedule_id = ?1",
+                [schedule_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at
+            .and_then(|t| DateTime::parse_from_rfc3339(&t).ok())
+            .map(|t| t.with_timezone(&Utc)))
+    }
+
+    /// Moves a calendar schedule's cursor.
+    pub fn set_cursor(&self, schedule_id: &str, at: DateTime<Utc>) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO schedule_cursor (schedule_id, checked_until) VALUES (?1, ?2)",
+            params![schedule_id, at.to_rfc3339()],
+        )?;
+        Ok(())
+    }
+
+    /// The current freeze as (until, reason), if one is set.
+    pub fn freeze(&self) -> Result<Option<(Option<String>, Option<String>)>, DbError> {
+        Ok(self
+            .lock()
+            .query_row("SELECT until, reason FROM freeze WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?)
+    }
+
+    /// Sets the freeze.
+    pub fn set_freeze(
+        &self,
+        until: Option<DateTime<Utc>>,
+        reason: Option<&str>,
+    ) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT OR REPLACE INTO freeze (id, until, reason) VALUES (1, ?1, ?2)",
+            params![until.map(|t| t.to_rfc3339()), reason],
+        )?;
+        Ok(())
+    }
+
+    /// Clears the freeze.
+    pub fn clear_freeze(&self) -> Result<(), DbError> {
+        self.lock().execute("DELETE FROM freeze", [])?;
+        Ok(())
+    }
+
+    /// Whether a freeze is in force at `now`.
+    pub fn frozen(&self, now: DateTime<Utc>) -> Result<bool, DbError> {
+        Ok(match self.freeze()? {
+            None => false,
+            Some((None, _)) => true,
+            Some((Some(until), _)) => {
+                DateTime::parse_from_rfc3339(&until).is_ok_and(|u| now < u.with_timezone(&Utc))
+            }
+        })
     }
 
     /// Marks an execution cancelled (after a kill).

@@ -21,5 +21,8 @@ mod backend;
 pub mod db;
 pub mod http;
 pub mod manifest;
+pub mod schedule;
+pub mod scheduler;
 
-pub use backend::{Backend, BackendError, BackendSettings};
+pub use backend::{Backend, BackendError, BackendSettings, FireOptions};
+pub use scheduler::Scheduler;

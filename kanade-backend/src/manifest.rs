@@ -449,6 +449,19 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, ManifestErrors> {
         text,
         errors: Vec::new(),
     };
+    if let Err(why) = crate::schedule::lower(&schedule.when) {
+        p.add(&["when"], why);
+    }
+    if let Some(active) = &schedule.active {
+        if let (Some(from), Some(until)) = (&active.from, &active.until) {
+            if from >= until {
+                p.add(
+                    &["active", "until"],
+                    format!("{until:?} is not after from {from:?}"),
+                );
+            }
+        }
+    }
     p.token(&["id"], &schedule.id, |v| {
         SubjectToken::new(kanade_core::names::TokenKind::Target, v)
     });

@@ -85,17 +85,19 @@ where
 }
 
 async fn finished(backend: &Backend, exec_id: &str) -> ExecutionRow {
-    let mut row = None;
-    wait_for(|| {
-        let db = backend.db().clone();
-        let id = exec_id.to_owned();
-        let found = db.execution(&id).unwrap().unwrap();
-        let done = found.status == "completed";
-        row = Some(found);
-        async move { done }
-    })
-    .await;
-    row.unwrap()
+    let mut last = None;
+    for _ in 0..300 {
+        let row = backend.db().execution(exec_id).unwrap().unwrap();
+        if row.status == "completed" {
+            return row;
+        }
+        last = Some(row);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "execution not completed within 15 s: {last:?}; results {:?}",
+        backend.db().results(exec_id).unwrap()
+    );
 }
 
 fn all() -> Target {

@@ -1,5 +1,5 @@
-//! `kanade-backend`: provisions the transport, runs the projectors and
-//! serves the HTTP API.
+//! `kanade-backend`: provisions the transport, runs the projectors and the
+//! scheduler, and serves the HTTP API.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +68,8 @@ async fn run(args: Args) -> Result<(), String> {
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let projectors = tokio::spawn(backend.clone().run(std::future::pending()));
+    let scheduler =
+        tokio::spawn(kanade_backend::Scheduler::new(backend.clone()).run(std::future::pending()));
     axum::serve(listener, http::router(backend))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -75,6 +77,7 @@ async fn run(args: Args) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?;
     projectors.abort();
+    scheduler.abort();
     Ok(())
 }
 

@@ -1,0 +1,228 @@
+//! The scheduler: each tick, decides (with the pure functions of
+//! [`crate::schedule`]) which stored schedules fire, and fires them through
+//! [`Backend::fire`]. Fires are recorded in SQLite before the command goes
+//! out (with the execution id it will use), so a restart neither fires
+//! twice nor forgets a fire; the stored schedules are re-read every tick,
+//! so edits take effect without a restart. `runs_on: agent` schedules are
+//! left to the agents.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kanade_core::wire::RetrySpec;
+
+use crate::manifest::{Schedule, Target};
+use crate::schedule::{calendar_due, is_local, lower, repeat_due, schedule_blocked, Plan};
+use crate::{Backend, BackendError, FireOptions};
+
+/// Where the scheduler reads "now" from.
+pub type NowFn = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Fires stored schedules.
+#[derive(Clone)]
+pub struct Scheduler {
+    backend: Backend,
+    now: NowFn,
+    tick: Duration,
+}
+
+/// Scope key of a per-target fire record.
+const TARGET_SCOPE: &str = "*";
+
+impl Scheduler {
+    /// A scheduler on the system clock, ticking every second.
+    pub fn new(backend: Backend) -> Self {
+        Self::with_clock(backend, Arc::new(Utc::now), Duration::from_secs(1))
+    }
+
+    /// A scheduler reading time from `now` and ticking every `tick`.
+    pub fn with_clock(backend: Backend, now: NowFn, tick: Duration) -> Self {
+        Self { backend, now, tick }
+    }
+
+    /// Runs ticks until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {
+        let ticking = async {
+            loop {
+                if let Err(e) = self.tick_once().await {
+                    tracing::warn!("scheduler tick: {e}");
+                }
+                tokio::time::sleep(self.tick).await;
+            }
+        };
+        tokio::select! {
+            _ = ticking => {}
+            _ = shutdown => {}
+        }
+    }
+
+    async fn db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&crate::db::Db) -> Result<T, crate::db::DbError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        let db = self.backend.db().clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| BackendError::Invalid(e.to_string()))?
+            .map_err(BackendError::from)
+    }
+
+    /// One pass over every schedule; returns the executions it started.
+    pub async fn tick_once(&self) -> Result<Vec<String>, BackendError> {
+        let now = (self.now)();
+        let frozen = self.db(move |db| db.frozen(now)).await?;
+        let mut fired = Vec::new();
+        for schedule in self.backend.schedules().await? {
+            match self.consider(&schedule, now, frozen).await {
+                Ok(Some(exec_id)) => fired.push(exec_id),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(schedule = schedule.id, "not fired: {e}"),
+            }
+        }
+        Ok(fired)
+    }
+
+    fn options(schedule: &Schedule, due_at: DateTime<Utc>) -> FireOptions {
+        let duration = |text: &Option<String>| {
+            text.as_deref()
+                .and_then(|t| humantime::parse_duration(t).ok())
+        };
+        FireOptions {
+            deadline_at: duration(&schedule.starting_deadline)
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .map(|d| due_at + d),
+            retry: schedule.on_failure.as_ref().map(|f| RetrySpec {
+                max: f.retry.max,
+                backoff_secs: humantime::parse_duration(&f.retry.backoff)
+                    .map_or(1, |d| d.as_secs().max(1)),
+            }),
+            jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
+            exec_id: Some(uuid::Uuid::new_v4().to_string()),
+        }
+    }
+
+    /// Records the fire for every scope, then fires.
+    async fn fire(
+        &self,
+        schedule: &Schedule,
+        target: &Target,
+        scopes: Vec<String>,
+        version: &str,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<String, BackendError> {
+        let options = Self::options(schedule, due_at);
+        let exec_id = options.exec_id.clone().unwrap_or_default();
+        for scope in scopes {
+            let (id, version, exec) = (schedule.id.clone(), version.to_owned(), exec_id.clone());
+            self.db(move |db| db.record_fire(&id, &scope, &version, now, &exec))
+                .await?;
+        }
+        self.backend.fire(&schedule.job_id, target, options).await?;
+        tracing::info!(schedule = schedule.id, exec_id, "fired");
+        Ok(exec_id)
+    }
+
+    async fn consider(
+        &self,
+        schedule: &Schedule,
+        now: DateTime<Utc>,
+        frozen: bool,
+    ) -> Result<Option<String>, BackendError> {
+        if schedule.runs_on.as_deref() == Some("agent") {
+            return Ok(None);
+        }
+        let plan = lower(&schedule.when).map_err(BackendError::Invalid)?;
+        let blocked = schedule_blocked(schedule, now, frozen);
+        let version = self.backend.job(&schedule.job_id).await?.version;
+        let id = schedule.id.clone();
+        match &plan {
+            Plan::AgentSide => Ok(None),
+            Plan::Calendar { .. } => {
+                let cursor = self
+                    .db({
+                        let id = id.clone();
+                        move |db| db.cursor(&id)
+                    })
+                    .await?;
+                self.db({
+                    let id = id.clone();
+                    move |db| db.set_cursor(&id, now)
+                })
+                .await?;
+                // First sight: start counting from now, never fire the past.
+                let Some(since) = cursor else { return Ok(None) };
+                let Some(due_at) = calendar_due(&plan, since, now, is_local(schedule)) else {
+                    return Ok(None);
+                };
+                if let Some(why) = blocked {
+                    tracing::info!(schedule = id, "occurrence {due_at} skipped: {why}");
+                    return Ok(None);
+                }
+                self.fire(
+                    schedule,
+                    &schedule.target,
+                    vec![format!("at:{}", due_at.to_rfc3339())],
+                    &version,
+                    due_at,
+                    now,
+                )
+                .await
+                .map(Some)
+            }
+            Plan::PerTarget(repeat) => {
+                if blocked.is_some() {
+                    return Ok(None);
+                }
+                let last = self.db(move |db| db.last_fire(&id, TARGET_SCOPE)).await?;
+                if !repeat_due(
+                    repeat,
+                    last.as_ref().map(|(at, v)| (*at, v.as_str())),
+                    &version,
+                    now,
+                ) {
+                    return Ok(None);
+                }
+                self.fire(
+                    schedule,
+                    &schedule.target,
+                    vec![TARGET_SCOPE.to_owned()],
+                    &version,
+                    now,
+                    now,
+                )
+                .await
+                .map(Some)
+            }
+            Plan::PerPc(repeat) => {
+                if blocked.is_some() {
+                    return Ok(None);
+                }
+                let mut due = Vec::new();
+                for pc in self.backend.target_pcs(&schedule.target).await? {
+                    let (id, scope) = (id.clone(), pc.clone());
+                    let last = self.db(move |db| db.last_fire(&id, &scope)).await?;
+                    if repeat_due(
+                        repeat,
+                        last.as_ref().map(|(at, v)| (*at, v.as_str())),
+                        &version,
+                        now,
+                    ) {
+                        due.push(pc);
+                    }
+                }
+                if due.is_empty() {
+                    return Ok(None);
+                }
+                let target = Target {
+                    pcs: due.clone(),
+                    ..Target::default()
+                };
+                self.fire(schedule, &target, due, &version, now, now)
+                    .await
+                    .map(Some)
+            }
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The scheduler on a manual clock: each `when` form fires when it should
+//! and not otherwise, nothing fires twice (also across a restart), freeze
+//! stops scheduled fires only, and deadline / retry / jitter are lowered.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use kanade_backend::manifest::Target;
+use kanade_backend::{Backend, BackendSettings, Scheduler};
+use kanade_core::transport::memory::MemoryTransport;
+use kanade_core::transport::{Subscription, Transport};
+use kanade_core::wire::{Command, Heartbeat};
+
+struct Setup {
+    transport: Arc<dyn Transport>,
+    dir: tempfile::TempDir,
+    backend: Backend,
+    clock: Arc<Mutex<DateTime<Utc>>>,
+    scheduler: Scheduler,
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+async fn setup() -> Setup {
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let dir = tempfile::tempdir().unwrap();
+    let backend = Backend::open(
+        transport.clone(),
+        BackendSettings::new(dir.path().join("db")),
+    )
+    .await
+    .unwrap();
+    backend
+        .apply_job(
+            "id: job\nversion: 1\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let clock = Arc::new(Mutex::new(utc("2026-06-01T08:59:00Z")));
+    let scheduler = scheduler_for(&backend, &clock);
+    Setup {
+        transport,
+        dir,
+        backend,
+        clock,
+        scheduler,
+    }
+}
+
+fn scheduler_for(backend: &Backend, clock: &Arc<Mutex<DateTime<Utc>>>) -> Scheduler {
+    let clock = clock.clone();
+    Scheduler::with_clock(
+        backend.clone(),
+        Arc::new(move || *clock.lock().unwrap()),
+        Duration::from_secs(1),
+    )
+}
+
+impl Setup {
+    fn set(&self, at: &str) {
+        *self.clock.lock().unwrap() = utc(at);
+    }
+
+    fn online(&self, pcs: &[&str]) {
+        for pc in pcs {
+            self.backend
+                .db()
+                .upsert_agent(&Heartbeat {
+                    pc_id: (*pc).to_owned(),
+                    at: Utc::now(),
+                    agent_version: "test".into(),
+                    hostname: None,
+                    os_family: None,
+                    agent_arch: None,
+                    agent_cpu_pct: None,
+                    agent_rss_bytes: None,
+                    enforcing: None,
+                    command_keys: None,
+                })
+                .unwrap();
+        }
+    }
+
+    async fn schedule(&self, yaml: &str) {
+        self.backend.apply_schedule(yaml).await.unwrap();
+    }
+
+    async fn tick(&self) -> Vec<String> {
+        self.scheduler.tick_once().await.unwrap()
+    }
+}
+
+async fn commands(transport: &Arc<dyn Transport>) -> Subscription {
+    transport.messages().subscribe("commands.>").await.unwrap()
+}
+
+async fn next_command(sub: &mut Subscription) -> (String, Command) {
+    let message = tokio::time::timeout(Duration::from_secs(5), sub.next())
+        .await
+        .unwrap()
+        .unwrap();
+    (
+        message.subject.clone(),
+        serde_json::from_slice(&message.payload).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn a_calendar_schedule_fires_once_at_its_time() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule("id: morning\njob_id: job\nwhen:\n  calendar:\n    at: \"09:00\"\n    days: [mon-fri]\ntarget:\n  all: true\n").await;
+    assert!(
+        s.tick().await.is_empty(),
+        "first sight only starts the cursor"
+    );
+    s.set("2026-06-01T08:59:59Z");
+    assert!(s.tick().await.is_empty());
+    s.set("2026-06-01T09:00:01Z");
+    assert_eq!(s.tick().await.len(), 1, "Monday 09:00 fires");
+    s.set("2026-06-01T09:30:00Z");
+    assert!(s.tick().await.is_empty(), "not twice");
+    s.set("2026-06-05T09:30:00Z");
+    assert_eq!(
+        s.tick().await.len(),
+        1,
+        "missed Tue-Fri occurrences fire once, late (catch-up)"
+    );
+    s.set("2026-06-06T09:00:01Z");
+    assert!(s.tick().await.is_empty(), "Saturday does not fire");
+    s.set("2026-06-08T09:00:01Z");
+    assert_eq!(s.tick().await.len(), 1, "next Monday fires");
+}
+
+#[tokio::test]
+async fn per_pc_once_fires_once_per_pc_even_across_a_restart() {
+    let s = setup().await;
+    s.online(&["pc-1", "pc-2"]);
+    s.schedule("id: setup\njob_id: job\nwhen:\n  per_pc: once\ntarget:\n  all: true\n")
+        .await;
+    let mut sub = commands(&s.transport).await;
+    assert_eq!(s.tick().await.len(), 1);
+    let mut subjects = vec![
+        next_command(&mut sub).await.0,
+        next_command(&mut sub).await.0,
+    ];
+    subjects.sort();
+    assert_eq!(subjects, ["commands.pc.pc-1", "commands.pc.pc-2"]);
+    assert!(s.tick().await.is_empty());
+
+    // A restarted backend (same database) does not fire again…
+    let restarted = Backend::open(
+        s.transport.clone(),
+        BackendSettings::new(s.dir.path().join("db")),
+    )
+    .await
+    .unwrap();
+    let again = scheduler_for(&restarted, &s.clock);
+    assert!(again.tick_once().await.unwrap().is_empty());
+    // …but a pc that appears later gets its one run.
+    s.online(&["pc-3"]);
+    assert_eq!(again.tick_once().await.unwrap().len(), 1);
+    assert_eq!(next_command(&mut sub).await.0, "commands.pc.pc-3");
+}
+
+#[tokio::test]
+async fn once_per_version_fires_again_after_a_version_bump() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule(
+        "id: upgrade\njob_id: job\nwhen:\n  per_pc: once_per_version\ntarget:\n  all: true\n",
+    )
+    .await;
+    assert_eq!(s.tick().await.len(), 1);
+    assert!(s.tick().await.is_empty());
+    s.backend
+        .apply_job(
+            "id: job\nversion: 2\nexecute:\n  shell: sh\n  script: echo v2\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.tick().await.len(), 1, "version 2 runs once more");
+    assert!(s.tick().await.is_empty());
+}
+
+#[tokio::test]
+async fn per_target_every_repeats_on_its_interval() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule(
+        "id: hourly\njob_id: job\nwhen:\n  per_target:\n    every: 1h\ntarget:\n  all: true\n",
+    )
+    .await;
+    assert_eq!(s.tick().await.len(), 1);
+    s.set("2026-06-01T09:30:00Z");
+    assert!(s.tick().await.is_empty());
+    s.set("2026-06-01T09:59:00Z");
+    assert_eq!(s.tick().await.len(), 1);
+}
+
+#[tokio::test]
+async fn freeze_stops_scheduled_fires_but_not_exec() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule(
+        "id: hourly\njob_id: job\nwhen:\n  per_target:\n    every: 1h\ntarget:\n  all: true\n",
+    )
+    .await;
+    s.backend
+        .db()
+        .set_freeze(None, Some("change window"))
+        .unwrap();
+    assert!(s.tick().await.is_empty(), "frozen");
+    let exec = s
+        .backend
+        .exec(
+            "job",
+            &Target {
+                all: true,
+                ..Target::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.targeted, 1, "ad-hoc exec still runs");
+    s.backend
+        .db()
+        .set_freeze(Some(utc("2026-06-01T09:30:00Z")), None)
+        .unwrap();
+    assert!(s.tick().await.is_empty(), "frozen until 09:30");
+    s.set("2026-06-01T09:31:00Z");
+    assert_eq!(s.tick().await.len(), 1, "the freeze expired");
+}
+
+#[tokio::test]
+async fn deadline_retry_and_jitter_are_lowered_onto_the_command() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule(
+        "id: careful\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  pcs: [pc-1]\nstarting_deadline: 10m\njitter: 2m\non_failure:\n  retry:\n    max: 3\n    backoff: 30s\n",
+    )
+    .await;
+    let mut sub = commands(&s.transport).await;
+    assert_eq!(s.tick().await.len(), 1);
+    let (subject, command) = next_command(&mut sub).await;
+    assert_eq!(subject, "commands.pc.pc-1");
+    assert_eq!(command.deadline_at, Some(utc("2026-06-01T09:09:00Z")));
+    assert_eq!(command.jitter_secs, Some(120));
+    let retry = command.retry.unwrap();
+    assert_eq!((retry.max, retry.backoff_secs), (3, 30));
+}
+
+#[tokio::test]
+async fn live_edits_disable_and_windows_apply() {
+    let s = setup().await;
+    s.online(&["pc-1"]);
+    s.schedule("id: edited\njob_id: job\nwhen:\n  per_target:\n    every: 1h\ntarget:\n  all: true\nenabled: false\n").await;
+    assert!(s.tick().await.is_empty(), "disabled");
+    s.schedule("id: edited\njob_id: job\nwhen:\n  per_target:\n    every: 1h\ntarget:\n  all: true\nconstraints:\n  window: \"10:00-12:00\"\n").await;
+    assert!(s.tick().await.is_empty(), "outside its window");
+    s.set("2026-06-01T10:15:00Z");
+    assert_eq!(
+        s.tick().await.len(),
+        1,
+        "enabled and inside the window: fires"
+    );
+}
+
+#[tokio::test]
+async fn bad_schedules_are_refused_at_upload() {
+    let s = setup().await;
+    for (yaml, field) in [
+        ("id: x\njob_id: job\nwhen:\n  sometimes: true\ntarget:\n  all: true\n", "when"),
+        ("id: x\njob_id: job\nwhen:\n  calendar:\n    at: \"09:00\"\n    days: [funday]\ntarget:\n  all: true\n", "when"),
+        ("id: x\njob_id: job\nwhen:\n  per_pc: once\ntarget:\n  all: true\nactive:\n  from: 2026-07-01\n  until: 2026-06-01\n", "active.until"),
+    ] {
+        let err = s.backend.apply_schedule(yaml).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(field) || field == "when" && text.contains("unknown field"), "{text}");
+        assert!(text.contains("line"), "{text}");
+    }
+}

@@ -227,6 +227,35 @@ impl Backend {
         Ok(schedule)
     }
 
+    /// One schedule.
+    pub async fn schedule(&self, id: &str) -> Result<Schedule, BackendError> {
+        let entry = self
+            .bucket(BUCKET_SCHEDULES)
+            .await?
+            .get(id)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("schedule {id}")))?;
+        serde_json::from_slice(&entry.value)
+            .map_err(|e| BackendError::Invalid(format!("schedule {id} unreadable: {e}")))
+    }
+
+    /// Turns a schedule on or off (takes effect at the next tick).
+    pub async fn set_schedule_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Schedule, BackendError> {
+        let mut schedule = self.schedule(id).await?;
+        schedule.enabled = enabled;
+        let json =
+            serde_json::to_vec(&schedule).map_err(|e| BackendError::Invalid(e.to_string()))?;
+        self.bucket(BUCKET_SCHEDULES)
+            .await?
+            .put(id, Bytes::from(json))
+            .await?;
+        Ok(schedule)
+    }
+
     /// Every schedule.
     pub async fn schedules(&self) -> Result<Vec<Schedule>, BackendError> {
         let bucket = self.bucket(BUCKET_SCHEDULES).await?;

@@ -95,6 +95,15 @@ fn migrations() -> Migrations<'static> {
     ])
 }
 
+/// A fleet-wide freeze of scheduled fires.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Freeze {
+    /// When it ends (RFC 3339); `None` until cleared.
+    pub until: Option<String>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
 /// One execution row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExecutionRow {
@@ -488,12 +497,15 @@ impl Db {
         Ok(())
     }
 
-    /// The current freeze as (until, reason), if one is set.
-    pub fn freeze(&self) -> Result<Option<(Option<String>, Option<String>)>, DbError> {
+    /// The current freeze, if one is set.
+    pub fn freeze(&self) -> Result<Option<Freeze>, DbError> {
         Ok(self
             .lock()
             .query_row("SELECT until, reason FROM freeze WHERE id = 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+                Ok(Freeze {
+                    until: r.get(0)?,
+                    reason: r.get(1)?,
+                })
             })
             .optional()?)
     }
@@ -521,10 +533,10 @@ impl Db {
     pub fn frozen(&self, now: DateTime<Utc>) -> Result<bool, DbError> {
         Ok(match self.freeze()? {
             None => false,
-            Some((None, _)) => true,
-            Some((Some(until), _)) => {
-                DateTime::parse_from_rfc3339(&until).is_ok_and(|u| now < u.with_timezone(&Utc))
-            }
+            Some(Freeze { until: None, .. }) => true,
+            Some(Freeze {
+                until: Some(until), ..
+            }) => DateTime::parse_from_rfc3339(&until).is_ok_and(|u| now < u.with_timezone(&Utc)),
         })
     }
 

@@ -74,6 +74,13 @@ pub fn router(backend: Backend) -> Router {
         .route("/api/executions/{id}", get(execution))
         .route("/api/executions/{id}/results", get(results))
         .route("/api/executions/{id}/kill", post(kill))
+        .route("/api/schedules/{id}/preview", get(preview))
+        .route("/api/schedules/{id}/enable", post(enable))
+        .route("/api/schedules/{id}/disable", post(disable))
+        .route(
+            "/api/freeze",
+            get(freeze_status).post(freeze_set).delete(freeze_clear),
+        )
         .with_state(backend)
 }
 
@@ -172,6 +179,82 @@ async fn results(
     Path(id): Path<String>,
 ) -> ApiResult<Vec<crate::db::ResultRow>> {
     Ok(Json(db(&backend, move |db| db.results(&id)).await?))
+}
+
+/// `GET /api/schedules/{id}/preview?n=5` query.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviewQuery {
+    /// How many fire times.
+    #[serde(default = "five")]
+    pub n: usize,
+}
+
+fn five() -> usize {
+    5
+}
+
+async fn preview(
+    State(backend): State<Backend>,
+    Path(id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<PreviewQuery>,
+) -> ApiResult<Vec<String>> {
+    let schedule = backend.schedule(&id).await?;
+    let times = crate::schedule::preview(&schedule, chrono::Utc::now(), query.n.min(100))
+        .map_err(BackendError::Invalid)?;
+    Ok(Json(times.into_iter().map(|t| t.to_rfc3339()).collect()))
+}
+
+async fn enable(
+    State(backend): State<Backend>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::manifest::Schedule> {
+    Ok(Json(backend.set_schedule_enabled(&id, true).await?))
+}
+
+async fn disable(
+    State(backend): State<Backend>,
+    Path(id): Path<String>,
+) -> ApiResult<crate::manifest::Schedule> {
+    Ok(Json(backend.set_schedule_enabled(&id, false).await?))
+}
+
+/// `POST /api/freeze` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FreezeRequest {
+    /// RFC 3339 end (absent: until cleared).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+async fn freeze_status(State(backend): State<Backend>) -> ApiResult<Option<crate::db::Freeze>> {
+    Ok(Json(db(&backend, |db| db.freeze()).await?))
+}
+
+async fn freeze_set(
+    State(backend): State<Backend>,
+    Json(request): Json<FreezeRequest>,
+) -> ApiResult<Option<crate::db::Freeze>> {
+    let until = match &request.until {
+        Some(text) => Some(
+            chrono::DateTime::parse_from_rfc3339(text)
+                .map_err(|e| {
+                    BackendError::Invalid(format!("until: {text:?} is not RFC 3339: {e}"))
+                })?
+                .with_timezone(&chrono::Utc),
+        ),
+        None => None,
+    };
+    let reason = request.reason.clone();
+    db(&backend, move |db| db.set_freeze(until, reason.as_deref())).await?;
+    Ok(Json(db(&backend, |db| db.freeze()).await?))
+}
+
+async fn freeze_clear(State(backend): State<Backend>) -> ApiResult<Option<crate::db::Freeze>> {
+    db(&backend, |db| db.clear_freeze()).await?;
+    Ok(Json(None))
 }
 
 async fn kill(

@@ -193,6 +193,8 @@ pub fn is_local(schedule: &Schedule) -> bool {
 
 /// The next cron occurrence strictly after `after`, in the schedule's zone.
 pub fn next_occurrence(cron: &Cron, after: DateTime<Utc>, local: bool) -> Option<DateTime<Utc>> {
+    // Occurrences are whole seconds; croner would carry `after`'s fraction.
+    let after = after.with_nanosecond(0).unwrap_or(after);
     if local {
         cron.find_next_occurrence(&after.with_timezone(&chrono::Local), false)
             .ok()
@@ -404,6 +406,20 @@ mod tests {
             hits,
             ["2026-06-09T10:00:00+00:00", "2026-06-26T10:00:00+00:00"]
         );
+    }
+
+    #[test]
+    fn occurrences_are_whole_seconds() {
+        let plan = lower(&When {
+            calendar: Some(json!({"at": "09:00"})),
+            ..When::default()
+        })
+        .unwrap();
+        let Plan::Calendar { cron, .. } = &plan else {
+            panic!()
+        };
+        let next = next_occurrence(cron, utc("2026-06-01T08:00:00.644Z"), false).unwrap();
+        assert_eq!(next, utc("2026-06-01T09:00:00Z"));
     }
 
     #[test]

@@ -117,6 +117,31 @@ fn the_cli_drives_backend_and_agent_binaries_over_nats() {
     assert_eq!(rows[0]["exit_code"], 0);
     assert_eq!(rows[0]["stdout"], "hi from the script file\n");
 
+    let schedule = dir.path().join("nightly.yaml");
+    std::fs::write(
+        &schedule,
+        "id: nightly\njob_id: hello\nwhen:\n  calendar:\n    at: \"02:30\"\n    days: [mon-fri]\ntarget:\n  all: true\ntz: utc\n",
+    )
+    .unwrap();
+    let (ok, out, err) = kanade(
+        &server,
+        &["schedule", "apply", "-f", schedule.to_str().unwrap()],
+    );
+    assert!(ok && out.contains("applied schedule nightly"), "{out}{err}");
+    let (ok, out, err) = kanade(&server, &["schedule", "preview", "nightly", "-n", "3"]);
+    assert!(ok, "{err}");
+    let times: Vec<&str> = out.lines().filter(|l| l.contains("T02:30:00")).collect();
+    assert_eq!(times.len(), 3, "{out}");
+    println!("schedule preview output:\n{out}");
+    let (ok, out, err) = kanade(&server, &["schedule", "disable", "nightly"]);
+    assert!(ok && out.contains("disabled"), "{out}{err}");
+    let (ok, out, err) = kanade(&server, &["freeze", "set", "--reason", "change window"]);
+    assert!(ok && out.contains("change window"), "{out}{err}");
+    let (ok, out, _) = kanade(&server, &["freeze", "status"]);
+    assert!(ok && out.contains("frozen"), "{out}");
+    let (ok, out, _) = kanade(&server, &["freeze", "clear"]);
+    assert!(ok && out.contains("not frozen"), "{out}");
+
     let (ok, out, err) = kanade(&server, &["revoke", "hello"]);
     assert!(ok && out.contains("REVOKED"), "{out}{err}");
     let (ok, out, err) = kanade(&server, &["exec", "hello", "--pcs", "nats-pc-1"]);

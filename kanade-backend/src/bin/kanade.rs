@@ -92,6 +92,11 @@ enum Cmd {
         /// Execution id.
         exec: String,
     },
+    /// Fleet-wide freeze of scheduled fires.
+    Freeze {
+        #[command(subcommand)]
+        action: FreezeCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +121,41 @@ enum ScheduleCmd {
     },
     /// List schedules.
     List,
+    /// The next fire times.
+    Preview {
+        /// Schedule id.
+        id: String,
+        /// How many.
+        #[arg(short, default_value = "5")]
+        n: usize,
+    },
+    /// Turn a schedule on.
+    Enable {
+        /// Schedule id.
+        id: String,
+    },
+    /// Turn a schedule off.
+    Disable {
+        /// Schedule id.
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FreezeCmd {
+    /// Stop scheduled fires fleet-wide (ad-hoc exec still works).
+    Set {
+        /// RFC 3339 end; without it the freeze lasts until cleared.
+        #[arg(long)]
+        until: Option<String>,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Lift the freeze.
+    Clear,
+    /// Show the freeze.
+    Status,
 }
 
 struct Api {
@@ -285,6 +325,49 @@ fn run(args: Args) -> Result<(), String> {
                 for s in &schedules {
                     println!("{:<24} job {:<20} enabled {}", s.id, s.job_id, s.enabled);
                 }
+            })
+        }
+        Cmd::Schedule {
+            action: ScheduleCmd::Preview { id, n },
+        } => {
+            let times: Vec<String> = api.get(&format!("/api/schedules/{id}/preview?n={n}"))?;
+            print(args.json, &times, || {
+                println!("next fire times of {id}:");
+                for t in &times {
+                    println!("  {t}");
+                }
+            })
+        }
+        Cmd::Schedule {
+            action: ScheduleCmd::Enable { id },
+        } => {
+            let s: Schedule = api.post(&format!("/api/schedules/{id}/enable"), &())?;
+            print(args.json, &s, || println!("schedule {} enabled", s.id))
+        }
+        Cmd::Schedule {
+            action: ScheduleCmd::Disable { id },
+        } => {
+            let s: Schedule = api.post(&format!("/api/schedules/{id}/disable"), &())?;
+            print(args.json, &s, || println!("schedule {} disabled", s.id))
+        }
+        Cmd::Freeze { action } => {
+            let state: Option<kanade_backend::db::Freeze> = match action {
+                FreezeCmd::Set { until, reason } => api.post(
+                    "/api/freeze",
+                    &kanade_backend::http::FreezeRequest { until, reason },
+                )?,
+                FreezeCmd::Clear => {
+                    api.decode(api.agent.delete(&format!("{}/api/freeze", api.base)).call())?
+                }
+                FreezeCmd::Status => api.get("/api/freeze")?,
+            };
+            print(args.json, &state, || match &state {
+                None => println!("not frozen: schedules fire normally"),
+                Some(f) => println!(
+                    "frozen until {} ({})",
+                    f.until.as_deref().unwrap_or("cleared"),
+                    f.reason.as_deref().unwrap_or("no reason given")
+                ),
             })
         }
         Cmd::Exec {

@@ -473,6 +473,27 @@ impl Db {
         Ok(())
     }
 
+    /// Pcs for which this schedule's latest fire (since `window_start`) has
+    /// no result yet — still in flight.
+    pub fn in_flight_pcs(
+        &self,
+        schedule_id: &str,
+        window_start: DateTime<Utc>,
+    ) -> Result<Vec<String>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT f.scope FROM schedule_fires f
+             WHERE f.schedule_id = ?1 AND f.fired_at > ?2 AND f.scope != '*' AND f.scope NOT LIKE 'at:%'
+               AND NOT EXISTS (SELECT 1 FROM results r WHERE r.exec_id = f.exec_id AND r.pc_id = f.scope)",
+        )?;
+        let pcs = stmt
+            .query_map(params![schedule_id, window_start.to_rfc3339()], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(pcs)
+    }
+
     /// Up to when a calendar schedule has been checked.
     pub fn cursor(&self, schedule_id: &str) -> Result<Option<DateTime<Utc>>, DbError> {
         let at: Option<String> = self

@@ -30,6 +30,10 @@ pub struct Scheduler {
 /// Scope key of a per-target fire record.
 const TARGET_SCOPE: &str = "*";
 
+/// How long a fire without a result counts as in flight (the dispatch
+/// record's bounded window).
+pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 impl Scheduler {
     /// A scheduler on the system clock, ticking every second.
     pub fn new(backend: Backend) -> Self {
@@ -199,8 +203,19 @@ impl Scheduler {
                 if blocked.is_some() {
                     return Ok(None);
                 }
+                let window_start =
+                    now - chrono::Duration::from_std(IN_FLIGHT_WINDOW).unwrap_or_default();
+                let in_flight = self
+                    .db({
+                        let id = id.clone();
+                        move |db| db.in_flight_pcs(&id, window_start)
+                    })
+                    .await?;
                 let mut due = Vec::new();
                 for pc in self.backend.target_pcs(&schedule.target).await? {
+                    if in_flight.contains(&pc) {
+                        continue; // its previous fire there is still running
+                    }
                     let (id, scope) = (id.clone(), pc.clone());
                     let last = self.db(move |db| db.last_fire(&id, &scope)).await?;
                     if repeat_due(
@@ -211,6 +226,10 @@ impl Scheduler {
                     ) {
                         due.push(pc);
                     }
+                }
+                if let Some(max) = schedule.constraints.as_ref().and_then(|c| c.max_concurrent) {
+                    let room = (max as usize).saturating_sub(in_flight.len());
+                    due.truncate(room);
                 }
                 if due.is_empty() {
                     return Ok(None);

@@ -87,6 +87,18 @@ impl Setup {
         }
     }
 
+    /// Stores a result for `pc` in the newest execution.
+    fn complete(&self, pc: &str) {
+        let exec_id = self.backend.db().executions().unwrap()[0].exec_id.clone();
+        let result: kanade_core::wire::ExecResult = serde_json::from_value(serde_json::json!({
+            "result_id": format!("{exec_id}-{pc}"), "request_id": "r", "exec_id": exec_id, "pc_id": pc,
+            "exit_code": 0, "skipped": false, "stdout": "", "stderr": "",
+            "started_at": "2026-06-01T09:00:00Z", "finished_at": "2026-06-01T09:00:01Z",
+        }))
+        .unwrap();
+        self.backend.db().store_result(&result, false).unwrap();
+    }
+
     async fn schedule(&self, yaml: &str) {
         self.backend.apply_schedule(yaml).await.unwrap();
     }
@@ -179,6 +191,7 @@ async fn once_per_version_fires_again_after_a_version_bump() {
     .await;
     assert_eq!(s.tick().await.len(), 1);
     assert!(s.tick().await.is_empty());
+    s.complete("pc-1");
     s.backend
         .apply_job(
             "id: job\nversion: 2\nexecute:\n  shell: sh\n  script: echo v2\n  timeout: 30s\n",
@@ -286,4 +299,38 @@ async fn bad_schedules_are_refused_at_upload() {
         assert!(text.contains(field) || field == "when" && text.contains("unknown field"), "{text}");
         assert!(text.contains("line"), "{text}");
     }
+}
+
+#[tokio::test]
+async fn in_flight_pcs_are_not_fired_again_and_max_concurrent_caps_a_round() {
+    let s = setup().await;
+    s.online(&["pc-1", "pc-2", "pc-3"]);
+    s.schedule("id: poll\njob_id: job\nwhen:\n  per_pc:\n    every: 10m\ntarget:\n  all: true\nconstraints:\n  max_concurrent: 2\n").await;
+    let mut sub = commands(&s.transport).await;
+    assert_eq!(s.tick().await.len(), 1);
+    let first: Vec<String> = vec![
+        next_command(&mut sub).await.0,
+        next_command(&mut sub).await.0,
+    ];
+    assert_eq!(first.len(), 2, "capped at max_concurrent");
+    // Ten minutes on, nobody has reported: both are still in flight, and the
+    // cap leaves no room for the third pc either.
+    s.set("2026-06-01T09:10:00Z");
+    assert!(s.tick().await.is_empty());
+    // One result comes in: that pc is free and due, and there is room again.
+    let exec_id = s.backend.db().executions().unwrap()[0].exec_id.clone();
+    let done_pc = first[0].trim_start_matches("commands.pc.").to_owned();
+    let result: kanade_core::wire::ExecResult = serde_json::from_value(serde_json::json!({
+        "result_id": format!("r-{done_pc}"), "request_id": "r", "exec_id": exec_id, "pc_id": done_pc,
+        "exit_code": 0, "skipped": false, "stdout": "", "stderr": "",
+        "started_at": "2026-06-01T09:00:00Z", "finished_at": "2026-06-01T09:00:01Z",
+    }))
+    .unwrap();
+    s.backend.db().store_result(&result, false).unwrap();
+    assert_eq!(s.tick().await.len(), 1);
+    let (subject, _) = next_command(&mut sub).await;
+    assert!(
+        !first[1..].contains(&subject),
+        "the still-running pc is not fired again: {subject}"
+    );
 }

@@ -92,7 +92,39 @@ fn migrations() -> Migrations<'static> {
             reason TEXT
         );",
         ),
+        M::up(
+            "CREATE TABLE waves (
+            schedule_id TEXT NOT NULL,
+            fire_key TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            grp TEXT NOT NULL,
+            due_at TEXT NOT NULL,
+            deadline_base TEXT NOT NULL,
+            exec_id TEXT NOT NULL,
+            fired INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (schedule_id, fire_key, wave)
+        );",
+        ),
     ])
+}
+
+/// A later rollout wave waiting for its delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedWave {
+    /// The schedule.
+    pub schedule_id: String,
+    /// Which fire (the first wave's execution id).
+    pub fire_key: String,
+    /// Wave number (1 = the second wave).
+    pub wave: i64,
+    /// The wave's group.
+    pub group: String,
+    /// When it goes out.
+    pub due_at: DateTime<Utc>,
+    /// The fire's due time (the deadline counts from it).
+    pub deadline_base: DateTime<Utc>,
+    /// The execution id it will use.
+    pub exec_id: String,
 }
 
 /// A fleet-wide freeze of scheduled fires.
@@ -492,6 +524,61 @@ impl Db {
             })?
             .collect::<Result<Vec<String>, _>>()?;
         Ok(pcs)
+    }
+
+    /// Plans the later waves of a fire (idempotent per schedule, fire, wave).
+    pub fn plan_wave(&self, wave: &PlannedWave) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT OR IGNORE INTO waves (schedule_id, fire_key, wave, grp, due_at, deadline_base, exec_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                wave.schedule_id,
+                wave.fire_key,
+                wave.wave,
+                wave.group,
+                wave.due_at.to_rfc3339(),
+                wave.deadline_base.to_rfc3339(),
+                wave.exec_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Planned waves due by `now` and not fired yet.
+    pub fn due_waves(&self, now: DateTime<Utc>) -> Result<Vec<PlannedWave>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT schedule_id, fire_key, wave, grp, due_at, deadline_base, exec_id FROM waves
+             WHERE fired = 0 AND due_at <= ?1 ORDER BY due_at, wave",
+        )?;
+        let parse = |t: String| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default()
+        };
+        let waves = stmt
+            .query_map([now.to_rfc3339()], |r| {
+                Ok(PlannedWave {
+                    schedule_id: r.get(0)?,
+                    fire_key: r.get(1)?,
+                    wave: r.get(2)?,
+                    group: r.get(3)?,
+                    due_at: parse(r.get(4)?),
+                    deadline_base: parse(r.get(5)?),
+                    exec_id: r.get(6)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(waves)
+    }
+
+    /// Marks a planned wave fired.
+    pub fn wave_fired(&self, wave: &PlannedWave) -> Result<(), DbError> {
+        self.lock().execute(
+            "UPDATE waves SET fired = 1 WHERE schedule_id = ?1 AND fire_key = ?2 AND wave = ?3",
+            params![wave.schedule_id, wave.fire_key, wave.wave],
+        )?;
+        Ok(())
     }
 
     /// Up to when a calendar schedule has been checked.

@@ -76,7 +76,7 @@ impl Scheduler {
     pub async fn tick_once(&self) -> Result<Vec<String>, BackendError> {
         let now = (self.now)();
         let frozen = self.db(move |db| db.frozen(now)).await?;
-        let mut fired = Vec::new();
+        let mut fired = self.fire_due_waves(now).await?;
         for schedule in self.backend.schedules().await? {
             match self.consider(&schedule, now, frozen).await {
                 Ok(Some(exec_id)) => fired.push(exec_id),
@@ -104,6 +104,103 @@ impl Scheduler {
             jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
             exec_id: Some(uuid::Uuid::new_v4().to_string()),
         }
+    }
+
+    /// Fires the later waves whose delay has passed. A wave's execution id
+    /// is fixed when it is planned, so a restart neither repeats nor drops it.
+    async fn fire_due_waves(&self, now: DateTime<Utc>) -> Result<Vec<String>, BackendError> {
+        let mut fired = Vec::new();
+        for wave in self.db(move |db| db.due_waves(now)).await? {
+            let schedule = match self.backend.schedule(&wave.schedule_id).await {
+                Ok(schedule) => schedule,
+                Err(e) => {
+                    tracing::warn!(schedule = wave.schedule_id, "wave dropped: {e}");
+                    let done = wave.clone();
+                    self.db(move |db| db.wave_fired(&done)).await?;
+                    continue;
+                }
+            };
+            let mut options = Self::options(&schedule, wave.deadline_base);
+            options.exec_id = Some(wave.exec_id.clone());
+            let already = {
+                let id = wave.exec_id.clone();
+                self.db(move |db| db.execution(&id)).await?.is_some()
+            };
+            if !already {
+                let target = Target {
+                    groups: vec![wave.group.clone()],
+                    ..Target::default()
+                };
+                self.backend
+                    .fire(&schedule.job_id, &target, options)
+                    .await?;
+                tracing::info!(
+                    schedule = schedule.id,
+                    wave = wave.wave,
+                    group = wave.group,
+                    "wave fired"
+                );
+                fired.push(wave.exec_id.clone());
+            }
+            let done = wave.clone();
+            self.db(move |db| db.wave_fired(&done)).await?;
+        }
+        Ok(fired)
+    }
+
+    /// Fires a calendar or per-target schedule: to its target, or as
+    /// rollout waves (the first now, the rest planned after their delays).
+    async fn fire_target(
+        &self,
+        schedule: &Schedule,
+        scope: String,
+        version: &str,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<String, BackendError> {
+        let Some(rollout) = schedule.rollout.as_ref().filter(|r| !r.waves.is_empty()) else {
+            return self
+                .fire(
+                    schedule,
+                    &schedule.target,
+                    vec![scope],
+                    version,
+                    due_at,
+                    now,
+                )
+                .await;
+        };
+        let first = Target {
+            groups: vec![rollout.waves[0].group.clone()],
+            ..Target::default()
+        };
+        // Plan the later waves under the first wave's execution id before
+        // anything goes out.
+        let options = Self::options(schedule, due_at);
+        let fire_key = options.exec_id.clone().unwrap_or_default();
+        for (index, wave) in rollout.waves.iter().enumerate().skip(1) {
+            let delay = wave
+                .delay
+                .as_deref()
+                .and_then(|d| humantime::parse_duration(d).ok())
+                .and_then(|d| chrono::Duration::from_std(d).ok())
+                .unwrap_or_default();
+            let planned = crate::db::PlannedWave {
+                schedule_id: schedule.id.clone(),
+                fire_key: fire_key.clone(),
+                wave: index as i64,
+                group: wave.group.clone(),
+                due_at: due_at + delay,
+                deadline_base: due_at + delay,
+                exec_id: uuid::Uuid::new_v4().to_string(),
+            };
+            self.db(move |db| db.plan_wave(&planned)).await?;
+        }
+        let (id, version_owned, exec) = (schedule.id.clone(), version.to_owned(), fire_key.clone());
+        self.db(move |db| db.record_fire(&id, &scope, &version_owned, now, &exec))
+            .await?;
+        self.backend.fire(&schedule.job_id, &first, options).await?;
+        Ok(fire_key)
     }
 
     /// Records the fire for every scope, then fires.
@@ -164,10 +261,9 @@ impl Scheduler {
                     tracing::info!(schedule = id, "occurrence {due_at} skipped: {why}");
                     return Ok(None);
                 }
-                self.fire(
+                self.fire_target(
                     schedule,
-                    &schedule.target,
-                    vec![format!("at:{}", due_at.to_rfc3339())],
+                    format!("at:{}", due_at.to_rfc3339()),
                     &version,
                     due_at,
                     now,
@@ -188,16 +284,9 @@ impl Scheduler {
                 ) {
                     return Ok(None);
                 }
-                self.fire(
-                    schedule,
-                    &schedule.target,
-                    vec![TARGET_SCOPE.to_owned()],
-                    &version,
-                    now,
-                    now,
-                )
-                .await
-                .map(Some)
+                self.fire_target(schedule, TARGET_SCOPE.to_owned(), &version, now, now)
+                    .await
+                    .map(Some)
             }
             Plan::PerPc(repeat) => {
                 if blocked.is_some() {

@@ -334,3 +334,86 @@ async fn in_flight_pcs_are_not_fired_again_and_max_concurrent_caps_a_round() {
         "the still-running pc is not fired again: {subject}"
     );
 }
+
+#[tokio::test]
+async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
+    let s = setup().await;
+    s.online(&["pc-1", "pc-2"]);
+    let groups = s
+        .transport
+        .key_value(kanade_core::transport::KvConfig::new("agent_groups"))
+        .await
+        .unwrap();
+    groups
+        .put("pc-1", bytes::Bytes::from(r#"{"groups":["canary"]}"#))
+        .await
+        .unwrap();
+    groups
+        .put("pc-2", bytes::Bytes::from(r#"{"groups":["rest"]}"#))
+        .await
+        .unwrap();
+    s.schedule(
+        "id: wave\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  groups: [canary, rest]\nrollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: rest\n      delay: 1h\n",
+    )
+    .await;
+    let mut sub = commands(&s.transport).await;
+    assert_eq!(s.tick().await.len(), 1);
+    assert_eq!(next_command(&mut sub).await.0, "commands.group.canary");
+    s.set("2026-06-01T09:30:00Z");
+    assert!(
+        s.tick().await.is_empty(),
+        "the second wave waits for its delay"
+    );
+    // The backend restarts before the second wave is due.
+    let restarted = Backend::open(
+        s.transport.clone(),
+        BackendSettings::new(s.dir.path().join("db")),
+    )
+    .await
+    .unwrap();
+    let again = scheduler_for(&restarted, &s.clock);
+    s.set("2026-06-01T10:00:00Z");
+    assert_eq!(
+        again.tick_once().await.unwrap().len(),
+        1,
+        "the planned wave survives the restart"
+    );
+    assert_eq!(next_command(&mut sub).await.0, "commands.group.rest");
+    s.set("2026-06-01T12:00:00Z");
+    assert!(
+        again.tick_once().await.unwrap().is_empty(),
+        "no wave twice, no new fire of a once schedule"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_received_after_its_starting_deadline_is_skipped_with_125() {
+    let s = setup().await;
+    let state = tempfile::tempdir().unwrap();
+    let mut settings = kanade_agent::AgentSettings::new(
+        kanade_core::names::SubjectToken::pc("late-pc").unwrap(),
+        state.path(),
+    );
+    settings.inventory = false;
+    let agent = kanade_agent::Agent::builder(settings, s.transport.clone())
+        .build()
+        .unwrap();
+    let running = tokio::spawn(agent.run(std::future::pending()));
+    let mut results = s.transport.messages().subscribe("results.*").await.unwrap();
+    // The agent lives on the wall clock; the scheduler's clock says June 2026,
+    // so the command's deadline has long passed when the agent gets it.
+    s.online(&["late-pc"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.schedule("id: late\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  pcs: [late-pc]\nstarting_deadline: 10m\n").await;
+    assert_eq!(s.tick().await.len(), 1);
+    let message = tokio::time::timeout(Duration::from_secs(10), results.next())
+        .await
+        .unwrap()
+        .unwrap();
+    let result: kanade_core::wire::ExecResult = serde_json::from_slice(&message.payload).unwrap();
+    assert_eq!(
+        (result.pc_id.as_str(), result.exit_code, result.skipped),
+        ("late-pc", 125, true)
+    );
+    running.abort();
+}

@@ -305,6 +305,9 @@ impl Agent {
     }
 }
 
+/// Ack wait of the agent's EXEC replay consumer.
+pub const REPLAY_ACK_WAIT: Duration = Duration::from_secs(5);
+
 /// How long running commands get to report after being killed at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
@@ -661,62 +664,70 @@ async fn intake(inner: Arc<Inner>) {
         let groups = inner.live().groups.clone();
         let filters = agent_command_filters(&inner.settings.pc_id, &groups);
         let mut sources = JoinSet::new();
-        for filter in &filters {
-            match inner.log.subscribe(filter).await {
-                Ok(mut sub) => {
-                    let inner = inner.clone();
-                    sources.spawn(async move {
-                        while let Some(message) = sub.next().await {
-                            let inner = inner.clone();
-                            tokio::spawn(async move {
-                                crate::fire::handle(inner, message.payload).await
-                            });
-                        }
-                    });
+        for filter in filters.clone() {
+            let inner = inner.clone();
+            // Retried until it works: an agent may start while offline.
+            sources.spawn(async move {
+                loop {
+                    let mut sub = subscribe_retrying(&inner, &filter).await;
+                    while let Some(message) = sub.next().await {
+                        let inner = inner.clone();
+                        tokio::spawn(
+                            async move { crate::fire::handle(inner, message.payload).await },
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-                Err(e) => tracing::warn!(filter, "cannot subscribe: {e}"),
-            }
+            });
         }
         if inner.settings.replay {
-            let mut config = ConsumerConfig::new(
-                format!("agent_{}", inner.settings.pc_id),
-                DeliverPolicy::LastPerSubject,
-            );
-            config.filter_subjects = filters.clone();
-            config.ack_wait = Duration::from_secs(60);
-            match inner.log.create_consumer(STREAM_EXEC, config).await {
-                Ok(consumer) => {
-                    let inner = inner.clone();
-                    sources.spawn(async move {
-                        loop {
-                            match consumer.next().await {
-                                Ok(delivery) => {
-                                    // Admission is what must not be lost; the run itself
-                                    // is tracked by the ledger.
-                                    crate::fire::admit_and_spawn(
-                                        inner.clone(),
-                                        delivery.message.payload.clone(),
-                                    )
-                                    .await;
-                                    let _ = delivery.ack().await;
-                                }
-                                Err(e) => {
-                                    tracing::debug!("replay consumer: {e}");
-                                    tokio::time::sleep(Duration::from_secs(1)).await;
-                                }
-                            }
-                        }
-                    });
-                }
-                Err(TransportError::NotFound { .. }) => {
-                    tracing::info!(
-                        "no EXEC stream: live delivery only (provision the transport for replay)"
-                    )
-                }
-                Err(e) => tracing::warn!("replay consumer not created: {e}"),
-            }
+            let inner = inner.clone();
+            sources.spawn(replay(inner, filters));
         }
         changed.await;
         sources.abort_all();
+    }
+}
+
+/// Replays EXEC through the agent's durable consumer (created, and
+/// re-created after errors, until it works).
+async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
+    let mut config = ConsumerConfig::new(
+        format!("agent_{}", inner.settings.pc_id),
+        DeliverPolicy::LastPerSubject,
+    );
+    config.filter_subjects = filters;
+    // The agent acks right after admission, so a short ack wait costs
+    // nothing — and a delivery lost on a dropped link comes back before
+    // EXEC (one command per subject) supersedes it.
+    config.ack_wait = REPLAY_ACK_WAIT;
+    let consumer = loop {
+        match inner.log.create_consumer(STREAM_EXEC, config.clone()).await {
+            Ok(consumer) => break consumer,
+            Err(TransportError::NotFound { .. }) => {
+                tracing::info!(
+                    "no EXEC stream: live delivery only (provision the transport for replay)"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("replay consumer not created yet: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    };
+    loop {
+        match consumer.next().await {
+            Ok(delivery) => {
+                // Admission is what must not be lost; the run itself is
+                // tracked by the ledger.
+                crate::fire::admit_and_spawn(inner.clone(), delivery.message.payload.clone()).await;
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::debug!("replay consumer: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 }

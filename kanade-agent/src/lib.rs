@@ -33,8 +33,9 @@ mod outbox;
 mod presence;
 mod runner;
 mod settings;
+pub mod sim;
 
-pub use agent::{Agent, AgentBuilder, REPLY_TO_HEADER};
+pub use agent::{Agent, AgentBuilder, REPLAY_ACK_WAIT, REPLY_TO_HEADER, SHUTDOWN_GRACE};
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use ledger::{Admission, Ledger, Stage};
 pub use limiter::Limiter;

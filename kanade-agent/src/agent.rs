@@ -312,14 +312,14 @@ pub const REPLAY_ACK_WAIT: Duration = Duration::from_secs(5);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 
 async fn stop_running_work(inner: &Arc<Inner>) {
-    let switches: Vec<watch::Sender<bool>> = inner
-        .kills
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .values()
-        .flatten()
-        .cloned()
-        .collect();
+    let switches: Vec<watch::Sender<bool>> = {
+        let kills = inner.kills.lock().unwrap_or_else(|p| p.into_inner());
+        let mut keys: Vec<&String> = kills.keys().collect();
+        keys.sort();
+        keys.into_iter()
+            .flat_map(|k| kills[k].iter().cloned())
+            .collect()
+    };
     for switch in switches {
         let _ = switch.send(true);
     }
@@ -562,6 +562,7 @@ async fn heartbeat_loop(inner: Arc<Inner>) {
             .heartbeat_period()
             .max(Duration::from_secs(1));
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(period) => {}
             _ = changed => {}
         }

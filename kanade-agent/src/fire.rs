@@ -502,6 +502,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
                     }
                 };
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(pause) => {}
                     _ = killed => {
                         let mut output = output;

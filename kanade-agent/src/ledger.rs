@@ -176,11 +176,15 @@ impl Ledger {
 
     /// Entries in `stage`.
     pub fn in_stage(&self, stage: Stage) -> Vec<Entry> {
-        self.lock()
+        let mut entries: Vec<Entry> = self
+            .lock()
             .values()
             .filter(|e| e.stage == stage)
             .cloned()
-            .collect()
+            .collect();
+        // Oldest first (then by id), so recovery is deterministic.
+        entries.sort_by(|a, b| (a.admitted_at, &a.request_id).cmp(&(b.admitted_at, &b.request_id)));
+        entries
     }
 
     /// Forgets a request (its id may be admitted again).

@@ -254,6 +254,7 @@ impl ScriptRunner for ProcessRunner {
             }
         };
         let (end, status) = tokio::select! {
+            biased;
             status = child.wait() => (None, status.ok()),
             _ = tokio::time::sleep(spec.timeout) => (Some(RunEnd::TimedOut), None),
             _ = killed => (Some(RunEnd::Killed), None),

@@ -154,6 +154,7 @@ impl ScriptRunner for AgentRunner {
             }
         };
         let end = tokio::select! {
+            biased;
             _ = tokio::time::sleep(sleep) => RunEnd::Exited(field(&spec.script, "exit").unwrap_or(0) as i32),
             _ = tokio::time::sleep(spec.timeout) => RunEnd::TimedOut,
             _ = killed => RunEnd::Killed,

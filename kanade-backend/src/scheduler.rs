@@ -56,6 +56,7 @@ impl Scheduler {
             }
         };
         tokio::select! {
+            biased;
             _ = ticking => {}
             _ = shutdown => {}
         }

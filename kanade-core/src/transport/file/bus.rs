@@ -168,6 +168,7 @@ impl Bus {
                 }
             }
             tokio::select! {
+                biased;
                 _ = appended => {}
                 _ = tokio::time::sleep(POLL_INTERVAL) => {}
             }

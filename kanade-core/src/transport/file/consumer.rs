@@ -242,6 +242,7 @@ impl Consumer for FileConsumer {
                         wait = wait.min(until);
                     }
                     tokio::select! {
+                        biased;
                         _ = changed => {}
                         _ = tokio::time::sleep(wait) => {}
                     }

@@ -302,6 +302,7 @@ impl FileKv {
                     }
                 }
                 tokio::select! {
+                    biased;
                     _ = changed => {}
                     _ = tokio::time::sleep(POLL_INTERVAL) => {}
                 }

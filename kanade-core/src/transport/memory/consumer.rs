@@ -160,6 +160,7 @@ impl Consumer for MemoryConsumer {
                 Step::Deliver(delivery) => return Ok(delivery),
                 Step::Wait(Some(wake)) => {
                     tokio::select! {
+                        biased;
                         _ = changed => {}
                         _ = tokio::time::sleep_until(wake) => {}
                     }

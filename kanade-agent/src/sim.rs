@@ -8,11 +8,13 @@
 //! use kanade_agent::sim::{Fault, FaultSchedule, Fleet, FleetPlan};
 //! use std::time::Duration;
 //!
-//! let schedule = FaultSchedule(vec![Fault::Partition { at: Duration::from_secs(2), pc: 1, for_: Duration::from_secs(30) }]);
-//! assert_eq!(schedule.to_string(), "at 2s: partition pc-0001 for 30s");
+//! let schedule = FaultSchedule(vec![Fault::Partition { at: Duration::from_secs(2), pc: 1, for_: Duration::from_secs(5) }]);
+//! assert_eq!(schedule.to_string(), "at 2s: partition pc-0001 for 5s");
 //! # let runtime = tokio::runtime::Builder::new_current_thread().enable_all().start_paused(true).build().unwrap();
 //! let outcome = runtime.block_on(Fleet::run(FleetPlan { agents: 3, commands: 4, seed: 7, faults: schedule }));
+//! // Cut off for less than the 10 s between commands: nothing is superseded.
 //! assert!(outcome.lost_or_duplicated().is_empty());
+//! println!("trace hash {}", outcome.trace_hash());
 //! ```
 
 use std::collections::{BTreeMap, HashMap};

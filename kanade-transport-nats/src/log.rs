@@ -216,15 +216,7 @@ impl MessageLog for NatsLog {
     }
 
     async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {
-        if config.max_msgs_per_subject == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "stream {}: max_msgs_per_subject must be at least 1",
-                config.name
-            )));
-        }
-        for pattern in &config.subjects {
-            validate_pattern(pattern)?;
-        }
+        config.validate()?;
         let wanted = stream_config(&config, self.shared.replicas);
         self.shared.forget_routes();
         let info = self
@@ -252,15 +244,7 @@ impl MessageLog for NatsLog {
         stream_name: &str,
         config: ConsumerConfig,
     ) -> TransportResult<Arc<dyn Consumer>> {
-        for pattern in &config.filter_subjects {
-            validate_pattern(pattern)?;
-        }
-        if config.max_deliver == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "consumer {}: max_deliver must be at least 1",
-                config.name
-            )));
-        }
+        config.validate()?;
         let stream = self.get_stream(stream_name).await?;
         let pull_config = pull::Config {
             durable_name: Some(config.name.clone()),

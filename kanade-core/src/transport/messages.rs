@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::TransportResult;
+use super::{TransportError, TransportResult};
 
 /// Header carrying a publisher-chosen message id; a stream drops a second
 /// message with the same id inside its duplicate window.
@@ -70,6 +70,27 @@ impl StreamConfig {
         }
     }
 
+    /// Checks the definition: at least one valid subject pattern, and a
+    /// per-subject limit of at least 1 when set.
+    pub fn validate(&self) -> TransportResult<()> {
+        if self.subjects.is_empty() {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {} has no subjects",
+                self.name
+            )));
+        }
+        for pattern in &self.subjects {
+            super::subject::validate_pattern(pattern)?;
+        }
+        if self.max_msgs_per_subject == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "stream {}: max_msgs_per_subject must be at least 1",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The definition of one of kanade's own streams.
     pub fn from_spec(spec: &crate::names::StreamSpec) -> Self {
         Self {
@@ -125,6 +146,21 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// Checks the definition: valid filter patterns, and `max_deliver` of
+    /// at least 1 when set.
+    pub fn validate(&self) -> TransportResult<()> {
+        for pattern in &self.filter_subjects {
+            super::subject::validate_pattern(pattern)?;
+        }
+        if self.max_deliver == Some(0) {
+            return Err(TransportError::InvalidConfig(format!(
+                "consumer {}: max_deliver must be at least 1",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// A consumer named `name` with 30 s ack wait and unlimited deliveries.
     pub fn new(name: impl Into<String>, deliver_policy: DeliverPolicy) -> Self {
         Self {

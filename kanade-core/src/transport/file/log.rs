@@ -194,21 +194,7 @@ impl MessageLog for FileLog {
 
     async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {
         check_dir_name("stream", &config.name)?;
-        if config.subjects.is_empty() {
-            return Err(TransportError::InvalidConfig(format!(
-                "stream {} has no subjects",
-                config.name
-            )));
-        }
-        for pattern in &config.subjects {
-            validate_pattern(pattern)?;
-        }
-        if config.max_msgs_per_subject == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "stream {}: max_msgs_per_subject must be at least 1",
-                config.name
-            )));
-        }
+        config.validate()?;
         let shared = self.shared.clone();
         blocking(move || create_stream_blocking(&shared, config)).await
     }
@@ -231,15 +217,7 @@ impl MessageLog for FileLog {
         stream: &str,
         config: ConsumerConfig,
     ) -> TransportResult<Arc<dyn Consumer>> {
-        for pattern in &config.filter_subjects {
-            validate_pattern(pattern)?;
-        }
-        if config.max_deliver == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "consumer {}: max_deliver must be at least 1",
-                config.name
-            )));
-        }
+        config.validate()?;
         let shared = self.shared.clone();
         let stream = stream.to_owned();
         blocking(move || {

@@ -109,21 +109,7 @@ impl MessageLog for MemoryLog {
     }
 
     async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {
-        if config.subjects.is_empty() {
-            return Err(TransportError::InvalidConfig(format!(
-                "stream {} has no subjects",
-                config.name
-            )));
-        }
-        for pattern in &config.subjects {
-            validate_pattern(pattern)?;
-        }
-        if config.max_msgs_per_subject == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "stream {}: max_msgs_per_subject must be at least 1",
-                config.name
-            )));
-        }
+        config.validate()?;
         let mut state = lock(&self.state);
         for (name, other) in &state.streams {
             if *name == config.name {
@@ -165,15 +151,7 @@ impl MessageLog for MemoryLog {
         stream: &str,
         config: ConsumerConfig,
     ) -> TransportResult<Arc<dyn Consumer>> {
-        for pattern in &config.filter_subjects {
-            validate_pattern(pattern)?;
-        }
-        if config.max_deliver == Some(0) {
-            return Err(TransportError::InvalidConfig(format!(
-                "consumer {}: max_deliver must be at least 1",
-                config.name
-            )));
-        }
+        config.validate()?;
         let stream = self.stream(stream)?;
         Ok(Arc::new(MemoryConsumer::open(stream, config)))
     }

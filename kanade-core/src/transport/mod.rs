@@ -51,6 +51,7 @@ mod kv;
 pub mod memory;
 mod messages;
 mod object;
+mod retention;
 pub mod subject;
 
 use std::sync::Arc;

@@ -62,7 +62,7 @@ impl ConsumerState {
     }
 
     fn wanted(&self, index: &StreamIndex, seq: u64) -> bool {
-        index.entries.get(&seq).is_some_and(|e| {
+        index.retained.entries.get(&seq).is_some_and(|e| {
             self.filter_subjects.is_empty() || matches_any(&self.filter_subjects, &e.subject)
         })
     }
@@ -71,7 +71,7 @@ impl ConsumerState {
     fn step(&mut self, index: &StreamIndex, now: i64) -> Result<u64, Option<i64>> {
         let max_deliver = self.max_deliver;
         self.pending.retain(|seq, (count, due)| {
-            index.entries.contains_key(seq)
+            index.retained.entries.contains_key(seq)
                 && !(*due <= now && max_deliver.is_some_and(|max| *count >= max))
         });
         let due = self
@@ -82,11 +82,12 @@ impl ConsumerState {
             .map(|(seq, _)| *seq);
         let chosen = due.or_else(|| {
             while let Some(seq) = self.initial.pop_front() {
-                if index.entries.contains_key(&seq) {
+                if index.retained.entries.contains_key(&seq) {
                     return Some(seq);
                 }
             }
             let found = index
+                .retained
                 .entries
                 .range(self.next_sequence..)
                 .map(|(seq, _)| *seq)

@@ -1,7 +1,7 @@
 //! One stream on disk: its segmented log, and the in-process index rebuilt
 //! from it (payloads stay on disk and are read on delivery).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::disk::{Position, SegmentedLog};
 use super::record::{Record, RecordKind};
+use crate::transport::retention::{Retained, Retention};
 use crate::transport::{
     Headers, Message, PublishAck, StreamConfig, StreamInfo, TransportError, MESSAGE_ID_HEADER,
 };
@@ -61,17 +62,25 @@ pub(super) struct IndexEntry {
     pub encoded_len: u64,
 }
 
+impl Retained for IndexEntry {
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+}
+
 /// The live view of a stream, rebuilt by replaying its log.
 pub(super) struct StreamIndex {
     pub config: StreamConfig,
     pub log: SegmentedLog,
     pub position: Position,
-    pub entries: BTreeMap<u64, IndexEntry>,
+    pub retained: Retention<IndexEntry>,
     last_sequence: u64,
     last_at_nanos: i64,
-    bytes: u64,
     live_encoded: u64,
-    per_subject: HashMap<String, VecDeque<u64>>,
     dedup: HashMap<String, (u64, i64)>,
     /// Whether a locked read (which repairs a torn tail) has happened.
     recovered: bool,
@@ -89,12 +98,10 @@ impl StreamIndex {
                 dir: dir.to_path_buf(),
             },
             position: Position::default(),
-            entries: BTreeMap::new(),
+            retained: Retention::new(),
             last_sequence: 0,
             last_at_nanos: 0,
-            bytes: 0,
             live_encoded: 0,
-            per_subject: HashMap::new(),
             dedup: HashMap::new(),
             recovered: false,
         }
@@ -147,7 +154,7 @@ impl StreamIndex {
             RecordKind::Message => {
                 self.expire(record.at_nanos);
                 let size = (record.subject.len() + record.payload.len()) as u64;
-                self.entries.insert(
+                self.retained.insert(
                     record.sequence,
                     IndexEntry {
                         offset,
@@ -157,12 +164,7 @@ impl StreamIndex {
                         encoded_len,
                     },
                 );
-                self.bytes += size;
                 self.live_encoded += encoded_len;
-                self.per_subject
-                    .entry(record.subject.clone())
-                    .or_default()
-                    .push_back(record.sequence);
                 if let Some(id) = record.headers.get(MESSAGE_ID_HEADER) {
                     self.dedup
                         .insert(id.clone(), (record.sequence, record.at_nanos));
@@ -180,26 +182,18 @@ impl StreamIndex {
     }
 
     fn enforce_limits(&mut self, subject: &str) {
-        if let Some(max) = self.config.max_msgs_per_subject {
-            let excess: Vec<u64> = match self.per_subject.get(subject) {
-                Some(seqs) if seqs.len() as u64 > max => seqs
-                    .iter()
-                    .take(seqs.len() - max as usize)
-                    .copied()
-                    .collect(),
-                _ => Vec::new(),
-            };
-            for seq in excess {
-                self.remove(seq);
-            }
-        }
-        if let Some(max_bytes) = self.config.max_bytes {
-            while self.bytes > max_bytes {
-                match self.entries.keys().next().copied() {
-                    Some(oldest) => self.remove(oldest),
-                    None => break,
-                }
-            }
+        let dropped = self.retained.enforce(
+            subject,
+            self.config.max_msgs_per_subject,
+            self.config.max_bytes,
+        );
+        self.forget(dropped);
+    }
+
+    /// Keeps the count of live encoded bytes (for compaction) in step.
+    fn forget(&mut self, dropped: Vec<IndexEntry>) {
+        for entry in dropped {
+            self.live_encoded -= entry.encoded_len;
         }
     }
 
@@ -208,34 +202,14 @@ impl StreamIndex {
     pub(super) fn expire(&mut self, now_nanos: i64) {
         if let Some(max_age) = self.config.max_age {
             let cutoff = now_nanos.saturating_sub(nanos(max_age));
-            let old: Vec<u64> = self
-                .entries
-                .iter()
-                .take_while(|(_, e)| e.at_nanos < cutoff)
-                .map(|(seq, _)| *seq)
-                .collect();
-            for seq in old {
-                self.remove(seq);
-            }
+            let dropped = self.retained.expire_oldest(|e| e.at_nanos < cutoff);
+            self.forget(dropped);
         }
         if let Some(window) = self.config.duplicate_window {
             let cutoff = now_nanos.saturating_sub(nanos(window));
             self.dedup.retain(|_, (_, at)| *at >= cutoff);
         } else {
             self.dedup.clear();
-        }
-    }
-
-    fn remove(&mut self, seq: u64) {
-        if let Some(entry) = self.entries.remove(&seq) {
-            self.bytes -= entry.size;
-            self.live_encoded -= entry.encoded_len;
-            if let Some(seqs) = self.per_subject.get_mut(&entry.subject) {
-                seqs.retain(|s| *s != seq);
-                if seqs.is_empty() {
-                    self.per_subject.remove(&entry.subject);
-                }
-            }
         }
     }
 
@@ -287,7 +261,7 @@ impl StreamIndex {
         if size < 1024 * 1024 || size < 2 * self.live_encoded {
             return Ok(());
         }
-        let live: std::collections::HashSet<u64> = self.entries.keys().copied().collect();
+        let live: std::collections::HashSet<u64> = self.retained.entries.keys().copied().collect();
         let mut records = vec![Record {
             kind: RecordKind::Meta,
             sequence: self.last_sequence,
@@ -308,7 +282,7 @@ impl StreamIndex {
                 });
             }
         }
-        for (seq, entry) in &self.entries {
+        for (seq, entry) in &self.retained.entries {
             let record = self
                 .log
                 .read_at(self.position.generation, entry.offset)?
@@ -338,7 +312,7 @@ impl StreamIndex {
 
     /// Reads a live message's body from disk.
     pub(super) fn read(&self, seq: u64) -> Result<Option<Message>, TransportError> {
-        let Some(entry) = self.entries.get(&seq) else {
+        let Some(entry) = self.retained.entries.get(&seq) else {
             return Ok(None);
         };
         Ok(self
@@ -358,21 +332,15 @@ impl StreamIndex {
 
     /// Sequences of the newest message of each subject, ascending.
     pub(super) fn last_per_subject(&self) -> Vec<u64> {
-        let mut seqs: Vec<u64> = self
-            .per_subject
-            .values()
-            .filter_map(|s| s.back().copied())
-            .collect();
-        seqs.sort_unstable();
-        seqs
+        self.retained.last_per_subject()
     }
 
     pub(super) fn info(&self) -> StreamInfo {
         StreamInfo {
             config: self.config.clone(),
-            messages: self.entries.len() as u64,
-            bytes: self.bytes,
-            first_sequence: self.entries.keys().next().copied().unwrap_or(0),
+            messages: self.retained.entries.len() as u64,
+            bytes: self.retained.bytes(),
+            first_sequence: self.retained.first_sequence(),
             last_sequence: self.last_sequence,
         }
     }

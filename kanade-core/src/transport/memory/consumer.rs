@@ -77,10 +77,14 @@ fn start(stream: &StreamState, config: ConsumerConfig) -> ConsumerState {
 }
 
 fn wanted(config: &ConsumerConfig, stream: &StreamState, sequence: u64) -> bool {
-    stream.messages.get(&sequence).is_some_and(|stored| {
-        config.filter_subjects.is_empty()
-            || matches_any(&config.filter_subjects, &stored.message.subject)
-    })
+    stream
+        .retained
+        .entries
+        .get(&sequence)
+        .is_some_and(|stored| {
+            config.filter_subjects.is_empty()
+                || matches_any(&config.filter_subjects, &stored.message.subject)
+        })
 }
 
 /// What the consumer should do now.
@@ -101,7 +105,7 @@ impl MemoryConsumer {
             .pending
             .iter()
             .filter(|(seq, (count, due))| {
-                !stream.messages.contains_key(seq)
+                !stream.retained.entries.contains_key(seq)
                     || (*due <= now && max_deliver.is_some_and(|max| *count >= max))
             })
             .map(|(seq, _)| *seq)
@@ -117,13 +121,14 @@ impl MemoryConsumer {
             .map(|(seq, _)| *seq);
         let sequence = due.or_else(|| {
             while let Some(seq) = consumer.initial.pop_front() {
-                if stream.messages.contains_key(&seq) {
+                if stream.retained.entries.contains_key(&seq) {
                     return Some(seq);
                 }
             }
             let next = consumer.next_sequence;
             let found = stream
-                .messages
+                .retained
+                .entries
                 .range(next..)
                 .map(|(seq, _)| *seq)
                 .find(|seq| wanted(&consumer.config, &stream, *seq));
@@ -139,7 +144,7 @@ impl MemoryConsumer {
         consumer
             .pending
             .insert(sequence, (delivered, now + ack_wait));
-        let message = stream.messages[&sequence].message.clone();
+        let message = stream.retained.entries[&sequence].message.clone();
         let acker = Arc::new(MemoryAck {
             stream: self.stream.clone(),
             consumer: self.state.clone(),

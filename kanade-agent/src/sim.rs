@@ -121,10 +121,11 @@ struct AgentRunner {
     pc: String,
 }
 
-fn field(script: &str, key: &str) -> Option<u64> {
+/// Reads `key=<number>` from a simulated script written as `k=v;k=v`.
+pub fn script_field(script: &str, key: &str) -> Option<u64> {
     script
         .split(';')
-        .find_map(|part| part.strip_prefix(&format!("{key}=")))
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
         .and_then(|v| v.parse().ok())
 }
 
@@ -135,7 +136,7 @@ impl ScriptRunner for AgentRunner {
     }
 
     async fn run(&self, spec: RunSpec, mut kill: KillSignal) -> RunOutput {
-        let request = field(&spec.script, "req")
+        let request = script_field(&spec.script, "req")
             .map(|r| r.to_string())
             .unwrap_or_default();
         *self
@@ -147,7 +148,7 @@ impl ScriptRunner for AgentRunner {
             .or_default() += 1;
         self.shared.total.fetch_add(1, Ordering::SeqCst);
         let started_at = Utc::now();
-        let sleep = Duration::from_secs(field(&spec.script, "sleep").unwrap_or(0));
+        let sleep = Duration::from_secs(script_field(&spec.script, "sleep").unwrap_or(0));
         let killed = async {
             while !*kill.borrow_and_update() {
                 if kill.changed().await.is_err() {
@@ -157,7 +158,7 @@ impl ScriptRunner for AgentRunner {
         };
         let end = tokio::select! {
             biased;
-            _ = tokio::time::sleep(sleep) => RunEnd::Exited(field(&spec.script, "exit").unwrap_or(0) as i32),
+            _ = tokio::time::sleep(sleep) => RunEnd::Exited(script_field(&spec.script, "exit").unwrap_or(0) as i32),
             _ = tokio::time::sleep(spec.timeout) => RunEnd::TimedOut,
             _ = killed => RunEnd::Killed,
         };

@@ -25,12 +25,7 @@ pub struct FakeRunner {
     pub runs: AtomicU32,
 }
 
-fn field(script: &str, key: &str) -> Option<u64> {
-    script
-        .split(';')
-        .find_map(|part| part.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-}
+use kanade_agent::sim::script_field as field;
 
 #[async_trait]
 impl ScriptRunner for FakeRunner {

@@ -228,61 +228,74 @@ impl FaultInjector {
     }
 
     fn publish_fault(&self, subject: &str) -> Option<PublishFault> {
-        let mut state = self.state();
-        let index = state.publishes;
-        state.publishes += 1;
-        let fault = match &state.plan {
-            FaultPlan::Scripted { publishes, .. } => publishes.get(index).copied().flatten(),
-            FaultPlan::Random(rates) => {
-                let rates = rates.clone();
-                let rng = &mut state.rng;
-                let delay = random_delay(rng, rates.max_delay);
-                pick(
-                    rng,
-                    &[
-                        (rates.drop_publish, PublishFault::Drop),
-                        (rates.lose_ack, PublishFault::LoseAck),
-                        (rates.duplicate_publish, PublishFault::Duplicate),
-                        (rates.delay_publish, PublishFault::Delay(delay)),
-                    ],
-                )
-            }
-        };
-        if let Some(fault) = fault {
-            state.events.push(FaultEvent::Publish {
-                subject: subject.to_owned(),
-                fault,
-            });
-        }
-        fault
+        self.decide(
+            subject,
+            |state| &mut state.publishes,
+            |plan| match plan {
+                FaultPlan::Scripted { publishes, .. } => Some(publishes),
+                FaultPlan::Random(_) => None,
+            },
+            |rates, delay| {
+                [
+                    (rates.drop_publish, PublishFault::Drop),
+                    (rates.lose_ack, PublishFault::LoseAck),
+                    (rates.duplicate_publish, PublishFault::Duplicate),
+                    (rates.delay_publish, PublishFault::Delay(delay)),
+                ]
+            },
+            |subject, fault| FaultEvent::Publish { subject, fault },
+        )
     }
 
     fn delivery_fault(&self, subject: &str) -> Option<DeliveryFault> {
+        self.decide(
+            subject,
+            |state| &mut state.deliveries,
+            |plan| match plan {
+                FaultPlan::Scripted { deliveries, .. } => Some(deliveries),
+                FaultPlan::Random(_) => None,
+            },
+            |rates, delay| {
+                [
+                    (rates.drop_delivery, DeliveryFault::Drop),
+                    (rates.duplicate_delivery, DeliveryFault::Duplicate),
+                    (rates.delay_delivery, DeliveryFault::Delay(delay)),
+                    (rates.reorder_delivery, DeliveryFault::Reorder),
+                ]
+            },
+            |subject, fault| FaultEvent::Delivery { subject, fault },
+        )
+    }
+
+    /// The fault for the next operation of one kind: the scripted one at its
+    /// index, or a draw from the rates (a delay length, then which fault);
+    /// recorded when there is one.
+    fn decide<F: Copy>(
+        &self,
+        subject: &str,
+        counter: fn(&mut InjectorState) -> &mut usize,
+        scripted: fn(&FaultPlan) -> Option<&Vec<Option<F>>>,
+        choices: fn(&FaultRates, Duration) -> [(f64, F); 4],
+        event: fn(String, F) -> FaultEvent,
+    ) -> Option<F> {
         let mut state = self.state();
-        let index = state.deliveries;
-        state.deliveries += 1;
-        let fault = match &state.plan {
-            FaultPlan::Scripted { deliveries, .. } => deliveries.get(index).copied().flatten(),
-            FaultPlan::Random(rates) => {
+        let index = {
+            let count = counter(&mut state);
+            *count += 1;
+            *count - 1
+        };
+        let fault = match (&state.plan, scripted(&state.plan)) {
+            (_, Some(script)) => script.get(index).copied().flatten(),
+            (FaultPlan::Random(rates), None) => {
                 let rates = rates.clone();
                 let rng = &mut state.rng;
                 let delay = random_delay(rng, rates.max_delay);
-                pick(
-                    rng,
-                    &[
-                        (rates.drop_delivery, DeliveryFault::Drop),
-                        (rates.duplicate_delivery, DeliveryFault::Duplicate),
-                        (rates.delay_delivery, DeliveryFault::Delay(delay)),
-                        (rates.reorder_delivery, DeliveryFault::Reorder),
-                    ],
-                )
+                pick(rng, &choices(&rates, delay))
             }
+            (FaultPlan::Scripted { .. }, None) => None,
         };
         if let Some(fault) = fault {
-            state.events.push(FaultEvent::Delivery {
-                subject: subject.to_owned(),
-                fault,
-            });
+            state.events.push(event(subject.to_owned(), fault));
         }
         fault
     }

@@ -479,12 +479,18 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
         cwd: command.cwd.clone(),
         timeout: Duration::from_secs(command.timeout_secs.max(1)),
         run_as: command.run_as,
+        request_id: command.request_id.clone(),
+        attempt: 1,
     };
     let mut attempts = 0u32;
     let started_at = inner.clock.now();
     let output = loop {
         attempts += 1;
-        let output = inner.runner.run(spec.clone(), kill.clone()).await;
+        let attempt_spec = RunSpec {
+            attempt: attempts,
+            ..spec.clone()
+        };
+        let output = inner.runner.run(attempt_spec, kill.clone()).await;
         let outcome = match output.end {
             RunEnd::Exited(code) => AttemptOutcome::Exited(code),
             RunEnd::TimedOut => AttemptOutcome::TimedOut,

@@ -32,8 +32,8 @@ mod limiter;
 mod outbox;
 mod presence;
 mod runner;
+pub mod scripted;
 mod settings;
-pub mod sim;
 
 pub use agent::{Agent, AgentBuilder, REPLAY_ACK_WAIT, REPLY_TO_HEADER, SHUTDOWN_GRACE};
 pub use clock::{Clock, SystemClock, TokioClock};

@@ -27,6 +27,10 @@ pub struct RunSpec {
     pub timeout: Duration,
     /// Identity to run under.
     pub run_as: RunAs,
+    /// The command's `request_id` (for runners that log or count runs).
+    pub request_id: String,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
 }
 
 /// How a run ended.

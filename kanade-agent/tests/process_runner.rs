@@ -16,6 +16,8 @@ fn spec(script: &str, timeout: Duration) -> RunSpec {
         cwd: None,
         timeout,
         run_as: RunAs::System,
+        request_id: "r1".into(),
+        attempt: 1,
     }
 }
 

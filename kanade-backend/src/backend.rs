@@ -90,6 +90,20 @@ pub struct Backend {
     log: Arc<dyn MessageLog>,
     db: Db,
     settings: BackendSettings,
+    now: NowFn,
+    new_id: IdFn,
+}
+
+/// Where the backend reads "now" from (the system clock unless a simulation
+/// supplies its own).
+pub type NowFn = Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>;
+
+/// Where the backend gets fresh execution and request ids (random UUIDs
+/// unless a simulation supplies a deterministic source).
+pub type IdFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -118,7 +132,37 @@ impl Backend {
             log,
             db,
             settings,
+            now: Arc::new(Utc::now),
+            new_id: Arc::new(random_id),
         })
+    }
+
+    /// The same backend reading time from `now` (online windows, creation
+    /// times, the reaper, and the default scheduler clock).
+    pub fn with_clock(mut self, now: NowFn) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// The same backend taking execution and request ids from `new_id`.
+    pub fn with_ids(mut self, new_id: IdFn) -> Self {
+        self.new_id = new_id;
+        self
+    }
+
+    /// The backend's current time.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        (self.now)()
+    }
+
+    /// The backend's clock, for components that run beside it.
+    pub fn clock(&self) -> NowFn {
+        self.now.clone()
+    }
+
+    /// A fresh id from the backend's id source.
+    pub fn new_id(&self) -> String {
+        (self.new_id)()
     }
 
     /// The SQLite store.
@@ -128,7 +172,7 @@ impl Backend {
 
     /// The instant before which an agent counts as offline.
     pub fn online_since(&self) -> chrono::DateTime<Utc> {
-        Utc::now() - chrono::Duration::from_std(self.settings.online_window).unwrap_or_default()
+        self.now() - chrono::Duration::from_std(self.settings.online_window).unwrap_or_default()
     }
 
     async fn bucket(&self, name: &str) -> Result<Arc<dyn KeyValue>, BackendError> {
@@ -350,11 +394,8 @@ impl Backend {
             .await?;
         let timeout =
             humantime::parse_duration(&job.execute.timeout).unwrap_or(Duration::from_secs(60));
-        let exec_id = options
-            .exec_id
-            .clone()
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let request_id = uuid::Uuid::new_v4().to_string();
+        let exec_id = options.exec_id.clone().unwrap_or_else(|| self.new_id());
+        let request_id = self.new_id();
         let command = Command {
             id: job.id.clone(),
             version: job.version.clone(),
@@ -387,7 +428,7 @@ impl Backend {
             } else {
                 "pending".into()
             },
-            created_at: Utc::now().to_rfc3339(),
+            created_at: self.now().to_rfc3339(),
             started: 0,
             succeeded: 0,
             failed: 0,
@@ -668,7 +709,8 @@ async fn reaper(backend: Backend) {
     loop {
         tokio::time::sleep(backend.settings.reap_interval).await;
         let db = backend.db.clone();
-        let overdue = match blocking(move || db.overdue_runs(Utc::now())).await {
+        let now = backend.now();
+        let overdue = match blocking(move || db.overdue_runs(now)).await {
             Ok(overdue) => overdue,
             Err(e) => {
                 tracing::warn!("reaper: {e}");
@@ -676,7 +718,7 @@ async fn reaper(backend: Backend) {
             }
         };
         for run in overdue {
-            let now = Utc::now();
+            let now = backend.now();
             let result = ExecResult {
                 result_id: run.result_id,
                 request_id: run.request_id,

@@ -24,5 +24,5 @@ pub mod manifest;
 pub mod schedule;
 pub mod scheduler;
 
-pub use backend::{Backend, BackendError, BackendSettings, FireOptions};
+pub use backend::{Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn};
 pub use scheduler::Scheduler;

@@ -6,7 +6,6 @@
 //! so edits take effect without a restart. `runs_on: agent` schedules are
 //! left to the agents.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,8 +15,7 @@ use crate::manifest::{Schedule, Target};
 use crate::schedule::{calendar_due, is_local, lower, repeat_due, schedule_blocked, Plan};
 use crate::{Backend, BackendError, FireOptions};
 
-/// Where the scheduler reads "now" from.
-pub type NowFn = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+pub use crate::backend::NowFn;
 
 /// Fires stored schedules.
 #[derive(Clone)]
@@ -35,9 +33,10 @@ const TARGET_SCOPE: &str = "*";
 pub const IN_FLIGHT_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 impl Scheduler {
-    /// A scheduler on the system clock, ticking every second.
+    /// A scheduler on the backend's clock, ticking every second.
     pub fn new(backend: Backend) -> Self {
-        Self::with_clock(backend, Arc::new(Utc::now), Duration::from_secs(1))
+        let now = backend.clock();
+        Self::with_clock(backend, now, Duration::from_secs(1))
     }
 
     /// A scheduler reading time from `now` and ticking every `tick`.
@@ -88,7 +87,7 @@ impl Scheduler {
         Ok(fired)
     }
 
-    fn options(schedule: &Schedule, due_at: DateTime<Utc>) -> FireOptions {
+    fn options(&self, schedule: &Schedule, due_at: DateTime<Utc>) -> FireOptions {
         let duration = |text: &Option<String>| {
             text.as_deref()
                 .and_then(|t| humantime::parse_duration(t).ok())
@@ -103,7 +102,7 @@ impl Scheduler {
                     .map_or(1, |d| d.as_secs().max(1)),
             }),
             jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
-            exec_id: Some(uuid::Uuid::new_v4().to_string()),
+            exec_id: Some(self.backend.new_id()),
         }
     }
 
@@ -121,7 +120,7 @@ impl Scheduler {
                     continue;
                 }
             };
-            let mut options = Self::options(&schedule, wave.deadline_base);
+            let mut options = self.options(&schedule, wave.deadline_base);
             options.exec_id = Some(wave.exec_id.clone());
             let already = {
                 let id = wave.exec_id.clone();
@@ -177,7 +176,7 @@ impl Scheduler {
         };
         // Plan the later waves under the first wave's execution id before
         // anything goes out.
-        let options = Self::options(schedule, due_at);
+        let options = self.options(schedule, due_at);
         let fire_key = options.exec_id.clone().unwrap_or_default();
         for (index, wave) in rollout.waves.iter().enumerate().skip(1) {
             let delay = wave
@@ -193,7 +192,7 @@ impl Scheduler {
                 group: wave.group.clone(),
                 due_at: due_at + delay,
                 deadline_base: due_at + delay,
-                exec_id: uuid::Uuid::new_v4().to_string(),
+                exec_id: self.backend.new_id(),
             };
             self.db(move |db| db.plan_wave(&planned)).await?;
         }
@@ -214,7 +213,7 @@ impl Scheduler {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<String, BackendError> {
-        let options = Self::options(schedule, due_at);
+        let options = self.options(schedule, due_at);
         let exec_id = options.exec_id.clone().unwrap_or_default();
         for scope in scopes {
             let (id, version, exec) = (schedule.id.clone(), version.to_owned(), exec_id.clone());

@@ -25,7 +25,7 @@ pub struct FakeRunner {
     pub runs: AtomicU32,
 }
 
-use kanade_agent::sim::script_field as field;
+use kanade_agent::scripted::script_field as field;
 
 #[async_trait]
 impl ScriptRunner for FakeRunner {

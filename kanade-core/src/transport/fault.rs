@@ -167,7 +167,8 @@ struct InjectorState {
     rng: fastrand::Rng,
     publishes: usize,
     deliveries: usize,
-    events: Vec<FaultEvent>,
+    /// Each fault with the (tokio) instant it was injected.
+    events: Vec<(tokio::time::Instant, FaultEvent)>,
 }
 
 impl FaultInjector {
@@ -189,26 +190,49 @@ impl FaultInjector {
         })
     }
 
+    fn record(&self, event: FaultEvent) {
+        self.state()
+            .events
+            .push((tokio::time::Instant::now(), event));
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, InjectorState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Every fault injected so far, in order.
     pub fn events(&self) -> Vec<FaultEvent> {
+        self.state().events.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// Switches to another plan from the next operation on (a simulation
+    /// calms the network this way when its fault window ends). The RNG
+    /// restarts from the new plan's seed; counters and the log carry on.
+    pub fn set_plan(&self, plan: FaultPlan) {
+        let mut state = self.state();
+        if let FaultPlan::Random(rates) = &plan {
+            state.rng = fastrand::Rng::with_seed(rates.seed);
+        }
+        state.plan = plan;
+    }
+
+    /// Every fault injected so far with the tokio instant it happened
+    /// (simulated time under a paused runtime).
+    pub fn timed_events(&self) -> Vec<(tokio::time::Instant, FaultEvent)> {
         self.state().events.clone()
     }
 
     /// Takes the transport down: calls fail with `Disconnected`.
     pub fn disconnect(&self) {
         if !self.down.swap(true, Ordering::SeqCst) {
-            self.state().events.push(FaultEvent::Disconnected);
+            self.record(FaultEvent::Disconnected);
         }
     }
 
     /// Brings the transport back.
     pub fn reconnect(&self) {
         if self.down.swap(false, Ordering::SeqCst) {
-            self.state().events.push(FaultEvent::Reconnected);
+            self.record(FaultEvent::Reconnected);
         }
     }
 
@@ -295,7 +319,10 @@ impl FaultInjector {
             (FaultPlan::Scripted { .. }, None) => None,
         };
         if let Some(fault) = fault {
-            state.events.push(event(subject.to_owned(), fault));
+            state.events.push((
+                tokio::time::Instant::now(),
+                event(subject.to_owned(), fault),
+            ));
         }
         fault
     }

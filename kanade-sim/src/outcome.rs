@@ -1,0 +1,350 @@
+//! What a simulation produced, and the properties it must satisfy, as pure
+//! checks over the backend's store and the runner's record.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use kanade_agent::RunEnd;
+use kanade_backend::db::{ExecutionRow, ResultRow};
+
+use crate::fleet::{sim_epoch, JobKind};
+use crate::runner::Invocation;
+use crate::schedule::{pc_name, FaultSchedule};
+
+/// An operator action the harness took on an execution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    /// The execution.
+    pub exec_id: String,
+    /// `revoked` or `killed`.
+    pub what: &'static str,
+    /// Simulated time it went through.
+    pub at: Duration,
+}
+
+/// When one agent could have missed a command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exposure {
+    /// Disconnected from..until.
+    pub offline: Vec<(Duration, Duration)>,
+    /// Dropped command deliveries and crashes.
+    pub instants: Vec<Duration>,
+}
+
+impl Exposure {
+    /// Whether anything could have made the agent miss a command that was
+    /// the newest on its subject during `[from, until)`.
+    pub fn touches(&self, from: Duration, until: Duration) -> bool {
+        self.offline.iter().any(|(a, b)| *a < until && *b >= from)
+            || self.instants.iter().any(|t| *t >= from && *t < until)
+    }
+}
+
+/// Everything a simulation produced.
+#[derive(Debug, Clone)]
+pub struct FleetOutcome {
+    /// Agents simulated.
+    pub agents: usize,
+    /// The seed.
+    pub seed: u64,
+    /// The faults injected.
+    pub schedule: FaultSchedule,
+    /// Executions in the backend's store.
+    pub executions: Vec<ExecutionRow>,
+    /// Stored results per execution.
+    pub results: BTreeMap<String, Vec<ResultRow>>,
+    /// Every runner invocation.
+    pub invocations: Vec<Invocation>,
+    /// Revokes and kills.
+    pub operations: Vec<Operation>,
+    /// Per agent, when it could have missed a command.
+    pub exposures: Vec<Exposure>,
+    /// Messages on the bus by first subject token.
+    pub messages: BTreeMap<String, u64>,
+    /// Faults the injectors recorded.
+    pub fault_events: u64,
+    /// The trace (empty unless the plan kept it).
+    pub trace: Vec<String>,
+    /// sha256 of the trace.
+    pub trace_hash: String,
+    /// Simulated time covered.
+    pub simulated: Duration,
+    /// Wall time taken.
+    pub wall: Duration,
+}
+
+/// Results that are legitimately missing: the command was superseded in
+/// EXEC (which keeps the newest command per subject) while the agent could
+/// not receive it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// (execution, agent) pairs with exactly one stored result.
+    pub delivered: usize,
+    /// Pairs excused as superseded while the agent was cut off.
+    pub superseded: usize,
+}
+
+fn sim_time(rfc3339: &str) -> Option<Duration> {
+    let at = chrono::DateTime::parse_from_rfc3339(rfc3339).ok()?;
+    (at.with_timezone(&chrono::Utc) - sim_epoch()).to_std().ok()
+}
+
+impl FleetOutcome {
+    /// Simulated events: every message on the bus plus every injected fault
+    /// and every script run.
+    pub fn events(&self) -> u64 {
+        self.messages.values().sum::<u64>() + self.fault_events + self.invocations.len() as u64
+    }
+
+    fn operation(&self, exec_id: &str, what: &str) -> Option<Duration> {
+        self.operations
+            .iter()
+            .find(|o| o.exec_id == exec_id && o.what == what)
+            .map(|o| o.at)
+    }
+
+    /// Executions whose command went out, oldest first, with when.
+    fn published(&self) -> Vec<(&ExecutionRow, Duration)> {
+        let mut published: Vec<_> = self
+            .executions
+            .iter()
+            .filter(|e| e.status != "failed")
+            .filter_map(|e| Some((e, sim_time(&e.created_at)?)))
+            .collect();
+        published.sort_by_key(|(e, at)| (*at, e.exec_id.clone()));
+        published
+    }
+
+    /// Checks every property; returns the violations (empty: all hold) and
+    /// the delivery tally.
+    pub fn check(&self) -> (Vec<String>, Tally) {
+        let mut violations = Vec::new();
+        let mut tally = Tally::default();
+        let published = self.published();
+        let mut runs: BTreeMap<(&str, &str), Vec<&Invocation>> = BTreeMap::new();
+        for invocation in &self.invocations {
+            runs.entry((&invocation.pc, &invocation.request_id))
+                .or_default()
+                .push(invocation);
+        }
+        for (i, (execution, fired_at)) in published.iter().enumerate() {
+            let superseded_at = published.get(i + 1).map(|(_, at)| *at);
+            let kind = JobKind::from_job_id(&execution.job_id);
+            let results = self
+                .results
+                .get(&execution.exec_id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            self.check_delivery(
+                execution,
+                *fired_at,
+                superseded_at,
+                results,
+                &mut violations,
+                &mut tally,
+            );
+            check_counters(execution, results, &mut violations);
+            for result in results {
+                let invoked = runs
+                    .get(&(result.pc_id.as_str(), execution.request_id.as_str()))
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                self.check_gates(execution, kind, result, invoked, &mut violations);
+                if result.attempts > 1 + i64::from(kind.map_or(0, JobKind::retries)) {
+                    violations.push(format!(
+                        "{} on {}: {} attempts, more than 1 + max",
+                        execution.exec_id, result.pc_id, result.attempts
+                    ));
+                }
+            }
+        }
+        for ((pc, request), invoked) in &runs {
+            check_runs(pc, request, invoked, &self.executions, &mut violations);
+        }
+        (violations, tally)
+    }
+
+    fn check_delivery(
+        &self,
+        execution: &ExecutionRow,
+        fired_at: Duration,
+        superseded_at: Option<Duration>,
+        results: &[ResultRow],
+        violations: &mut Vec<String>,
+        tally: &mut Tally,
+    ) {
+        for agent in 0..self.agents {
+            let pc = pc_name(agent);
+            let mine: Vec<&ResultRow> = results.iter().filter(|r| r.pc_id == pc).collect();
+            match mine.as_slice() {
+                [one] if one.reaped => violations.push(format!(
+                    "{} on {pc}: only the reaper's result, the agent never reported",
+                    execution.exec_id
+                )),
+                [_] => tally.delivered += 1,
+                [] => {
+                    let excused = superseded_at.is_some_and(|until| {
+                        self.exposures
+                            .get(agent)
+                            .is_some_and(|e| e.touches(fired_at, until))
+                    });
+                    if excused {
+                        tally.superseded += 1;
+                    } else {
+                        violations.push(format!(
+                            "{} ({}) on {pc}: no result (fired at {}, {})",
+                            execution.exec_id,
+                            execution.job_id,
+                            humantime::format_duration(fired_at),
+                            match superseded_at {
+                                Some(at) =>
+                                    format!("superseded at {}", humantime::format_duration(at)),
+                                None => "never superseded".into(),
+                            }
+                        ));
+                    }
+                }
+                more => violations.push(format!(
+                    "{} on {pc}: {} results",
+                    execution.exec_id,
+                    more.len()
+                )),
+            }
+        }
+    }
+
+    fn check_gates(
+        &self,
+        execution: &ExecutionRow,
+        kind: Option<JobKind>,
+        result: &ResultRow,
+        invoked: &[&Invocation],
+        violations: &mut Vec<String>,
+    ) {
+        let pc = &result.pc_id;
+        let expected_skip = match kind {
+            Some(JobKind::Late) => Some(125),
+            Some(JobKind::Revoked) => Some(126),
+            _ => None,
+        };
+        if let Some(code) = expected_skip {
+            if (result.exit_code, result.skipped) != (code, true) || !invoked.is_empty() {
+                violations.push(format!(
+                    "{} ({}) on {pc}: exit {} skipped {} after {} runs, expected a skip with {code} and no run",
+                    execution.exec_id, execution.job_id, result.exit_code, result.skipped, invoked.len()
+                ));
+            }
+        }
+        if kind == Some(JobKind::RevokedInJitter) {
+            if result.skipped && result.exit_code != 126 {
+                violations.push(format!(
+                    "{} on {pc}: skipped with {}, expected 126",
+                    execution.exec_id, result.exit_code
+                ));
+            }
+            if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
+                for run in invoked {
+                    if run.started >= revoked_at {
+                        violations.push(format!(
+                            "{} on {pc}: ran at {} although revoked at {} during its jitter",
+                            execution.exec_id,
+                            humantime::format_duration(run.started),
+                            humantime::format_duration(revoked_at)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A readable account for a failing case: the schedule, the seed and
+    /// the violations.
+    pub fn report(&self, violations: &[String]) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "seed {} ({} agents), schedule:\n{}",
+            self.seed, self.agents, self.schedule
+        );
+        let _ = writeln!(text, "trace hash {}", self.trace_hash);
+        for violation in violations.iter().take(20) {
+            let _ = writeln!(text, "  - {violation}");
+        }
+        if violations.len() > 20 {
+            let _ = writeln!(text, "  … and {} more", violations.len() - 20);
+        }
+        text
+    }
+}
+
+/// Counters of an execution equal what its stored results say.
+fn check_counters(execution: &ExecutionRow, results: &[ResultRow], violations: &mut Vec<String>) {
+    let count = |f: &dyn Fn(&ResultRow) -> bool| results.iter().filter(|r| f(r)).count() as i64;
+    let succeeded = count(&|r| !r.skipped && r.exit_code == 0);
+    let failed = count(&|r| !r.skipped && r.exit_code != 0);
+    let skipped = count(&|r| r.skipped);
+    let stored = (
+        execution.succeeded,
+        execution.failed,
+        execution.skipped,
+        execution.started,
+    );
+    let expected = (succeeded, failed, skipped, succeeded + failed);
+    if stored != expected {
+        violations.push(format!(
+            "{}: counters (succeeded, failed, skipped, started) {stored:?}, stored results say {expected:?}",
+            execution.exec_id
+        ));
+    }
+    let reported = succeeded + failed + skipped;
+    let status_ok = match execution.status.as_str() {
+        "cancelled" => true,
+        "completed" => reported >= execution.targeted,
+        _ => reported < execution.targeted,
+    };
+    if !status_ok {
+        violations.push(format!(
+            "{}: status {} with {reported} of {} results",
+            execution.exec_id, execution.status, execution.targeted
+        ));
+    }
+}
+
+/// One agent's runs of one request: never twice from the first attempt,
+/// numbered attempts within `1 + max`, nothing after a kill.
+fn check_runs(
+    pc: &str,
+    request: &str,
+    invoked: &[&Invocation],
+    executions: &[ExecutionRow],
+    violations: &mut Vec<String>,
+) {
+    let first_attempts = invoked.iter().filter(|i| i.attempt == 1).count();
+    if first_attempts > 1 {
+        violations.push(format!(
+            "request {request} ran {first_attempts} times on {pc}"
+        ));
+    }
+    let retries = executions
+        .iter()
+        .find(|e| e.request_id == request)
+        .and_then(|e| JobKind::from_job_id(&e.job_id))
+        .map_or(0, JobKind::retries);
+    for (n, run) in invoked.iter().enumerate() {
+        if run.attempt as usize != n + 1 || run.attempt > 1 + retries {
+            violations.push(format!(
+                "request {request} on {pc}: run {} is attempt {} (max {} retries)",
+                n + 1,
+                run.attempt,
+                retries
+            ));
+        }
+        if n > 0 && matches!(invoked[n - 1].ended, Some((RunEnd::Killed, _))) {
+            violations.push(format!(
+                "request {request} on {pc}: attempt {} followed a kill",
+                run.attempt
+            ));
+        }
+    }
+}

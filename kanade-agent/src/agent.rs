@@ -382,6 +382,7 @@ async fn track_connection(inner: Arc<Inner>, mut connected: watch::Receiver<bool
 
 async fn drain_loop(inner: Arc<Inner>) {
     loop {
+        inner.outbox.wait_for_backlog().await;
         tokio::time::sleep(inner.settings.drain_interval).await;
         inner.outbox.drain().await;
     }

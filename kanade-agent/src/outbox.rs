@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,6 +59,12 @@ pub struct Outbox {
     log: Arc<dyn MessageLog>,
     counter: AtomicU64,
     failures: Mutex<HashMap<PathBuf, (u32, tokio::time::Instant)>>,
+    /// Whether the directory may hold unpublished files: set at open, on
+    /// every write and every failed or deferred publish; cleared when a
+    /// drain starts. An idle agent's drain loop then touches no files.
+    maybe_pending: AtomicBool,
+    /// Signalled whenever `maybe_pending` is set.
+    backlog_appeared: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -81,6 +87,8 @@ impl Outbox {
             log,
             counter: AtomicU64::new(0),
             failures: Mutex::new(HashMap::new()),
+            maybe_pending: AtomicBool::new(true),
+            backlog_appeared: tokio::sync::Notify::new(),
         })
     }
 
@@ -102,6 +110,7 @@ impl Outbox {
         let path = self.dir.join(name);
         let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::Internal(e.to_string()))?;
         write_durably(&path, &bytes)?;
+        self.mark_pending();
         Ok(path)
     }
 
@@ -147,8 +156,25 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    fn mark_pending(&self) {
+        self.maybe_pending.store(true, Ordering::SeqCst);
+        self.backlog_appeared.notify_one();
+    }
+
+    /// Returns once the outbox may hold unpublished files (at once after
+    /// open, a write or a failed publish), so an idle drain loop sleeps
+    /// instead of polling.
+    pub async fn wait_for_backlog(&self) {
+        while !self.maybe_pending.load(Ordering::SeqCst) {
+            self.backlog_appeared.notified().await;
+        }
+    }
+
     /// Publishes every backlog file whose backoff has passed, oldest first.
     pub async fn drain(&self) {
+        if !self.maybe_pending.swap(false, Ordering::SeqCst) {
+            return;
+        }
         for path in self.backlog() {
             let due = self
                 .failures
@@ -156,8 +182,8 @@ impl Outbox {
                 .unwrap_or_else(|p| p.into_inner())
                 .get(&path)
                 .is_none_or(|(_, next)| *next <= tokio::time::Instant::now());
-            if due {
-                self.publish_file(&path).await;
+            if !due || !self.publish_file(&path).await {
+                self.mark_pending();
             }
         }
     }

@@ -687,6 +687,9 @@ async fn project_started(backend: Backend) {
     }
 }
 
+/// Most heartbeats stored in one transaction.
+const HEARTBEAT_BATCH: usize = 1000;
+
 async fn project_heartbeats(backend: Backend) {
     let mut heartbeats = match backend.log.subscribe(subjects::HEARTBEAT_FILTER).await {
         Ok(sub) => sub,
@@ -696,11 +699,26 @@ async fn project_heartbeats(backend: Backend) {
         }
     };
     while let Some(message) = heartbeats.next().await {
-        if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
-            let db = backend.db.clone();
-            if let Err(e) = blocking(move || db.upsert_agent(&heartbeat)).await {
-                tracing::warn!("heartbeat not stored: {e}");
+        // Whatever else has already arrived goes into the same transaction.
+        let mut batch = Vec::new();
+        let mut next = Some(message);
+        while let Some(message) = next.take() {
+            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
+                batch.push(heartbeat);
             }
+            if batch.len() < HEARTBEAT_BATCH {
+                next = tokio::time::timeout(Duration::ZERO, heartbeats.next())
+                    .await
+                    .ok()
+                    .flatten();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let db = backend.db.clone();
+        if let Err(e) = blocking(move || db.upsert_agents(&batch)).await {
+            tracing::warn!("heartbeats not stored: {e}");
         }
     }
 }

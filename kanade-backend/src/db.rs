@@ -355,21 +355,44 @@ impl Db {
 
     /// Records a heartbeat.
     pub fn upsert_agent(&self, heartbeat: &kanade_core::wire::Heartbeat) -> Result<(), DbError> {
-        self.lock().execute(
-            "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-                hostname = excluded.hostname, os_family = excluded.os_family",
-            params![
-                heartbeat.pc_id,
-                heartbeat.at.to_rfc3339(),
-                heartbeat.agent_version,
-                heartbeat.hostname,
-                heartbeat.os_family
-            ],
-        )?;
-        Ok(())
+        self.upsert_agents(std::slice::from_ref(heartbeat))
     }
 
+    /// Records a batch of heartbeats in one transaction.
+    pub fn upsert_agents(
+        &self,
+        heartbeats: &[kanade_core::wire::Heartbeat],
+    ) -> Result<(), DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for heartbeat in heartbeats {
+            upsert_agent(&tx, heartbeat)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+fn upsert_agent(
+    tx: &rusqlite::Transaction<'_>,
+    heartbeat: &kanade_core::wire::Heartbeat,
+) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
+            hostname = excluded.hostname, os_family = excluded.os_family",
+    )?
+    .execute(params![
+        heartbeat.pc_id,
+        heartbeat.at.to_rfc3339(),
+        heartbeat.agent_version,
+        heartbeat.hostname,
+        heartbeat.os_family
+    ])?;
+    Ok(())
+}
+
+impl Db {
     /// Every agent, online if seen since `online_since`.
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
         let conn = self.lock();

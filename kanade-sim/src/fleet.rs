@@ -272,21 +272,38 @@ enum Step {
     Calm,
 }
 
-/// Trace and message counts, fed by a subscription to every subject.
+/// Trace and message counts, fed by a subscription to every subject and
+/// by the harness. Lines of one simulated millisecond are sorted before
+/// they are hashed: within an instant, the order in which the database's
+/// blocking threads hand results back is up to the OS, the set of events
+/// is not.
 #[derive(Default)]
 struct Recorder {
     lines: Vec<String>,
     keep: bool,
     hasher: Sha256,
     messages: BTreeMap<String, u64>,
+    instant: u128,
+    pending: Vec<String>,
 }
 
 impl Recorder {
-    fn line(&mut self, line: String) {
-        self.hasher.update(line.as_bytes());
-        self.hasher.update(b"\n");
-        if self.keep {
-            self.lines.push(line);
+    fn line(&mut self, at: u128, line: String) {
+        if at != self.instant {
+            self.flush();
+            self.instant = at;
+        }
+        self.pending.push(format!("{at} {line}"));
+    }
+
+    fn flush(&mut self) {
+        self.pending.sort();
+        for line in self.pending.drain(..) {
+            self.hasher.update(line.as_bytes());
+            self.hasher.update(b"\n");
+            if self.keep {
+                self.lines.push(line);
+            }
         }
     }
 }
@@ -333,7 +350,7 @@ fn trace_line(recorder: &Mutex<Recorder>, origin: tokio::time::Instant, line: St
     recorder
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .line(format!("{at} {line}"));
+        .line(at, line);
 }
 
 impl Fleet {
@@ -394,7 +411,7 @@ impl Fleet {
                         ),
                         _ => String::new(),
                     };
-                    recorder.line(format!("{at} {}{detail}", message.subject));
+                    recorder.line(at, format!("{}{detail}", message.subject));
                 }
             });
         }
@@ -718,8 +735,9 @@ impl Fleet {
             .map(|i| i.timed_events().len() as u64)
             .sum::<u64>();
         let _ = std::fs::remove_dir_all(&links.root);
-        let recorder =
+        let mut recorder =
             std::mem::take(&mut *self.recorder.lock().unwrap_or_else(|p| p.into_inner()));
+        recorder.flush();
         FleetOutcome {
             agents: self.plan.agents,
             seed: self.plan.seed,

@@ -34,10 +34,12 @@ pub struct Exposure {
 
 impl Exposure {
     /// Whether anything could have made the agent miss a command that was
-    /// the newest on its subject during `[from, until)`.
+    /// the newest on its subject from `from` to `until` (both included: a
+    /// command superseded at the instant it went out is only as safe as
+    /// the deliveries of that instant).
     pub fn touches(&self, from: Duration, until: Duration) -> bool {
-        self.offline.iter().any(|(a, b)| *a < until && *b >= from)
-            || self.instants.iter().any(|t| *t >= from && *t < until)
+        self.offline.iter().any(|(a, b)| *a <= until && *b >= from)
+            || self.instants.iter().any(|t| *t >= from && *t <= until)
     }
 }
 
@@ -174,10 +176,17 @@ impl FleetOutcome {
         violations: &mut Vec<String>,
         tally: &mut Tally,
     ) {
+        let mut by_pc: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
+        for result in results {
+            by_pc.entry(&result.pc_id).or_default().push(result);
+        }
         for agent in 0..self.agents {
             let pc = pc_name(agent);
-            let mine: Vec<&ResultRow> = results.iter().filter(|r| r.pc_id == pc).collect();
-            match mine.as_slice() {
+            let mine = by_pc
+                .get(pc.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            match mine {
                 [one] if one.reaped => violations.push(format!(
                     "{} on {pc}: only the reaper's result, the agent never reported",
                     execution.exec_id

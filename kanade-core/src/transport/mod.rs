@@ -53,6 +53,7 @@ mod messages;
 mod object;
 mod retention;
 pub mod subject;
+mod subject_index;
 
 use std::sync::Arc;
 

@@ -11,9 +11,8 @@ use tokio::time::Instant;
 use super::consumer::MemoryConsumer;
 use super::lock;
 use super::stream::StreamShared;
-use crate::transport::subject::{
-    matches, matches_any, overlaps, validate_pattern, validate_subject,
-};
+use crate::transport::subject::{matches_any, overlaps, validate_pattern, validate_subject};
+use crate::transport::subject_index::SubjectIndex;
 use crate::transport::{
     Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
     StreamConfig, StreamInfo, Subscription, TransportError, TransportResult,
@@ -25,7 +24,7 @@ pub(super) struct MemoryLog {
 }
 
 struct LogState {
-    subscribers: Vec<(String, mpsc::UnboundedSender<Message>)>,
+    subscribers: SubjectIndex<mpsc::UnboundedSender<Message>>,
     streams: BTreeMap<String, Arc<StreamShared>>,
 }
 
@@ -34,7 +33,7 @@ impl MemoryLog {
         Self {
             max_payload_bytes,
             state: Mutex::new(LogState {
-                subscribers: Vec::new(),
+                subscribers: SubjectIndex::default(),
                 streams: BTreeMap::new(),
             }),
         }
@@ -97,14 +96,14 @@ impl MessageLog for MemoryLog {
         };
         state
             .subscribers
-            .retain(|(pattern, tx)| !matches(pattern, subject) || tx.send(message.clone()).is_ok());
+            .dispatch(subject, |tx| tx.send(message.clone()).is_ok());
         Ok(ack)
     }
 
     async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
         validate_pattern(pattern)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.state).subscribers.push((pattern.to_owned(), tx));
+        lock(&self.state).subscribers.insert(pattern, tx);
         Ok(Box::new(MemorySubscription(rx)))
     }
 

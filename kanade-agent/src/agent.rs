@@ -85,6 +85,9 @@ pub(crate) struct Inner {
     in_flight: std::sync::atomic::AtomicUsize,
     all_done: Notify,
     pub(crate) executions: Mutex<JoinSet<()>>,
+    /// Set when the agent stops or halts: no new command starts after it
+    /// (an admitted one stays pending in the ledger for the next start).
+    pub(crate) closed: std::sync::atomic::AtomicBool,
 }
 
 /// Counts a command as in flight while alive.
@@ -185,6 +188,9 @@ impl Agent {
     /// what had not started.
     pub fn halt(&self) {
         self.inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
             .executions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -261,6 +267,7 @@ impl AgentBuilder {
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
                 all_done: Notify::new(),
                 executions: Mutex::new(JoinSet::new()),
+                closed: std::sync::atomic::AtomicBool::new(false),
                 settings,
             }),
         })
@@ -298,6 +305,9 @@ impl Agent {
             crate::fire::spawn_execute(inner.clone(), command, request);
         }
         shutdown.await;
+        inner
+            .closed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         stop_running_work(&inner).await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}

@@ -77,6 +77,12 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
 
 /// Runs an admitted command in the background, counted as in flight.
 pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
+    // A message handler still in flight when the agent stopped (or halted)
+    // must not start work behind its back: the ledger keeps the command
+    // pending and the next start resumes it.
+    if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
     let guard = crate::agent::InFlight::enter(&inner);
     let mut executions = inner.executions.lock().unwrap_or_else(|p| p.into_inner());
     while executions.try_join_next().is_some() {}

@@ -109,7 +109,12 @@ fn the_same_seed_gives_the_same_trace() {
 /// operator retried through a broker outage) while one agent's live
 /// delivery was dropped — the check's exposure window was empty and
 /// blamed the fleet for a supersede EXEC is designed to do; the window now
-/// includes both ends. The others found agent bugs in the first version of
+/// includes both ends. The second (1,500-case run) found an agent bug: a
+/// command handler still in flight when the agent crashed started the
+/// command after the crash, while the restarted agent resumed it from the
+/// ledger — the same request ran twice. A stopped or halted agent now
+/// starts nothing (the ledger keeps the command for the next start). The
+/// others found agent bugs in the first version of
 /// the simulation: a command delivered as the link dropped waited out a
 /// 60 s ack wait and was superseded (ack wait now 5 s); an agent restarted
 /// while offline never subscribed (subscriptions now retry).
@@ -174,6 +179,19 @@ fn regressions_found_by_the_simulation() {
                     pc: 3,
                 },
             ]),
+        ),
+        (
+            16897839790479000020,
+            FaultSchedule {
+                faults: vec![Fault::CrashRestart { at: secs(5), pc: 1 }],
+                network: NetworkRates {
+                    drop: 29,
+                    duplicate: 16,
+                    delay: 20,
+                    reorder: 9,
+                    max_delay: Duration::from_millis(578),
+                },
+            },
         ),
     ];
     for (seed, schedule) in cases {

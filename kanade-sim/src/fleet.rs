@@ -325,6 +325,9 @@ pub struct Fleet {
     backend: Backend,
     recorder: Arc<Mutex<Recorder>>,
     operations: Vec<Operation>,
+    /// The instant of the fault driver's next step: every fault before it
+    /// has been applied.
+    faults_applied: Option<tokio::sync::watch::Receiver<Duration>>,
 }
 
 /// The fault side: every client's link and the agents' lives. Driven by its
@@ -361,7 +364,10 @@ impl Fleet {
         let wall = std::time::Instant::now();
         let (mut fleet, links) = Self::start(plan).await?;
         let (workload, faults, calm) = fleet.steps();
-        let driver = tokio::spawn(links.drive(faults));
+        let (applied, faults_applied) =
+            tokio::sync::watch::channel(faults.first().map_or(Duration::MAX, |(at, _)| *at));
+        fleet.faults_applied = Some(faults_applied);
+        let driver = tokio::spawn(links.drive(faults, applied));
         fleet.run_workload(workload).await;
         let links = driver
             .await
@@ -530,6 +536,7 @@ impl Fleet {
             backend,
             recorder,
             operations: Vec::new(),
+            faults_applied: None,
         };
         Ok((fleet, links))
     }
@@ -577,6 +584,17 @@ impl Fleet {
         (workload, faults, calm)
     }
 
+    /// Waits until the fault driver has applied every fault due by now, so
+    /// an operator action and a fault at the same instant always meet in
+    /// the same order (faults first).
+    async fn after_faults_of_this_instant(&self) {
+        let now = self.origin.elapsed();
+        if let Some(applied) = &self.faults_applied {
+            let mut applied = applied.clone();
+            let _ = applied.wait_for(|next| *next > now).await;
+        }
+    }
+
     async fn run_workload(&mut self, steps: Vec<(Duration, Step)>) {
         if let Some(kv) = self.revoke_up_front().await {
             self.trace(kv);
@@ -584,6 +602,7 @@ impl Fleet {
         let mut fired: BTreeMap<usize, String> = BTreeMap::new();
         for (at, step) in steps {
             tokio::time::sleep_until(self.origin + at).await;
+            self.after_faults_of_this_instant().await;
             match step {
                 Step::Fire(c) => {
                     if let Some(exec_id) = self.fire(c).await {
@@ -645,6 +664,7 @@ impl Fleet {
         Fut: std::future::Future<Output = Result<(), kanade_backend::BackendError>>,
     {
         for _ in 0..60 {
+            self.after_faults_of_this_instant().await;
             match operation(self.backend.clone()).await {
                 Ok(()) => return true,
                 Err(e) => {
@@ -674,6 +694,7 @@ impl Fleet {
                 jitter_secs: Some(kind.jitter_secs()),
                 exec_id: None,
             };
+            self.after_faults_of_this_instant().await;
             match self.backend.fire(kind.job_id(), &target, options).await {
                 Ok(row) => {
                     self.trace(format!(
@@ -759,8 +780,18 @@ impl Fleet {
 
 impl Links {
     /// Applies the fault timeline; hands the links back at the end.
-    async fn drive(mut self, steps: Vec<(Duration, Step)>) -> Result<Links, SimError> {
-        for (at, step) in steps {
+    async fn drive(
+        mut self,
+        steps: Vec<(Duration, Step)>,
+        applied: tokio::sync::watch::Sender<Duration>,
+    ) -> Result<Links, SimError> {
+        let next_at: Vec<Duration> = steps
+            .iter()
+            .skip(1)
+            .map(|(at, _)| *at)
+            .chain([Duration::MAX])
+            .collect();
+        for ((at, step), next) in steps.into_iter().zip(next_at) {
             tokio::time::sleep_until(self.origin + at).await;
             match step {
                 Step::Fault(fault) => self.apply(fault).await?,
@@ -780,6 +811,7 @@ impl Links {
                 }
                 Step::Fire(_) | Step::Revoke(_) | Step::Kill(_) => {}
             }
+            applied.send_replace(next);
         }
         Ok(self)
     }

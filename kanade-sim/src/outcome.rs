@@ -253,8 +253,10 @@ impl FleetOutcome {
                 ));
             }
             if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
+                // The revoke is timed when the operator's call returned; a
+                // run starting in that same instant raced it and is a tie.
                 for run in invoked {
-                    if run.started >= revoked_at {
+                    if run.started > revoked_at {
                         violations.push(format!(
                             "{} on {pc}: ran at {} although revoked at {} during its jitter",
                             execution.exec_id,

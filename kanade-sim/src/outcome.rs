@@ -253,10 +253,17 @@ impl FleetOutcome {
                 ));
             }
             if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
-                // The revoke is timed when the operator's call returned; a
-                // run starting in that same instant raced it and is a tie.
+                // The revoke is timed when the operator's call returned, the
+                // run when the runner was called — after the agent's last gate
+                // check and its start-event publish, which an injected delay
+                // can hold up. A run within that bound raced the revoke.
+                let publish_delay = if self.schedule.network.delay > 0 {
+                    self.schedule.network.max_delay
+                } else {
+                    Duration::ZERO
+                };
                 for run in invoked {
-                    if run.started > revoked_at {
+                    if run.started > revoked_at + publish_delay {
                         violations.push(format!(
                             "{} on {pc}: ran at {} although revoked at {} during its jitter",
                             execution.exec_id,

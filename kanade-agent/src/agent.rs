@@ -521,16 +521,42 @@ pub(crate) fn heartbeat(inner: &Inner) -> Heartbeat {
         pc_id: inner.settings.pc_id.to_string(),
         at: inner.clock.now(),
         agent_version: inner.settings.agent_version.clone(),
-        hostname: hostname::get()
-            .ok()
-            .map(|h| h.to_string_lossy().into_owned()),
+        hostname: process_facts().hostname,
         os_family: Some(std::env::consts::OS.to_owned()),
         agent_arch: Some(std::env::consts::ARCH.to_owned()),
         agent_cpu_pct: None,
-        agent_rss_bytes: own_rss_bytes(),
+        agent_rss_bytes: process_facts().rss_bytes,
         enforcing: Some(false),
         command_keys: None,
     }
+}
+
+/// Host name and resident memory as reported in heartbeats.
+#[derive(Clone)]
+struct ProcessFacts {
+    hostname: Option<String>,
+    rss_bytes: Option<u64>,
+}
+
+/// [`ProcessFacts`], read at most once per wall-clock second per process:
+/// one agent heartbeats far less often, but a process embedding thousands
+/// of agents (a simulation) would otherwise read `/proc` for each.
+fn process_facts() -> ProcessFacts {
+    static CACHE: Mutex<Option<(std::time::Instant, ProcessFacts)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, facts)) = cache.as_ref() {
+        if at.elapsed() < Duration::from_secs(1) {
+            return facts.clone();
+        }
+    }
+    let facts = ProcessFacts {
+        hostname: hostname::get()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
+        rss_bytes: own_rss_bytes(),
+    };
+    *cache = Some((std::time::Instant::now(), facts.clone()));
+    facts
 }
 
 /// This process's resident memory (Linux), for heartbeats.

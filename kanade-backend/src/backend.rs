@@ -69,6 +69,11 @@ pub struct BackendSettings {
     pub reap_grace: Duration,
     /// How often the reaper looks.
     pub reap_interval: Duration,
+    /// Run SQLite calls on the calling task instead of tokio's blocking
+    /// pool. Only for single-threaded simulations (it makes them
+    /// deterministic and avoids a thread hand-off per call); a server keeps
+    /// the default, `false`.
+    pub inline_database: bool,
 }
 
 impl BackendSettings {
@@ -79,6 +84,7 @@ impl BackendSettings {
             online_window: Duration::from_secs(90),
             reap_grace: Duration::from_secs(120),
             reap_interval: Duration::from_secs(30),
+            inline_database: false,
         }
     }
 }
@@ -106,9 +112,16 @@ fn random_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-async fn blocking<T: Send + 'static>(
+/// Runs database work on the blocking pool, or inline on the calling task
+/// when `inline` (a single-threaded simulation: deterministic, no thread
+/// hand-offs).
+async fn run_db<T: Send + 'static>(
+    inline: bool,
     work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
 ) -> Result<T, BackendError> {
+    if inline {
+        return work().map_err(BackendError::from);
+    }
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| BackendError::Invalid(format!("database task failed: {e}")))?
@@ -126,7 +139,7 @@ impl Backend {
             log.create_stream(StreamConfig::from_spec(spec)).await?;
         }
         let path = settings.db_path.clone();
-        let db = blocking(move || Db::open(&path)).await?;
+        let db = run_db(settings.inline_database, move || Db::open(&path)).await?;
         Ok(Self {
             transport,
             log,
@@ -163,6 +176,15 @@ impl Backend {
     /// A fresh id from the backend's id source.
     pub fn new_id(&self) -> String {
         (self.new_id)()
+    }
+
+    /// Runs database work as the settings say (see
+    /// [`BackendSettings::inline_database`]).
+    pub(crate) async fn run_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        run_db(self.settings.inline_database, work).await
     }
 
     /// The SQLite store.
@@ -318,7 +340,8 @@ impl Backend {
     pub async fn target_pcs(&self, target: &Target) -> Result<Vec<String>, BackendError> {
         let since = self.online_since();
         let db = self.db.clone();
-        let online: Vec<String> = blocking(move || db.agents(since))
+        let online: Vec<String> = self
+            .run_db(move || db.agents(since))
             .await?
             .into_iter()
             .filter(|a| a.online)
@@ -437,7 +460,7 @@ impl Backend {
         };
         let db = self.db.clone();
         let insert = row.clone();
-        blocking(move || db.insert_execution(&insert)).await?;
+        self.run_db(move || db.insert_execution(&insert)).await?;
         // The version pin is written before the command goes out, unless an
         // operator pinned one (then agents skip other versions with 124).
         let current = self.bucket(BUCKET_SCRIPT_CURRENT).await?;
@@ -457,7 +480,7 @@ impl Backend {
             {
                 let db = self.db.clone();
                 let id = exec_id.clone();
-                let _ = blocking(move || db.set_status(&id, "failed")).await;
+                let _ = self.run_db(move || db.set_status(&id, "failed")).await;
                 return Err(e.into());
             }
         }
@@ -500,7 +523,7 @@ impl Backend {
             .map_err(|e| BackendError::Invalid(e.to_string()))?;
         let db = self.db.clone();
         let id = exec_id.to_owned();
-        if blocking(move || db.execution(&id)).await?.is_none() {
+        if self.run_db(move || db.execution(&id)).await?.is_none() {
             return Err(BackendError::NotFound(format!("execution {exec_id}")));
         }
         self.log
@@ -508,7 +531,7 @@ impl Backend {
             .await?;
         let db = self.db.clone();
         let id = exec_id.to_owned();
-        blocking(move || db.set_status(&id, "cancelled")).await?;
+        self.run_db(move || db.set_status(&id, "cancelled")).await?;
         Ok(())
     }
 
@@ -620,7 +643,10 @@ async fn project_results(backend: Backend) {
                 .push_str(&format!("\nkanade: output object unreadable: {e}"));
         }
         let db = backend.db.clone();
-        match blocking(move || db.store_result(&result, false)).await {
+        match backend
+            .run_db(move || db.store_result(&result, false))
+            .await
+        {
             // Ack only after the row is committed.
             Ok(_) => {
                 let _ = delivery.ack().await;
@@ -660,7 +686,8 @@ async fn project_started(backend: Backend) {
                 Some(exec_id) => {
                     let db = db.clone();
                     let id = exec_id.clone();
-                    blocking(move || db.execution(&id))
+                    backend
+                        .run_db(move || db.execution(&id))
                         .await
                         .ok()
                         .flatten()
@@ -677,7 +704,7 @@ async fn project_started(backend: Backend) {
                 pc_id: event.pc_id.clone(),
                 started_at: event.started_at.to_rfc3339(),
             };
-            if let Err(e) = blocking(move || db.insert_run(&run, deadline)).await {
+            if let Err(e) = backend.run_db(move || db.insert_run(&run, deadline)).await {
                 tracing::warn!("start event not stored: {e}");
                 let _ = delivery.nak(Some(Duration::from_secs(5))).await;
                 continue;
@@ -717,7 +744,7 @@ async fn project_heartbeats(backend: Backend) {
             continue;
         }
         let db = backend.db.clone();
-        if let Err(e) = blocking(move || db.upsert_agents(&batch)).await {
+        if let Err(e) = backend.run_db(move || db.upsert_agents(&batch)).await {
             tracing::warn!("heartbeats not stored: {e}");
         }
     }
@@ -728,7 +755,7 @@ async fn reaper(backend: Backend) {
         tokio::time::sleep(backend.settings.reap_interval).await;
         let db = backend.db.clone();
         let now = backend.now();
-        let overdue = match blocking(move || db.overdue_runs(now)).await {
+        let overdue = match backend.run_db(move || db.overdue_runs(now)).await {
             Ok(overdue) => overdue,
             Err(e) => {
                 tracing::warn!("reaper: {e}");
@@ -754,7 +781,7 @@ async fn reaper(backend: Backend) {
                 attempts: 1,
             };
             let db = backend.db.clone();
-            if let Err(e) = blocking(move || db.store_result(&result, true)).await {
+            if let Err(e) = backend.run_db(move || db.store_result(&result, true)).await {
                 tracing::warn!("reaper: {e}");
             }
         }

@@ -240,6 +240,8 @@ impl Db {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        // 32 MiB of page cache: result rows of big fleets stay in memory.
+        conn.pragma_update(None, "cache_size", -32768)?;
         migrations().to_latest(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
@@ -261,21 +263,23 @@ impl Db {
     }
 
     /// Stores a result (idempotent by `result_id`; a real result replaces a
-    /// reaped one) and recomputes its execution's counters in the same
-    /// transaction. Returns whether anything changed.
+    /// reaped one) and updates its execution's counters in the same
+    /// transaction (by the difference it makes, so storing costs the same
+    /// for the 10,000th result of an execution as for the first). Returns
+    /// whether anything changed.
     pub fn store_result(&self, result: &ExecResult, reaped: bool) -> Result<bool, DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let existing: Option<bool> = tx
+        let existing: Option<(bool, bool, i64)> = tx
             .query_row(
-                "SELECT reaped FROM results WHERE result_id = ?1",
+                "SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1",
                 [&result.result_id],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         let write = match existing {
             None => true,
-            Some(was_reaped) => was_reaped && !reaped,
+            Some((was_reaped, _, _)) => was_reaped && !reaped,
         };
         if write {
             tx.execute(
@@ -298,9 +302,17 @@ impl Db {
                     reaped,
                 ],
             )?;
-            tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])?;
+            let run_closed =
+                tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
             if let Some(exec_id) = &result.exec_id {
-                recount(&tx, exec_id)?;
+                let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
+                if let Some((_, skipped, exit_code)) = existing {
+                    delta = delta.minus(Counters::of_result(skipped, exit_code));
+                }
+                if run_closed {
+                    delta.started -= 1;
+                }
+                adjust_counters(&tx, exec_id, delta)?;
             }
         }
         tx.commit()?;
@@ -320,13 +332,17 @@ impl Db {
             .optional()?
             .unwrap_or(false);
         if !already {
-            tx.execute(
+            let inserted = tx.execute(
                 "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
-            )?;
-            if let Some(exec_id) = &run.exec_id {
-                recount(&tx, exec_id)?;
+            )? > 0;
+            if let (true, Some(exec_id)) = (inserted, &run.exec_id) {
+                let delta = Counters {
+                    started: 1,
+                    ..Counters::default()
+                };
+                adjust_counters(&tx, exec_id, delta)?;
             }
         }
         tx.commit()?;
@@ -682,25 +698,63 @@ impl Db {
 }
 
 /// Recomputes an execution's counters from its stored results.
-fn recount(tx: &rusqlite::Transaction<'_>, exec_id: &str) -> Result<(), DbError> {
-    tx.execute(
+/// What one result or run adds to an execution's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Counters {
+    succeeded: i64,
+    failed: i64,
+    skipped: i64,
+    started: i64,
+}
+
+impl Counters {
+    /// A stored result: skipped, or started and then succeeded or failed.
+    fn of_result(skipped: bool, exit_code: i64) -> Self {
+        Self {
+            succeeded: i64::from(!skipped && exit_code == 0),
+            failed: i64::from(!skipped && exit_code != 0),
+            skipped: i64::from(skipped),
+            started: i64::from(!skipped),
+        }
+    }
+
+    fn minus(self, other: Self) -> Self {
+        Self {
+            succeeded: self.succeeded - other.succeeded,
+            failed: self.failed - other.failed,
+            skipped: self.skipped - other.skipped,
+            started: self.started - other.started,
+        }
+    }
+}
+
+/// Applies `delta` to an execution's counters and moves its status on.
+fn adjust_counters(
+    tx: &rusqlite::Transaction<'_>,
+    exec_id: &str,
+    delta: Counters,
+) -> Result<(), DbError> {
+    tx.prepare_cached(
         "UPDATE executions SET
-            succeeded = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code = 0),
-            failed = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0 AND exit_code != 0),
-            skipped = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 1),
-            started = (SELECT COUNT(*) FROM results WHERE exec_id = ?1 AND skipped = 0)
-                    + (SELECT COUNT(*) FROM runs WHERE exec_id = ?1)
+            succeeded = succeeded + ?2, failed = failed + ?3, skipped = skipped + ?4,
+            started = started + ?5
          WHERE exec_id = ?1",
-        [exec_id],
-    )?;
-    tx.execute(
+    )?
+    .execute(params![
+        exec_id,
+        delta.succeeded,
+        delta.failed,
+        delta.skipped,
+        delta.started
+    ])?;
+    tx.prepare_cached(
         "UPDATE executions SET status = CASE
             WHEN status = 'cancelled' THEN status
             WHEN succeeded + failed + skipped >= targeted THEN 'completed'
             WHEN started > 0 OR succeeded + failed + skipped > 0 THEN 'running'
             ELSE status END
          WHERE exec_id = ?1",
-        [exec_id],
-    )?;
+    )?
+    .execute([exec_id])?;
     Ok(())
 }

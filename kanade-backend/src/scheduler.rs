@@ -66,10 +66,7 @@ impl Scheduler {
         work: impl FnOnce(&crate::db::Db) -> Result<T, crate::db::DbError> + Send + 'static,
     ) -> Result<T, BackendError> {
         let db = self.backend.db().clone();
-        tokio::task::spawn_blocking(move || work(&db))
-            .await
-            .map_err(|e| BackendError::Invalid(e.to_string()))?
-            .map_err(BackendError::from)
+        self.backend.run_db(move || work(&db)).await
     }
 
     /// One pass over every schedule; returns the executions it started.

@@ -273,37 +273,24 @@ enum Step {
 }
 
 /// Trace and message counts, fed by a subscription to every subject and
-/// by the harness. Lines of one simulated millisecond are sorted before
-/// they are hashed: within an instant, the order in which the database's
-/// blocking threads hand results back is up to the OS, the set of events
-/// is not.
+/// by the harness. Everything runs on one thread in a fixed order (the
+/// backend's database calls run inline), so the lines come in the same
+/// order for the same plan.
 #[derive(Default)]
 struct Recorder {
     lines: Vec<String>,
     keep: bool,
     hasher: Sha256,
     messages: BTreeMap<String, u64>,
-    instant: u128,
-    pending: Vec<String>,
 }
 
 impl Recorder {
     fn line(&mut self, at: u128, line: String) {
-        if at != self.instant {
-            self.flush();
-            self.instant = at;
-        }
-        self.pending.push(format!("{at} {line}"));
-    }
-
-    fn flush(&mut self) {
-        self.pending.sort();
-        for line in self.pending.drain(..) {
-            self.hasher.update(line.as_bytes());
-            self.hasher.update(b"\n");
-            if self.keep {
-                self.lines.push(line);
-            }
+        let line = format!("{at} {line}");
+        self.hasher.update(line.as_bytes());
+        self.hasher.update(b"\n");
+        if self.keep {
+            self.lines.push(line);
         }
     }
 }
@@ -429,16 +416,16 @@ impl Fleet {
         let backend_injector = backend_faulty.injector();
         let ids = Arc::new(AtomicU64::new(0));
         let backend_clock = clock.clone();
-        let backend = Backend::open(
-            Arc::new(backend_faulty),
-            BackendSettings::new(root.join("backend.sqlite")),
-        )
-        .await
-        .map_err(|e| sim_err("backend")(&e))?
-        .with_clock(Arc::new(move || backend_clock.now()))
-        .with_ids(Arc::new(move || {
-            format!("sim-{:06}", ids.fetch_add(1, Ordering::SeqCst) + 1)
-        }));
+        let mut settings = BackendSettings::new(root.join("backend.sqlite"));
+        // One thread, no hand-offs: database calls in a fixed order.
+        settings.inline_database = true;
+        let backend = Backend::open(Arc::new(backend_faulty), settings)
+            .await
+            .map_err(|e| sim_err("backend")(&e))?
+            .with_clock(Arc::new(move || backend_clock.now()))
+            .with_ids(Arc::new(move || {
+                format!("sim-{:06}", ids.fetch_add(1, Ordering::SeqCst) + 1)
+            }));
 
         let mut job_rng = fastrand::Rng::with_seed(plan.seed);
         let kinds: Vec<JobKind> = match plan.workload {
@@ -756,9 +743,8 @@ impl Fleet {
             .map(|i| i.timed_events().len() as u64)
             .sum::<u64>();
         let _ = std::fs::remove_dir_all(&links.root);
-        let mut recorder =
+        let recorder =
             std::mem::take(&mut *self.recorder.lock().unwrap_or_else(|p| p.into_inner()));
-        recorder.flush();
         FleetOutcome {
             agents: self.plan.agents,
             seed: self.plan.seed,

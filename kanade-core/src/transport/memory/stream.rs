@@ -1,6 +1,6 @@
 //! One stream's stored messages and its retention limits.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -38,6 +38,9 @@ pub(super) struct StreamState {
     pub(super) retained: Retention<Stored>,
     last_sequence: u64,
     dedup: HashMap<String, (u64, Instant)>,
+    /// Dedup ids in arrival order, so expiry pops from the front instead of
+    /// scanning the whole window on every publish.
+    dedup_order: VecDeque<(Instant, String)>,
     pub(super) consumers: HashMap<String, Arc<Mutex<ConsumerState>>>,
 }
 
@@ -49,6 +52,7 @@ impl StreamShared {
                 retained: Retention::new(),
                 last_sequence: 0,
                 dedup: HashMap::new(),
+                dedup_order: VecDeque::new(),
                 consumers: HashMap::new(),
             }),
             changed: Notify::new(),
@@ -83,6 +87,7 @@ impl StreamState {
             },
         );
         if let (Some(id), Some(_)) = (message_id, self.config.duplicate_window) {
+            self.dedup_order.push_back((now, id.clone()));
             self.dedup.insert(id, (sequence, now));
         }
         self.retained.enforce(
@@ -104,8 +109,15 @@ impl StreamState {
                 .expire_oldest(|stored| now.saturating_duration_since(stored.at) > max_age);
         }
         if let Some(window) = self.config.duplicate_window {
-            self.dedup
-                .retain(|_, (_, at)| now.saturating_duration_since(*at) <= window);
+            while let Some((at, id)) = self.dedup_order.front() {
+                if now.saturating_duration_since(*at) <= window {
+                    break;
+                }
+                if self.dedup.get(id).is_some_and(|(_, stored)| stored == at) {
+                    self.dedup.remove(id);
+                }
+                self.dedup_order.pop_front();
+            }
         }
     }
 

@@ -600,3 +600,39 @@ async fn half_written_outbox_files_are_not_drained() {
         .join(".tmp-1-00000000000000000001-000000.json")
         .exists());
 }
+
+/// Found by the fleet simulation: a command that arrived just before a crash
+/// was admitted by a handler still in flight and started by the dead
+/// agent, while the restarted agent resumed it from the ledger — it ran
+/// twice. A halted (or stopped) agent now starts nothing; the restart runs
+/// it once.
+#[tokio::test(start_paused = true)]
+async fn a_command_arriving_as_the_agent_crashes_runs_once() {
+    let transport = memory();
+    let mut results = results(&transport).await;
+    let h = Harness::start(transport.clone()).await;
+    let crashed_runner = h.runner.clone();
+    // Published, then the crash before the agent's tasks get to run.
+    h.send("commands.all", &command("late-arrival", "exit=0"))
+        .await;
+    let state = h.crash().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        crashed_runner
+            .runs
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing runs on a crashed agent"
+    );
+    let again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!(
+        (result.request_id.as_str(), result.exit_code),
+        ("late-arrival", 0)
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

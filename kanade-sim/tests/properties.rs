@@ -113,7 +113,10 @@ fn the_same_seed_gives_the_same_trace() {
 /// command handler still in flight when the agent crashed started the
 /// command after the crash, while the restarted agent resumed it from the
 /// ledger — the same request ran twice. A stopped or halted agent now
-/// starts nothing (the ledger keeps the command for the next start). The
+/// starts nothing (the ledger keeps the command for the next start). It
+/// showed while the backend's database calls ran on blocking threads; the
+/// simulation now runs them inline (fixed order), so the focused agent test
+/// `a_command_arriving_as_the_agent_crashes_runs_once` pins it. The
 /// others found agent bugs in the first version of
 /// the simulation: a command delivered as the link dropped waited out a
 /// 60 s ack wait and was superseded (ack wait now 5 s); an agent restarted

@@ -204,3 +204,30 @@ fn regressions_found_by_the_simulation() {
         assert!(tally.delivered > AGENTS * COMMANDS / 2, "{tally:?}");
     }
 }
+
+/// The fleet-day workload of `sim_fleet`, small: the backend's scheduler
+/// fires the hourly job, random faults from the seed, every property holds.
+#[test]
+fn a_scheduled_fleet_day_keeps_every_property() {
+    for seed in [1, 2, 3] {
+        let hours = 3;
+        let faults = FaultSchedule::random(seed, 20, Duration::from_secs(hours * 3600), 30);
+        let outcome = simulate(FleetPlan::fleet_day(20, hours, seed, faults)).unwrap();
+        let (violations, tally) = outcome.check();
+        assert!(violations.is_empty(), "{}", outcome.report(&violations));
+        assert!(
+            outcome.executions.len() >= hours as usize,
+            "{:?}",
+            outcome.executions.len()
+        );
+        assert!(
+            tally.delivered >= 20 * hours as usize - tally.superseded,
+            "{tally:?}"
+        );
+        println!(
+            "seed {seed}: {tally:?}, {} events, trace {}",
+            outcome.events(),
+            outcome.trace_hash
+        );
+    }
+}

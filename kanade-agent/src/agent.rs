@@ -237,7 +237,10 @@ impl AgentBuilder {
                 .collect(),
             interactive_sessions: settings.interactive_sessions,
         };
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = settings
+            .default_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
         let rng = match settings.jitter_seed {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),

@@ -77,14 +77,15 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
 
 /// Runs an admitted command in the background, counted as in flight.
 pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
+    let mut executions = inner.executions.lock().unwrap_or_else(|p| p.into_inner());
     // A message handler still in flight when the agent stopped (or halted)
     // must not start work behind its back: the ledger keeps the command
-    // pending and the next start resumes it.
+    // pending and the next start resumes it. Checked under the lock that
+    // halting takes, so no spawn slips in after the abort.
     if inner.closed.load(std::sync::atomic::Ordering::SeqCst) {
         return;
     }
     let guard = crate::agent::InFlight::enter(&inner);
-    let mut executions = inner.executions.lock().unwrap_or_else(|p| p.into_inner());
     while executions.try_join_next().is_some() {}
     let task_inner = inner.clone();
     executions.spawn(async move {

@@ -28,6 +28,9 @@ pub struct AgentSettings {
     pub agent_version: String,
     /// Publish hardware inventory at start and daily.
     pub inventory: bool,
+    /// Commands run at once while `agent_config` sets no limit (`None`: the
+    /// CPU count). Simulations pin it so results do not depend on the host.
+    pub default_concurrency: Option<usize>,
 }
 
 impl AgentSettings {
@@ -43,6 +46,7 @@ impl AgentSettings {
             interactive_sessions: false,
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             inventory: true,
+            default_concurrency: None,
         }
     }
 }

@@ -714,6 +714,15 @@ async fn project_started(backend: Backend) {
     }
 }
 
+/// Aborts a helper task when its owner ends (or is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Most heartbeats stored in one transaction.
 const HEARTBEAT_BATCH: usize = 1000;
 
@@ -725,7 +734,18 @@ async fn project_heartbeats(backend: Backend) {
             return;
         }
     };
-    while let Some(message) = heartbeats.next().await {
+    // A reader task awaits every `next()` to completion (a subscription's
+    // `next` need not be cancel-safe) and queues the messages, so the
+    // projector can take what has already arrived without waiting.
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel();
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = heartbeats.next().await {
+            if queue.send(message).is_err() {
+                break;
+            }
+        }
+    }));
+    while let Some(message) = queued.recv().await {
         // Whatever else has already arrived goes into the same transaction.
         let mut batch = Vec::new();
         let mut next = Some(message);
@@ -734,10 +754,7 @@ async fn project_heartbeats(backend: Backend) {
                 batch.push(heartbeat);
             }
             if batch.len() < HEARTBEAT_BATCH {
-                next = tokio::time::timeout(Duration::ZERO, heartbeats.next())
-                    .await
-                    .ok()
-                    .flatten();
+                next = queued.try_recv().ok();
             }
         }
         if batch.is_empty() {

@@ -216,6 +216,9 @@ pub fn sim_epoch() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
+/// Commands each simulated agent runs at once.
+pub const SIM_CONCURRENCY: usize = 4;
+
 /// How long after the faults end the fleet gets to settle (outbox
 /// backoff, consumer redeliveries, the reaper's grace).
 pub const DRAIN: Duration = Duration::from_secs(600);
@@ -244,6 +247,8 @@ fn start_agent(
     settings.inventory = false;
     settings.replay = true;
     settings.jitter_seed = Some(shared.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
+    // Not the host's CPU count: the same plan behaves the same anywhere.
+    settings.default_concurrency = Some(SIM_CONCURRENCY);
     let agent = Agent::builder(settings, transport)
         .runner(shared.runner.for_agent(&pc))
         .clock(shared.clock.clone())
@@ -417,6 +422,10 @@ impl Fleet {
         let ids = Arc::new(AtomicU64::new(0));
         let backend_clock = clock.clone();
         let mut settings = BackendSettings::new(root.join("backend.sqlite"));
+        if let Workload::FleetDay { heartbeat, .. } = plan.workload {
+            // Online means a heartbeat within three intervals.
+            settings.online_window = settings.online_window.max(heartbeat * 3);
+        }
         // One thread, no hand-offs: database calls in a fixed order.
         settings.inline_database = true;
         let backend = Backend::open(Arc::new(backend_faulty), settings)

@@ -33,13 +33,27 @@ pub struct Exposure {
 }
 
 impl Exposure {
-    /// Whether anything could have made the agent miss a command that was
-    /// the newest on its subject from `from` to `until` (both included: a
-    /// command superseded at the instant it went out is only as safe as
-    /// the deliveries of that instant).
-    pub fn touches(&self, from: Duration, until: Duration) -> bool {
-        self.offline.iter().any(|(a, b)| *a <= until && *b >= from)
-            || self.instants.iter().any(|t| *t >= from && *t <= until)
+    /// Whether the agent may have missed a command that was the newest on
+    /// its subject from `fired` to `superseded`: it was cut off (offline, a
+    /// dropped delivery, a crash) in that window and could not have caught
+    /// up — the replay consumer redelivers within `catch_up` of the link
+    /// coming back — before the newer command replaced it. Both ends are
+    /// included: a command superseded at the instant it went out is only as
+    /// safe as the deliveries of that instant.
+    pub fn may_have_missed(
+        &self,
+        fired: Duration,
+        superseded: Duration,
+        catch_up: Duration,
+    ) -> bool {
+        let too_late = |back: Duration| back.saturating_add(catch_up) >= superseded;
+        self.offline
+            .iter()
+            .any(|(a, b)| *a <= superseded && *b >= fired && too_late(*b))
+            || self
+                .instants
+                .iter()
+                .any(|t| *t >= fired && *t <= superseded && too_late(*t))
     }
 }
 
@@ -193,10 +207,13 @@ impl FleetOutcome {
                 )),
                 [_] => tally.delivered += 1,
                 [] => {
+                    let catch_up = kanade_agent::REPLAY_ACK_WAIT
+                        + Duration::from_secs(2)
+                        + self.schedule.network.max_delay;
                     let excused = superseded_at.is_some_and(|until| {
                         self.exposures
                             .get(agent)
-                            .is_some_and(|e| e.touches(fired_at, until))
+                            .is_some_and(|e| e.may_have_missed(fired_at, until, catch_up))
                     });
                     if excused {
                         tally.superseded += 1;

@@ -60,7 +60,9 @@ impl Fault {
     /// When the fault is over.
     pub fn ends(&self) -> Duration {
         match self {
-            Fault::Partition { at, for_, .. } | Fault::BrokerRestart { at, for_ } => *at + *for_,
+            Fault::Partition { at, for_, .. } | Fault::BrokerRestart { at, for_ } => {
+                at.saturating_add(*for_)
+            }
             Fault::CrashRestart { at, .. } => *at,
         }
     }

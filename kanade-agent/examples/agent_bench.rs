@@ -36,11 +36,7 @@ fn command(request: &str) -> Bytes {
 }
 
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    kanade_agent::process_status_kib(&pid.to_string(), "VmRSS")
 }
 
 async fn wait_results(results: &mut Subscription, count: usize) -> Result<(), Error> {

@@ -564,16 +564,7 @@ fn process_facts() -> ProcessFacts {
 
 /// This process's resident memory (Linux), for heartbeats.
 fn own_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
+    crate::presence::process_status_kib("self", "VmRSS").map(|kib| kib * 1024)
 }
 
 async fn publish_heartbeat(inner: &Inner, subject: &str) {

@@ -507,17 +507,10 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
         match next_attempt(command.retry.as_ref(), attempts, outcome) {
             RetryDecision::Finish => break output,
             RetryDecision::RetryAfter(pause) => {
-                let killed = async {
-                    while !*kill.borrow_and_update() {
-                        if kill.changed().await.is_err() {
-                            std::future::pending::<()>().await;
-                        }
-                    }
-                };
                 tokio::select! {
                     biased;
                     _ = tokio::time::sleep(pause) => {}
-                    _ = killed => {
+                    _ = crate::runner::kill_requested(&mut kill) => {
                         let mut output = output;
                         output.end = RunEnd::Killed;
                         output.stderr.extend_from_slice(b"\nkanade: killed during retry backoff; no further attempts\n");

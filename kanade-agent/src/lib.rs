@@ -40,10 +40,10 @@ pub use clock::{Clock, SystemClock, TokioClock};
 pub use ledger::{Admission, Ledger, Stage};
 pub use limiter::Limiter;
 pub use outbox::{Outbox, OutboxEntry};
-pub use presence::{collect_hw_inventory, parse_emitted_events};
+pub use presence::{collect_hw_inventory, parse_emitted_events, process_status_kib};
 pub use runner::{
-    command_line, find_on_path, CappedCapture, KillSignal, ProcessRunner, RunEnd, RunOutput,
-    RunSpec, ScriptRunner,
+    command_line, find_on_path, kill_requested, CappedCapture, KillSignal, ProcessRunner, RunEnd,
+    RunOutput, RunSpec, ScriptRunner,
 };
 pub use settings::{AgentSettings, FileConfig};
 

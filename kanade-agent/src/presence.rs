@@ -85,6 +85,25 @@ pub fn parse_emitted_events(
     (events, bad)
 }
 
+/// A `kB` field of `/proc/<pid>/status` (Linux; `pid` may be `self`), e.g.
+/// `VmRSS` (resident memory) or `VmHWM` (its peak), in KiB.
+///
+/// ```
+/// let rss = kanade_agent::process_status_kib("self", "VmRSS");
+/// assert!(cfg!(not(target_os = "linux")) || rss.is_some_and(|kib| kib > 0));
+/// ```
+pub fn process_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

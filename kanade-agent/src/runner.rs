@@ -64,6 +64,16 @@ pub struct RunOutput {
 /// A kill switch: set to `true` to kill the run.
 pub type KillSignal = watch::Receiver<bool>;
 
+/// Returns once `kill` is set; never if its sender goes away unset.
+/// For runners (and retry waits) to race against their work.
+pub async fn kill_requested(kill: &mut KillSignal) {
+    while !*kill.borrow_and_update() {
+        if kill.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Runs scripts. The real implementation spawns processes; simulations and
 /// tests provide their own.
 #[async_trait]

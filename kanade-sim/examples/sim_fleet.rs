@@ -32,19 +32,6 @@ struct Args {
     heartbeat: humantime::Duration,
 }
 
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
-}
-
 fn main() {
     let args = Args::parse();
     let horizon = Duration::from_secs(args.hours * 3600);
@@ -84,8 +71,8 @@ fn main() {
     println!("  script runs        {}", outcome.invocations.len());
     println!("  injected faults    {}", outcome.fault_events);
     println!("executions         {}", outcome.executions.len());
-    if let Some(mib) = peak_rss_mib() {
-        println!("peak RSS           {mib:.0} MiB");
+    if let Some(kib) = kanade_agent::process_status_kib("self", "VmHWM") {
+        println!("peak RSS           {:.0} MiB", kib as f64 / 1024.0);
     }
     println!("trace hash         {}", outcome.trace_hash);
     let (violations, tally) = outcome.check();

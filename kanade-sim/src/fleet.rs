@@ -205,8 +205,8 @@ impl FleetPlan {
 #[error("simulation: {0}")]
 pub struct SimError(pub String);
 
-fn sim_err(context: &str) -> impl Fn(&dyn std::fmt::Display) -> SimError + '_ {
-    move |e| SimError(format!("{context}: {e}"))
+fn sim_err(context: &str, error: impl std::fmt::Display) -> SimError {
+    SimError(format!("{context}: {error}"))
 }
 
 /// The simulated wall clock starts here.
@@ -242,7 +242,7 @@ fn start_agent(
     shared: &Shared,
 ) -> Result<SimAgent, SimError> {
     let pc = pc_name(index);
-    let token = SubjectToken::pc(pc.clone()).map_err(|e| sim_err("pc id")(&e))?;
+    let token = SubjectToken::pc(pc.clone()).map_err(|e| sim_err("pc id", e))?;
     let mut settings = AgentSettings::new(token, state);
     settings.inventory = false;
     settings.replay = true;
@@ -253,7 +253,7 @@ fn start_agent(
         .runner(shared.runner.for_agent(&pc))
         .clock(shared.clock.clone())
         .build()
-        .map_err(|e| sim_err("agent")(&e))?;
+        .map_err(|e| sim_err("agent", e))?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let running = agent.clone();
     let task = tokio::spawn(async move {
@@ -381,7 +381,7 @@ impl Fleet {
                 RUNS.fetch_add(1, Ordering::SeqCst)
             ));
         let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).map_err(|e| sim_err("state root")(&e))?;
+        std::fs::create_dir_all(&root).map_err(|e| sim_err("state root", e))?;
         let origin = tokio::time::Instant::now();
         let clock: Arc<dyn Clock> = Arc::new(TokioClock::starting_at(sim_epoch()));
         let memory = MemoryTransport::new();
@@ -393,7 +393,7 @@ impl Fleet {
             .messages()
             .subscribe(">")
             .await
-            .map_err(|e| sim_err("recorder")(&e))?;
+            .map_err(|e| sim_err("recorder", e))?;
         {
             let recorder = recorder.clone();
             tokio::spawn(async move {
@@ -402,13 +402,17 @@ impl Fleet {
                     let kind = message.subject.split('.').next().unwrap_or("").to_owned();
                     let mut recorder = recorder.lock().unwrap_or_else(|p| p.into_inner());
                     *recorder.messages.entry(kind).or_default() += 1;
-                    let detail = match serde_json_result(&message.payload) {
-                        Some(r) if message.subject.starts_with("results.") => format!(
+                    let result = message
+                        .subject
+                        .starts_with("results.")
+                        .then(|| serde_json::from_slice::<ExecResult>(&message.payload).ok())
+                        .flatten();
+                    let detail = result.map_or_else(String::new, |r| {
+                        format!(
                             " {} {} exit {} skipped {} attempts {}",
                             r.request_id, r.pc_id, r.exit_code, r.skipped, r.attempts
-                        ),
-                        _ => String::new(),
-                    };
+                        )
+                    });
                     recorder.line(at, format!("{}{detail}", message.subject));
                 }
             });
@@ -430,7 +434,7 @@ impl Fleet {
         settings.inline_database = true;
         let backend = Backend::open(Arc::new(backend_faulty), settings)
             .await
-            .map_err(|e| sim_err("backend")(&e))?
+            .map_err(|e| sim_err("backend", e))?
             .with_clock(Arc::new(move || backend_clock.now()))
             .with_ids(Arc::new(move || {
                 format!("sim-{:06}", ids.fetch_add(1, Ordering::SeqCst) + 1)
@@ -450,7 +454,7 @@ impl Fleet {
             backend
                 .apply_job(&yaml, &BTreeMap::new())
                 .await
-                .map_err(|e| sim_err("job")(&e))?;
+                .map_err(|e| sim_err("job", e))?;
         }
         if let Workload::FleetDay { heartbeat, hours } = plan.workload {
             let config = format!(
@@ -460,10 +464,10 @@ impl Fleet {
             memory
                 .key_value(KvConfig::new(BUCKET_AGENT_CONFIG))
                 .await
-                .map_err(|e| sim_err("agent_config")(&e))?
+                .map_err(|e| sim_err("agent_config", e))?
                 .put(KEY_AGENT_CONFIG_GLOBAL, config.into())
                 .await
-                .map_err(|e| sim_err("agent_config")(&e))?;
+                .map_err(|e| sim_err("agent_config", e))?;
             let schedule = format!(
                 "id: hourly\njob_id: {}\nwhen:\n  per_target:\n    every: 1h\ntarget:\n  all: true\njitter: {}s\n",
                 JobKind::Hourly.job_id(),
@@ -472,7 +476,7 @@ impl Fleet {
             backend
                 .apply_schedule(&schedule)
                 .await
-                .map_err(|e| sim_err("schedule")(&e))?;
+                .map_err(|e| sim_err("schedule", e))?;
             let scheduler =
                 Scheduler::with_clock(backend.clone(), backend.clock(), Duration::from_secs(10));
             let until = origin + Duration::from_secs(hours * 3600);
@@ -592,9 +596,7 @@ impl Fleet {
     }
 
     async fn run_workload(&mut self, steps: Vec<(Duration, Step)>) {
-        if let Some(kv) = self.revoke_up_front().await {
-            self.trace(kv);
-        }
+        self.revoke_up_front().await;
         let mut fired: BTreeMap<usize, String> = BTreeMap::new();
         for (at, step) in steps {
             tokio::time::sleep_until(self.origin + at).await;
@@ -630,13 +632,14 @@ impl Fleet {
         }
     }
 
-    async fn revoke_up_front(&mut self) -> Option<String> {
+    async fn revoke_up_front(&mut self) {
         if !matches!(self.plan.workload, Workload::Commands { .. }) {
-            return None;
+            return;
         }
         let job = JobKind::Revoked.job_id();
-        self.operate(|b| async move { b.revoke(job).await }).await;
-        Some(format!("revoked {job}"))
+        if self.operate(|b| async move { b.revoke(job).await }).await {
+            self.trace(format!("revoked {job}"));
+        }
     }
 
     fn note(&mut self, exec_id: Option<&String>, what: &'static str) {
@@ -859,10 +862,6 @@ impl Links {
     }
 }
 
-fn serde_json_result(payload: &[u8]) -> Option<ExecResult> {
-    serde_json::from_slice(payload).ok()
-}
-
 /// When an agent could have missed a command: disconnected intervals,
 /// dropped command deliveries, crashes.
 fn exposure(
@@ -901,6 +900,6 @@ pub fn simulate(plan: FleetPlan) -> Result<FleetOutcome, SimError> {
         .enable_all()
         .start_paused(true)
         .build()
-        .map_err(|e| sim_err("runtime")(&e))?
+        .map_err(|e| sim_err("runtime", e))?
         .block_on(Fleet::run(plan))
 }

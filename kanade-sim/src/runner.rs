@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kanade_agent::scripted::script_field;
-use kanade_agent::{Clock, KillSignal, RunEnd, RunOutput, RunSpec, ScriptRunner};
+use kanade_agent::{kill_requested, Clock, KillSignal, RunEnd, RunOutput, RunSpec, ScriptRunner};
 use kanade_core::wire::Shell;
 
 /// One call of the runner.
@@ -92,16 +92,9 @@ impl ScriptRunner for AgentRunner {
         };
         let started_at = self.shared.clock.now();
         let sleep = Duration::from_secs(script_field(&spec.script, "sleep").unwrap_or(0));
-        let killed = async {
-            while !*kill.borrow_and_update() {
-                if kill.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
         let end = tokio::select! {
             biased;
-            _ = killed => RunEnd::Killed,
+            _ = kill_requested(&mut kill) => RunEnd::Killed,
             _ = tokio::time::sleep(spec.timeout) => RunEnd::TimedOut,
             _ = tokio::time::sleep(sleep) => {
                 RunEnd::Exited(script_field(&spec.script, "exit").unwrap_or(0) as i32)

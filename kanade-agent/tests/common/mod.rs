@@ -37,17 +37,10 @@ impl ScriptRunner for FakeRunner {
         let run = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
         let started_at = Utc::now();
         let sleep = Duration::from_secs(field(&spec.script, "sleep").unwrap_or(0));
-        let killed = async {
-            while !*kill.borrow_and_update() {
-                if kill.changed().await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            }
-        };
         let end = tokio::select! {
             _ = tokio::time::sleep(sleep) => None,
             _ = tokio::time::sleep(spec.timeout) => Some(RunEnd::TimedOut),
-            _ = killed => Some(RunEnd::Killed),
+            _ = kanade_agent::kill_requested(&mut kill) => Some(RunEnd::Killed),
         };
         let end = end.unwrap_or_else(|| {
             let fail_first = field(&spec.script, "fail_first").unwrap_or(0);

@@ -7,10 +7,8 @@ use std::sync::Arc;
 use clap::{Parser, ValueEnum};
 use kanade_agent::{Agent, AgentSettings, FileConfig};
 use kanade_core::names::SubjectToken;
-use kanade_core::transport::file::FileTransport;
-use kanade_core::transport::memory::MemoryTransport;
 use kanade_core::transport::Transport;
-use kanade_transport_nats::{ConnectionState, NatsOptions, NatsTransport};
+use kanade_transport_nats::ConnectionState;
 use tokio::sync::watch;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -70,33 +68,23 @@ fn init_logging(args: &Args) {
 async fn open_transport(
     spec: &str,
 ) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
-    if spec == "memory" {
-        return Ok((Arc::new(MemoryTransport::new()), None));
-    }
-    if let Some(dir) = spec.strip_prefix("file:") {
-        let transport = FileTransport::open(dir).map_err(|e| e.to_string())?;
-        return Ok((Arc::new(transport), None));
-    }
-    if spec.starts_with("nats://") || spec.starts_with("tls://") {
-        let mut options = NatsOptions::new("");
-        options.servers = spec.split(',').map(|s| s.trim().to_owned()).collect();
+    let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-agent".into());
         options.retry_on_initial_connect = true;
-        let transport = NatsTransport::connect(options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut state = transport.connection_state();
-        let (tx, rx) = watch::channel(*state.borrow() == ConnectionState::Connected);
-        tokio::spawn(async move {
-            while state.changed().await.is_ok() {
-                let _ = tx.send(*state.borrow() == ConnectionState::Connected);
-            }
-        });
-        return Ok((Arc::new(transport), Some(rx)));
-    }
-    Err(format!(
-        "unknown transport {spec:?}: use memory, file:<dir> or nats://host:port"
-    ))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let Some(nats) = opened.nats else {
+        return Ok((opened.transport, None));
+    };
+    let mut state = nats.connection_state();
+    let (tx, rx) = watch::channel(*state.borrow() == ConnectionState::Connected);
+    tokio::spawn(async move {
+        while state.changed().await.is_ok() {
+            let _ = tx.send(*state.borrow() == ConnectionState::Connected);
+        }
+    });
+    Ok((opened.transport, Some(rx)))
 }
 
 async fn shutdown_signal() {

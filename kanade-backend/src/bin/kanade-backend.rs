@@ -7,10 +7,8 @@ use std::sync::Arc;
 
 use clap::Parser;
 use kanade_backend::{http, Backend, BackendSettings};
-use kanade_core::transport::file::FileTransport;
-use kanade_core::transport::memory::MemoryTransport;
 use kanade_core::transport::Transport;
-use kanade_transport_nats::{provision::provision, NatsOptions, NatsTransport};
+use kanade_transport_nats::provision::provision;
 
 /// Runs the kanade backend.
 #[derive(Debug, Parser)]
@@ -31,28 +29,16 @@ struct Args {
 }
 
 async fn open_transport(spec: &str) -> Result<Arc<dyn Transport>, String> {
-    if spec == "memory" {
-        return Ok(Arc::new(MemoryTransport::new()));
-    }
-    if let Some(dir) = spec.strip_prefix("file:") {
-        return Ok(Arc::new(
-            FileTransport::open(dir).map_err(|e| e.to_string())?,
-        ));
-    }
-    if spec.starts_with("nats://") || spec.starts_with("tls://") {
-        let mut options = NatsOptions::new("");
-        options.servers = spec.split(',').map(|s| s.trim().to_owned()).collect();
+    let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-backend".into());
-        let transport = NatsTransport::connect(options)
-            .await
-            .map_err(|e| e.to_string())?;
-        let report = provision(&transport).await.map_err(|e| e.to_string())?;
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Some(nats) = &opened.nats {
+        let report = provision(nats).await.map_err(|e| e.to_string())?;
         tracing::info!(created = ?report.created, updated = ?report.updated, "provisioned");
-        return Ok(Arc::new(transport));
     }
-    Err(format!(
-        "unknown transport {spec:?}: use memory, file:<dir> or nats://host:port"
-    ))
+    Ok(opened.transport)
 }
 
 async fn run(args: Args) -> Result<(), String> {

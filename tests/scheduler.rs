@@ -8,11 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kanade_backend::manifest::Target;
-use kanade_backend::{Backend, BackendSettings, Scheduler};
-use kanade_core::transport::memory::MemoryTransport;
-use kanade_core::transport::{Subscription, Transport};
-use kanade_core::wire::{Command, Heartbeat};
+use kanade::backend::manifest::Target;
+use kanade::backend::{Backend, BackendSettings, Scheduler};
+use kanade::core::transport::memory::MemoryTransport;
+use kanade::core::transport::{Subscription, Transport};
+use kanade::core::wire::{Command, Heartbeat};
 
 struct Setup {
     transport: Arc<dyn Transport>,
@@ -90,7 +90,7 @@ impl Setup {
     /// Stores a result for `pc` in the newest execution.
     fn complete(&self, pc: &str) {
         let exec_id = self.backend.db().executions().unwrap()[0].exec_id.clone();
-        let result: kanade_core::wire::ExecResult = serde_json::from_value(serde_json::json!({
+        let result: kanade::core::wire::ExecResult = serde_json::from_value(serde_json::json!({
             "result_id": format!("{exec_id}-{pc}"), "request_id": "r", "exec_id": exec_id, "pc_id": pc,
             "exit_code": 0, "skipped": false, "stdout": "", "stderr": "",
             "started_at": "2026-06-01T09:00:00Z", "finished_at": "2026-06-01T09:00:01Z",
@@ -320,7 +320,7 @@ async fn in_flight_pcs_are_not_fired_again_and_max_concurrent_caps_a_round() {
     // One result comes in: that pc is free and due, and there is room again.
     let exec_id = s.backend.db().executions().unwrap()[0].exec_id.clone();
     let done_pc = first[0].trim_start_matches("commands.pc.").to_owned();
-    let result: kanade_core::wire::ExecResult = serde_json::from_value(serde_json::json!({
+    let result: kanade::core::wire::ExecResult = serde_json::from_value(serde_json::json!({
         "result_id": format!("r-{done_pc}"), "request_id": "r", "exec_id": exec_id, "pc_id": done_pc,
         "exit_code": 0, "skipped": false, "stdout": "", "stderr": "",
         "started_at": "2026-06-01T09:00:00Z", "finished_at": "2026-06-01T09:00:01Z",
@@ -341,7 +341,7 @@ async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
     s.online(&["pc-1", "pc-2"]);
     let groups = s
         .transport
-        .key_value(kanade_core::transport::KvConfig::new("agent_groups"))
+        .key_value(kanade::core::transport::KvConfig::new("agent_groups"))
         .await
         .unwrap();
     groups
@@ -390,12 +390,12 @@ async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
 async fn a_command_received_after_its_starting_deadline_is_skipped_with_125() {
     let s = setup().await;
     let state = tempfile::tempdir().unwrap();
-    let mut settings = kanade_agent::AgentSettings::new(
-        kanade_core::names::SubjectToken::pc("late-pc").unwrap(),
+    let mut settings = kanade::agent::AgentSettings::new(
+        kanade::core::names::SubjectToken::pc("late-pc").unwrap(),
         state.path(),
     );
     settings.inventory = false;
-    let agent = kanade_agent::Agent::builder(settings, s.transport.clone())
+    let agent = kanade::agent::Agent::builder(settings, s.transport.clone())
         .build()
         .unwrap();
     let running = tokio::spawn(agent.run(std::future::pending()));
@@ -410,7 +410,7 @@ async fn a_command_received_after_its_starting_deadline_is_skipped_with_125() {
         .await
         .unwrap()
         .unwrap();
-    let result: kanade_core::wire::ExecResult = serde_json::from_slice(&message.payload).unwrap();
+    let result: kanade::core::wire::ExecResult = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(
         (result.pc_id.as_str(), result.exit_code, result.skipped),
         ("late-pc", 125, true)

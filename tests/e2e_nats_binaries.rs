@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kanade_transport_nats::test_server::NatsServer;
+use kanade::nats::test_server::NatsServer;
+
+mod common;
+use common::workspace_binary;
 
 struct KillOnDrop(Child);
 
@@ -16,16 +19,6 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-fn agent_binary() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_BIN_EXE_kanade")).with_file_name("kanade-agent");
-    assert!(
-        path.exists(),
-        "{} is missing: build the workspace first (`cargo build --workspace`; scripts/test does)",
-        path.display()
-    );
-    path
 }
 
 fn free_port() -> u16 {
@@ -37,7 +30,7 @@ fn free_port() -> u16 {
 }
 
 fn kanade(server: &str, args: &[&str]) -> (bool, String, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kanade"))
+    let output = Command::new(workspace_binary("kanade"))
         .arg("--server")
         .arg(server)
         .args(args)
@@ -68,7 +61,7 @@ fn the_cli_drives_backend_and_agent_binaries_over_nats() {
     let api = format!("127.0.0.1:{}", free_port());
     let server = format!("http://{api}");
     let _backend = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_kanade-backend"))
+        Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", &nats.url(), "--listen", &api])
             .arg("--db")
             .arg(dir.path().join("backend.db"))
@@ -78,7 +71,7 @@ fn the_cli_drives_backend_and_agent_binaries_over_nats() {
     );
     wait_until("the backend API", || kanade(&server, &["agents"]).0);
     let _agent = KillOnDrop(
-        Command::new(agent_binary())
+        Command::new(workspace_binary("kanade-agent"))
             .args(["--transport", &nats.url(), "--pc-id", "nats-pc-1"])
             .arg("--state-dir")
             .arg(dir.path().join("agent"))

@@ -9,12 +9,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kanade_agent::{Agent, AgentSettings};
-use kanade_backend::manifest::Target;
-use kanade_backend::{Backend, BackendSettings};
-use kanade_core::names::SubjectToken;
-use kanade_core::transport::memory::{MemorySettings, MemoryTransport};
-use kanade_core::transport::Transport;
+use kanade::agent::{Agent, AgentSettings};
+use kanade::backend::manifest::Target;
+use kanade::backend::{Backend, BackendSettings};
+use kanade::core::names::SubjectToken;
+use kanade::core::transport::memory::{MemorySettings, MemoryTransport};
+use kanade::core::transport::Transport;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

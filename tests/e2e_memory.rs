@@ -7,14 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kanade_agent::{Agent, AgentSettings};
-use kanade_backend::db::ExecutionRow;
-use kanade_backend::manifest::Target;
-use kanade_backend::{Backend, BackendSettings};
-use kanade_core::names::SubjectToken;
-use kanade_core::transport::memory::MemoryTransport;
-use kanade_core::transport::{Headers, Transport};
-use kanade_core::wire::{EventStarted, ExecResult};
+use kanade::agent::{Agent, AgentSettings};
+use kanade::backend::db::ExecutionRow;
+use kanade::backend::manifest::Target;
+use kanade::backend::{Backend, BackendSettings};
+use kanade::core::names::SubjectToken;
+use kanade::core::transport::memory::MemoryTransport;
+use kanade::core::transport::{Headers, Transport};
+use kanade::core::wire::{EventStarted, ExecResult};
 
 struct Fleet {
     transport: Arc<dyn Transport>,

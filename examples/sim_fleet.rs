@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use kanade_sim::{simulate, FaultSchedule, FleetPlan};
+use kanade::sim::{simulate, FaultSchedule, FleetPlan};
 
 /// Simulate a scheduled fleet-day.
 #[derive(Parser)]
@@ -46,7 +46,7 @@ fn main() {
         args.heartbeat
     );
     let mut plan = FleetPlan::fleet_day(args.agents, args.hours, args.seed, faults);
-    if let kanade_sim::Workload::FleetDay { heartbeat, .. } = &mut plan.workload {
+    if let kanade::sim::Workload::FleetDay { heartbeat, .. } = &mut plan.workload {
         *heartbeat = args.heartbeat.into();
     }
     let outcome = match simulate(plan) {
@@ -71,7 +71,7 @@ fn main() {
     println!("  script runs        {}", outcome.invocations.len());
     println!("  injected faults    {}", outcome.fault_events);
     println!("executions         {}", outcome.executions.len());
-    if let Some(kib) = kanade_agent::process_status_kib("self", "VmHWM") {
+    if let Some(kib) = kanade::agent::process_status_kib("self", "VmHWM") {
         println!("peak RSS           {:.0} MiB", kib as f64 / 1024.0);
     }
     println!("trace hash         {}", outcome.trace_hash);

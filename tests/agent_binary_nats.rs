@@ -7,11 +7,14 @@ use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kanade_core::transport::{Headers, Transport};
-use kanade_core::wire::{Command, EventStarted, ExecResult};
-use kanade_transport_nats::provision::provision;
-use kanade_transport_nats::test_server::NatsServer;
-use kanade_transport_nats::{NatsOptions, NatsTransport};
+use kanade::core::transport::{Headers, Transport};
+use kanade::core::wire::{Command, EventStarted, ExecResult};
+use kanade::nats::provision::provision;
+use kanade::nats::test_server::NatsServer;
+
+mod common;
+use common::workspace_binary;
+use kanade::nats::{NatsOptions, NatsTransport};
 
 struct KillOnDrop(std::process::Child);
 
@@ -35,7 +38,7 @@ async fn echo_hi_round_trip_through_the_binary() {
 
     let state = tempfile::tempdir().unwrap();
     let _agent = KillOnDrop(
-        Process::new(env!("CARGO_BIN_EXE_kanade-agent"))
+        Process::new(workspace_binary("kanade-agent"))
             .args(["--transport", &server.url(), "--pc-id", "e2e-pc", "-v"])
             .arg("--state-dir")
             .arg(state.path())

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use kanade_sim::{schedule_strategy, simulate, Fault, FaultSchedule, FleetPlan, NetworkRates};
+use kanade::sim::{schedule_strategy, simulate, Fault, FaultSchedule, FleetPlan, NetworkRates};
 use proptest::prelude::*;
 
 const AGENTS: usize = 4;
@@ -23,7 +23,7 @@ fn cases() -> u32 {
         .unwrap_or(256)
 }
 
-fn run(seed: u64, schedule: &FaultSchedule) -> kanade_sim::FleetOutcome {
+fn run(seed: u64, schedule: &FaultSchedule) -> kanade::sim::FleetOutcome {
     simulate(FleetPlan::commands(
         AGENTS,
         COMMANDS,

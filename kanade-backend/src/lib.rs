@@ -23,6 +23,7 @@ pub mod http;
 pub mod manifest;
 pub mod schedule;
 pub mod scheduler;
+pub mod when;
 
 pub use backend::{Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn};
 pub use scheduler::Scheduler;

@@ -9,6 +9,8 @@ use kanade_core::policy::script::MAX_SCRIPT_BYTES;
 use kanade_core::wire::{CheckHint, EmitConfig, RunAs, Shell, Staleness};
 use serde::{Deserialize, Serialize};
 
+pub use crate::when::When;
+
 /// One problem in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ManifestError {
@@ -113,40 +115,6 @@ pub struct Target {
     /// These pcs.
     #[serde(default)]
     pub pcs: Vec<String>,
-}
-
-/// `when:` of a schedule (fired by the scheduler; stored and validated
-/// here). Exactly one form is set.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct When {
-    /// Per pc: `once`, `once_per_version` or `{every: 1h}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_pc: Option<serde_json::Value>,
-    /// Per target: `once` or `{every: 1h}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_target: Option<serde_json::Value>,
-    /// `{at: "09:00" | "2026-06-10 09:00", days: [mon-fri, tue#2, friL]}`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calendar: Option<serde_json::Value>,
-    /// Agent-side triggers (`[startup, …]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on: Option<Vec<String>>,
-}
-
-impl When {
-    /// How many forms are set (valid: exactly one).
-    pub fn forms(&self) -> usize {
-        [
-            self.per_pc.is_some(),
-            self.per_target.is_some(),
-            self.calendar.is_some(),
-            self.on.is_some(),
-        ]
-        .iter()
-        .filter(|set| **set)
-        .count()
-    }
 }
 
 /// One rollout wave.
@@ -449,8 +417,8 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, ManifestErrors> {
         text,
         errors: Vec::new(),
     };
-    if let Err(why) = crate::schedule::lower(&schedule.when) {
-        p.add(&["when"], why);
+    if let Err(why) = crate::when::lower(&schedule.when) {
+        p.add(&["when"], why.to_string());
     }
     if let Some(active) = &schedule.active {
         if let (Some(from), Some(until)) = (&active.from, &active.until) {

@@ -1,190 +1,14 @@
-//! Scheduling decisions, all pure: `when` forms lowered to plans (calendar
-//! forms to cron expressions), the schedule-level gates (enabled, freeze,
-//! active window, skip dates, time window), whether a plan is due, and a
-//! preview of the next fire times. The I/O lives in [`crate::scheduler`].
+//! Scheduling decisions, all pure: the schedule-level gates (enabled,
+//! freeze, active window, skip dates, time window), whether a plan is due,
+//! and a preview of the next fire times. Lowering `when` forms to plans
+//! (calendar forms to cron expressions) lives in [`crate::when`] and is
+//! re-exported here; the I/O lives in [`crate::scheduler`].
 
-use std::time::Duration;
-
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
 use croner::Cron;
-use serde_json::Value;
 
-use crate::manifest::{Schedule, When};
-
-/// How often a per-pc or per-target schedule repeats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Repeat {
-    /// Once, ever.
-    Once,
-    /// Once for each job version.
-    OncePerVersion,
-    /// Again after this long.
-    Every(Duration),
-}
-
-/// A lowered `when`.
-#[derive(Debug, Clone)]
-pub enum Plan {
-    /// Fire at cron occurrences (in the schedule's time zone), to the target.
-    Calendar {
-        /// The cron expression (5 fields).
-        pattern: String,
-        /// Parsed.
-        cron: Box<Cron>,
-        /// For a one-shot date: the only year it fires in.
-        year: Option<i32>,
-    },
-    /// Once / every, counted for the target as a whole.
-    PerTarget(Repeat),
-    /// Once / every, counted for each pc.
-    PerPc(Repeat),
-    /// Triggers that run on the agent (`on: [startup]`); the backend does
-    /// not fire these.
-    AgentSide,
-}
-
-fn repeat(value: &Value, allow_per_version: bool) -> Result<Repeat, String> {
-    match value {
-        Value::String(s) if s == "once" => Ok(Repeat::Once),
-        Value::String(s) if s == "once_per_version" && allow_per_version => {
-            Ok(Repeat::OncePerVersion)
-        }
-        Value::Object(map) => match map.get("every").and_then(Value::as_str) {
-            Some(every) => humantime::parse_duration(every)
-                .map_err(|e| format!("every: {every:?} is not a duration: {e}"))
-                .and_then(|d| {
-                    if d < Duration::from_secs(1) {
-                        Err("every: must be at least 1s".into())
-                    } else {
-                        Ok(Repeat::Every(d))
-                    }
-                }),
-            None => Err(format!(
-                "{value} is not once{} or {{every: <duration>}}",
-                if allow_per_version {
-                    ", once_per_version"
-                } else {
-                    ""
-                }
-            )),
-        },
-        other => Err(format!(
-            "{other} is not once{} or {{every: <duration>}}",
-            if allow_per_version {
-                ", once_per_version"
-            } else {
-                ""
-            }
-        )),
-    }
-}
-
-const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
-
-/// One `days:` item as a cron day-of-week field: `mon`, `mon-fri`, `tue#2`
-/// (second Tuesday), `friL` (last Friday).
-pub fn day_field(item: &str) -> Result<String, String> {
-    let lower = item.trim().to_ascii_lowercase();
-    let number = |name: &str| {
-        DAYS.iter()
-            .position(|d| *d == name)
-            .ok_or_else(|| format!("{item:?}: {name:?} is not a day (mon..sun)"))
-    };
-    if let Some((from, to)) = lower.split_once('-') {
-        return Ok(format!("{}-{}", number(from)?, number(to)?));
-    }
-    if let Some((day, nth)) = lower.split_once('#') {
-        let nth: u8 = nth
-            .parse()
-            .map_err(|_| format!("{item:?}: #{nth} is not 1..5"))?;
-        if !(1..=5).contains(&nth) {
-            return Err(format!("{item:?}: #{nth} is not 1..5"));
-        }
-        return Ok(format!("{}#{nth}", number(day)?));
-    }
-    if let Some(day) = lower.strip_suffix('l') {
-        if DAYS.contains(&day) {
-            return Ok(format!("{}#L", number(day)?));
-        }
-    }
-    Ok(number(&lower)?.to_string())
-}
-
-/// A calendar `{at, days}` as a cron pattern, and the year of a one-shot date.
-pub fn calendar_pattern(value: &Value) -> Result<(String, Option<i32>), String> {
-    let at = value
-        .get("at")
-        .and_then(Value::as_str)
-        .ok_or("calendar needs at: \"HH:MM\" or \"YYYY-MM-DD HH:MM\"")?;
-    let days: Vec<String> = match value.get("days") {
-        None => Vec::new(),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|d| {
-                d.as_str()
-                    .map(str::to_owned)
-                    .ok_or_else(|| format!("days: {d} is not a day"))
-            })
-            .collect::<Result<_, _>>()?,
-        Some(other) => return Err(format!("days: {other} is not a list")),
-    };
-    if let Some(extra) = value
-        .as_object()
-        .and_then(|m| m.keys().find(|k| *k != "at" && *k != "days"))
-    {
-        return Err(format!("calendar: unknown key {extra:?}"));
-    }
-    let dow = if days.is_empty() {
-        "*".to_owned()
-    } else {
-        days.iter()
-            .map(|d| day_field(d))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(",")
-    };
-    if let Ok(time) = NaiveTime::parse_from_str(at, "%H:%M") {
-        return Ok((
-            format!("{} {} * * {dow}", time.format("%-M"), time.format("%-H")),
-            None,
-        ));
-    }
-    let moment = chrono::NaiveDateTime::parse_from_str(at, "%Y-%m-%d %H:%M")
-        .map_err(|_| format!("at: {at:?} is not HH:MM or YYYY-MM-DD HH:MM"))?;
-    if !days.is_empty() {
-        return Err("a one-shot date (at: YYYY-MM-DD HH:MM) takes no days".into());
-    }
-    Ok((
-        format!(
-            "{} {} {} {} *",
-            moment.minute(),
-            moment.hour(),
-            moment.day(),
-            moment.month()
-        ),
-        Some(moment.year()),
-    ))
-}
-
-use chrono::Timelike;
-
-/// Lowers a `when` to a plan.
-pub fn lower(when: &When) -> Result<Plan, String> {
-    match (&when.per_pc, &when.per_target, &when.calendar, &when.on) {
-        (Some(v), None, None, None) => Ok(Plan::PerPc(repeat(v, true)?)),
-        (None, Some(v), None, None) => Ok(Plan::PerTarget(repeat(v, false)?)),
-        (None, None, Some(v), None) => {
-            let (pattern, year) = calendar_pattern(v)?;
-            let cron: Cron = pattern.parse().map_err(|e| format!("calendar: {e}"))?;
-            Ok(Plan::Calendar {
-                pattern,
-                cron: Box::new(cron),
-                year,
-            })
-        }
-        (None, None, None, Some(_)) => Ok(Plan::AgentSide),
-        _ => Err("set exactly one of per_pc, per_target, calendar, on".into()),
-    }
-}
+use crate::manifest::Schedule;
+pub use crate::when::{calendar_pattern, day_field, lower, Plan, Repeat, WhenError};
 
 /// Whether the schedule is in local time.
 pub fn is_local(schedule: &Schedule) -> bool {
@@ -319,7 +143,7 @@ pub fn preview(
     schedule: &Schedule,
     after: DateTime<Utc>,
     n: usize,
-) -> Result<Vec<DateTime<Utc>>, String> {
+) -> Result<Vec<DateTime<Utc>>, WhenError> {
     let plan = lower(&schedule.when)?;
     let local = is_local(schedule);
     let mut out = Vec::new();
@@ -342,7 +166,7 @@ pub fn preview(
             }
         }
         Plan::PerPc(Repeat::Every(every)) | Plan::PerTarget(Repeat::Every(every)) => {
-            let step = chrono::Duration::from_std(*every).map_err(|e| e.to_string())?;
+            let step = chrono::Duration::from_std(*every)?;
             out.extend((1..=n as i32).map(|k| after + step * k));
         }
         Plan::PerPc(_) | Plan::PerTarget(_) => out.push(after),
@@ -354,31 +178,9 @@ pub fn preview(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::when::When;
     use serde_json::json;
-
-    #[test]
-    fn day_items_lower_to_cron_fields() {
-        assert_eq!(day_field("mon").unwrap(), "1");
-        assert_eq!(day_field("mon-fri").unwrap(), "1-5");
-        assert_eq!(day_field("tue#2").unwrap(), "2#2");
-        assert_eq!(day_field("friL").unwrap(), "5#L");
-        assert!(day_field("funday").is_err());
-        assert!(day_field("tue#9").is_err());
-    }
-
-    #[test]
-    fn calendar_forms_lower_to_patterns() {
-        assert_eq!(
-            calendar_pattern(&json!({"at": "09:05", "days": ["mon-fri"]})).unwrap(),
-            ("5 9 * * 1-5".into(), None)
-        );
-        assert_eq!(
-            calendar_pattern(&json!({"at": "2026-06-10 09:00"})).unwrap(),
-            ("0 9 10 6 *".into(), Some(2026))
-        );
-        assert!(calendar_pattern(&json!({"at": "25:00"})).is_err());
-        assert!(calendar_pattern(&json!({"at": "09:00", "dayz": []})).is_err());
-    }
+    use std::time::Duration;
 
     fn utc(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -489,20 +291,5 @@ mod tests {
             "1",
             now
         ));
-    }
-
-    #[test]
-    fn unknown_forms_are_refused() {
-        assert!(lower(&When::default()).is_err());
-        assert!(lower(&When {
-            per_pc: Some(json!("twice")),
-            ..When::default()
-        })
-        .is_err());
-        assert!(lower(&When {
-            per_target: Some(json!("once_per_version")),
-            ..When::default()
-        })
-        .is_err());
     }
 }

@@ -231,7 +231,7 @@ impl Scheduler {
         if schedule.runs_on.as_deref() == Some("agent") {
             return Ok(None);
         }
-        let plan = lower(&schedule.when).map_err(BackendError::Invalid)?;
+        let plan = lower(&schedule.when)?;
         let blocked = schedule_blocked(schedule, now, frozen);
         let version = self.backend.job(&schedule.job_id).await?.version;
         let id = schedule.id.clone();

@@ -1,37 +1,23 @@
 //! The HTTP API (JSON). Errors come back as `{"error": …, "details": …}`
-//! with a fitting status code.
+//! with a fitting status code: 4xx when the request is at fault, 500 when
+//! the backend is (see [`error_response`] for the table).
+
+mod error;
+mod extract;
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
+use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+pub use self::error::{error_response, ApiError, ErrorBody};
+use self::extract::{Body, PathParams, QueryParams};
 use crate::manifest::Target;
 use crate::{Backend, BackendError};
-
-impl IntoResponse for BackendError {
-    fn into_response(self) -> Response {
-        let (status, details) = match &self {
-            BackendError::Manifest(errors) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, json!(errors.errors))
-            }
-            BackendError::NotFound(_) => (StatusCode::NOT_FOUND, json!(null)),
-            BackendError::Invalid(_) => (StatusCode::BAD_REQUEST, json!(null)),
-            BackendError::Transport(_) => (StatusCode::SERVICE_UNAVAILABLE, json!(null)),
-            BackendError::Db(_) => (StatusCode::INTERNAL_SERVER_ERROR, json!(null)),
-        };
-        (
-            status,
-            Json(json!({"error": self.to_string(), "details": details})),
-        )
-            .into_response()
-    }
-}
 
 /// A job upload: the YAML, plus any `script_file` bodies it names.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,7 +43,30 @@ pub struct PinRequest {
     pub version: String,
 }
 
-type ApiResult<T> = Result<Json<T>, BackendError>;
+/// `GET /api/schedules/{id}/preview?n=5` query.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviewQuery {
+    /// How many fire times.
+    #[serde(default = "five")]
+    pub n: usize,
+}
+
+fn five() -> usize {
+    5
+}
+
+/// `POST /api/freeze` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FreezeRequest {
+    /// RFC 3339 end (absent: until cleared).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The API's routes over `backend`.
 pub fn router(backend: Backend) -> Router {
@@ -81,7 +90,20 @@ pub fn router(backend: Backend) -> Router {
             "/api/freeze",
             get(freeze_status).post(freeze_set).delete(freeze_clear),
         )
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .with_state(backend)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn wrong_method(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
 }
 
 async fn db<T: Send + 'static>(
@@ -91,7 +113,7 @@ async fn db<T: Send + 'static>(
     let db = backend.db().clone();
     tokio::task::spawn_blocking(move || work(&db))
         .await
-        .map_err(|e| BackendError::Invalid(e.to_string()))?
+        .map_err(BackendError::DbTask)?
         .map_err(BackendError::from)
 }
 
@@ -106,7 +128,7 @@ async fn jobs(State(backend): State<Backend>) -> ApiResult<Vec<crate::manifest::
 
 async fn apply_job(
     State(backend): State<Backend>,
-    Json(upload): Json<JobUpload>,
+    Body(upload): Body<JobUpload>,
 ) -> ApiResult<crate::manifest::Job> {
     Ok(Json(
         backend
@@ -121,22 +143,22 @@ async fn schedules(State(backend): State<Backend>) -> ApiResult<Vec<crate::manif
 
 async fn apply_schedule(
     State(backend): State<Backend>,
-    Json(upload): Json<ScheduleUpload>,
+    Body(upload): Body<ScheduleUpload>,
 ) -> ApiResult<crate::manifest::Schedule> {
     Ok(Json(backend.apply_schedule(&upload.yaml).await?))
 }
 
 async fn exec(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
-    Json(target): Json<Target>,
+    PathParams(id): PathParams<String>,
+    Body(target): Body<Target>,
 ) -> ApiResult<crate::db::ExecutionRow> {
     Ok(Json(backend.exec(&id, &target).await?))
 }
 
 async fn revoke(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
     backend.revoke(&id).await?;
     Ok(Json(json!({"job": id, "status": "REVOKED"})))
@@ -144,7 +166,7 @@ async fn revoke(
 
 async fn activate(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
     backend.activate(&id).await?;
     Ok(Json(json!({"job": id, "status": "ACTIVE"})))
@@ -152,8 +174,8 @@ async fn activate(
 
 async fn pin(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
-    Json(request): Json<PinRequest>,
+    PathParams(id): PathParams<String>,
+    Body(request): Body<PinRequest>,
 ) -> ApiResult<serde_json::Value> {
     backend.pin(&id, &request.version).await?;
     Ok(Json(json!({"job": id, "pinned": request.version})))
@@ -165,68 +187,45 @@ async fn executions(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::
 
 async fn execution(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<crate::db::ExecutionRow> {
     let lookup = id.clone();
-    db(&backend, move |db| db.execution(&lookup))
+    Ok(db(&backend, move |db| db.execution(&lookup))
         .await?
         .map(Json)
-        .ok_or_else(|| BackendError::NotFound(format!("execution {id}")))
+        .ok_or_else(|| BackendError::NotFound(format!("execution {id}")))?)
 }
 
 async fn results(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<Vec<crate::db::ResultRow>> {
     Ok(Json(db(&backend, move |db| db.results(&id)).await?))
 }
 
-/// `GET /api/schedules/{id}/preview?n=5` query.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PreviewQuery {
-    /// How many fire times.
-    #[serde(default = "five")]
-    pub n: usize,
-}
-
-fn five() -> usize {
-    5
-}
-
 async fn preview(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
-    axum::extract::Query(query): axum::extract::Query<PreviewQuery>,
+    PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<PreviewQuery>,
 ) -> ApiResult<Vec<String>> {
     let schedule = backend.schedule(&id).await?;
     let times = crate::schedule::preview(&schedule, chrono::Utc::now(), query.n.min(100))
-        .map_err(BackendError::Invalid)?;
+        .map_err(BackendError::from)?;
     Ok(Json(times.into_iter().map(|t| t.to_rfc3339()).collect()))
 }
 
 async fn enable(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<crate::manifest::Schedule> {
     Ok(Json(backend.set_schedule_enabled(&id, true).await?))
 }
 
 async fn disable(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<crate::manifest::Schedule> {
     Ok(Json(backend.set_schedule_enabled(&id, false).await?))
-}
-
-/// `POST /api/freeze` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FreezeRequest {
-    /// RFC 3339 end (absent: until cleared).
-    #[serde(default)]
-    pub until: Option<String>,
-    /// Why.
-    #[serde(default)]
-    pub reason: Option<String>,
 }
 
 async fn freeze_status(State(backend): State<Backend>) -> ApiResult<Option<crate::db::Freeze>> {
@@ -235,7 +234,7 @@ async fn freeze_status(State(backend): State<Backend>) -> ApiResult<Option<crate
 
 async fn freeze_set(
     State(backend): State<Backend>,
-    Json(request): Json<FreezeRequest>,
+    Body(request): Body<FreezeRequest>,
 ) -> ApiResult<Option<crate::db::Freeze>> {
     let until = match &request.until {
         Some(text) => Some(
@@ -259,7 +258,7 @@ async fn freeze_clear(State(backend): State<Backend>) -> ApiResult<Option<crate:
 
 async fn kill(
     State(backend): State<Backend>,
-    Path(id): Path<String>,
+    PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
     backend.kill(&id).await?;
     Ok(Json(json!({"execution": id, "status": "cancelled"})))

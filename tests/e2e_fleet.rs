@@ -1,5 +1,6 @@
-//! End to end over the memory transport: a backend and two real agents
-//! (real `sh`) in one process.
+//! End to end: a backend and two real agents (real `sh`) in one process,
+//! over the memory transport and over the file transport (the same
+//! scenario on both, transports opened from their URLs).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -12,7 +13,6 @@ use kanade::backend::db::ExecutionRow;
 use kanade::backend::manifest::Target;
 use kanade::backend::{Backend, BackendSettings};
 use kanade::core::names::SubjectToken;
-use kanade::core::transport::memory::MemoryTransport;
 use kanade::core::transport::{Headers, Transport};
 use kanade::core::wire::{EventStarted, ExecResult};
 
@@ -38,8 +38,13 @@ async fn start_backend(
 }
 
 async fn fleet() -> Fleet {
-    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    fleet_on(|_| "memory".to_owned()).await
+}
+
+/// A fleet on the transport `url(scratch dir)` names.
+async fn fleet_on(url: impl FnOnce(&std::path::Path) -> String) -> Fleet {
     let dir = tempfile::tempdir().unwrap();
+    let transport = kanade::transport::open(&url(dir.path())).await.unwrap();
     let (backend, backend_task) = start_backend(&transport, dir.path()).await;
     let mut agents = Vec::new();
     for pc in ["pc-a", "pc-b"] {
@@ -108,8 +113,18 @@ fn all() -> Target {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jobs_run_across_the_fleet_into_sqlite() {
-    let fleet = fleet().await;
+async fn jobs_run_across_the_fleet_into_sqlite_over_memory() {
+    jobs_run_across_the_fleet_into_sqlite(fleet().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_run_across_the_fleet_into_sqlite_over_files() {
+    let fleet = fleet_on(|dir| format!("file:{}", dir.join("bus").display())).await;
+    assert!(fleet.transport.capabilities().cross_process);
+    jobs_run_across_the_fleet_into_sqlite(fleet).await;
+}
+
+async fn jobs_run_across_the_fleet_into_sqlite(fleet: Fleet) {
     let backend = &fleet.backend;
     backend
         .apply_job(

@@ -1,0 +1,156 @@
+//! The catalogue: jobs and schedules, validated and kept in the key-value
+//! buckets (JSON for the backend, the YAML verbatim for operators), script
+//! bodies in the object store.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use kanade_core::names::{
+    BUCKET_JOBS, BUCKET_JOBS_YAML, BUCKET_SCHEDULES, BUCKET_SCHEDULES_YAML, BUCKET_SCRIPT_CURRENT,
+    BUCKET_SCRIPT_STATUS, OBJECT_SCRIPTS, SCRIPT_STATUS_ACTIVE,
+};
+use kanade_core::transport::ObjectStoreConfig;
+
+use super::core::Backend;
+use super::error::BackendError;
+use crate::manifest::{parse_job, parse_schedule, Job, Schedule};
+
+impl Backend {
+    /// Validates and stores a job: JSON in `jobs`, the YAML verbatim in
+    /// `jobs_yaml`, the script body in `scripts` as `<id>/<version>`.
+    pub async fn apply_job(
+        &self,
+        yaml: &str,
+        script_files: &BTreeMap<String, String>,
+    ) -> Result<Job, BackendError> {
+        let mut job = parse_job(yaml, script_files)?;
+        if let Some(body) = job.execute.script.take() {
+            let store = self
+                .transport
+                .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
+                .await?;
+            let key = format!("{}/{}", job.id, job.version);
+            store.put(&key, &mut body.as_bytes()).await?;
+            job.execute.script_file = None;
+            job.execute.script_object = Some(key);
+        }
+        let json = serde_json::to_vec(&job).map_err(BackendError::Encode)?;
+        self.bucket(BUCKET_JOBS)
+            .await?
+            .put(&job.id, Bytes::from(json))
+            .await?;
+        self.bucket(BUCKET_JOBS_YAML)
+            .await?
+            .put(&job.id, Bytes::from(yaml.to_owned()))
+            .await?;
+        // The applied version becomes current; an operator `pin` overrides it.
+        self.bucket(BUCKET_SCRIPT_CURRENT)
+            .await?
+            .put(&job.id, Bytes::from(job.version.clone()))
+            .await?;
+        let status = self.bucket(BUCKET_SCRIPT_STATUS).await?;
+        if status.get(&job.id).await?.is_none() {
+            status
+                .put(&job.id, Bytes::from_static(SCRIPT_STATUS_ACTIVE.as_bytes()))
+                .await?;
+        }
+        Ok(job)
+    }
+
+    /// Every job.
+    pub async fn jobs(&self) -> Result<Vec<Job>, BackendError> {
+        let bucket = self.bucket(BUCKET_JOBS).await?;
+        let mut jobs = Vec::new();
+        for key in bucket.keys().await? {
+            if let Some(entry) = bucket.get(&key).await? {
+                match serde_json::from_slice(&entry.value) {
+                    Ok(job) => jobs.push(job),
+                    Err(e) => tracing::warn!(key, "unreadable job: {e}"),
+                }
+            }
+        }
+        Ok(jobs)
+    }
+
+    /// One job.
+    pub async fn job(&self, id: &str) -> Result<Job, BackendError> {
+        let entry = self
+            .bucket(BUCKET_JOBS)
+            .await?
+            .get(id)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("job {id}")))?;
+        serde_json::from_slice(&entry.value).map_err(|source| BackendError::Corrupt {
+            what: format!("job {id}"),
+            source,
+        })
+    }
+
+    /// Validates and stores a schedule (fired by the scheduler).
+    pub async fn apply_schedule(&self, yaml: &str) -> Result<Schedule, BackendError> {
+        let schedule = parse_schedule(yaml)?;
+        // A missing job is the caller's mistake; a store that cannot answer
+        // (or answers garbage) is not.
+        self.job(&schedule.job_id).await.map_err(|e| match e {
+            BackendError::NotFound(_) => BackendError::Invalid(format!(
+                "schedule {} names job {} which does not exist",
+                schedule.id, schedule.job_id
+            )),
+            other => other,
+        })?;
+        let json = serde_json::to_vec(&schedule).map_err(BackendError::Encode)?;
+        self.bucket(BUCKET_SCHEDULES)
+            .await?
+            .put(&schedule.id, Bytes::from(json))
+            .await?;
+        self.bucket(BUCKET_SCHEDULES_YAML)
+            .await?
+            .put(&schedule.id, Bytes::from(yaml.to_owned()))
+            .await?;
+        Ok(schedule)
+    }
+
+    /// One schedule.
+    pub async fn schedule(&self, id: &str) -> Result<Schedule, BackendError> {
+        let entry = self
+            .bucket(BUCKET_SCHEDULES)
+            .await?
+            .get(id)
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("schedule {id}")))?;
+        serde_json::from_slice(&entry.value).map_err(|source| BackendError::Corrupt {
+            what: format!("schedule {id}"),
+            source,
+        })
+    }
+
+    /// Turns a schedule on or off (takes effect at the next tick).
+    pub async fn set_schedule_enabled(
+        &self,
+        id: &str,
+        enabled: bool,
+    ) -> Result<Schedule, BackendError> {
+        let mut schedule = self.schedule(id).await?;
+        schedule.enabled = enabled;
+        let json = serde_json::to_vec(&schedule).map_err(BackendError::Encode)?;
+        self.bucket(BUCKET_SCHEDULES)
+            .await?
+            .put(id, Bytes::from(json))
+            .await?;
+        Ok(schedule)
+    }
+
+    /// Every schedule.
+    pub async fn schedules(&self) -> Result<Vec<Schedule>, BackendError> {
+        let bucket = self.bucket(BUCKET_SCHEDULES).await?;
+        let mut out = Vec::new();
+        for key in bucket.keys().await? {
+            if let Some(entry) = bucket.get(&key).await? {
+                if let Ok(schedule) = serde_json::from_slice(&entry.value) {
+                    out.push(schedule);
+                }
+            }
+        }
+        Ok(out)
+    }
+}

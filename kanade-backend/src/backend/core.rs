@@ -1,0 +1,160 @@
+//! The [`Backend`] struct, its settings, clock and id source, and the
+//! helpers every other `backend` module uses (database calls, buckets).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use kanade_core::names::ALL_STREAMS;
+use kanade_core::transport::{KeyValue, KvConfig, MessageLog, StreamConfig, Transport};
+
+use super::error::BackendError;
+use crate::db::{Db, DbError};
+
+/// Backend settings.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// SQLite file.
+    pub db_path: PathBuf,
+    /// An agent is online if it sent a heartbeat this recently.
+    pub online_window: Duration,
+    /// Extra time past a command's timeout before a silent run is reaped.
+    pub reap_grace: Duration,
+    /// How often the reaper looks.
+    pub reap_interval: Duration,
+    /// Run SQLite calls on the calling task instead of tokio's blocking
+    /// pool. Only for single-threaded simulations (it makes them
+    /// deterministic and avoids a thread hand-off per call); a server keeps
+    /// the default, `false`.
+    pub inline_database: bool,
+}
+
+impl BackendSettings {
+    /// Defaults with the database at `db_path`.
+    pub fn new(db_path: impl Into<PathBuf>) -> Self {
+        Self {
+            db_path: db_path.into(),
+            online_window: Duration::from_secs(90),
+            reap_grace: Duration::from_secs(120),
+            reap_interval: Duration::from_secs(30),
+            inline_database: false,
+        }
+    }
+}
+
+/// The backend; cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    pub(super) transport: Arc<dyn Transport>,
+    pub(super) log: Arc<dyn MessageLog>,
+    pub(super) db: Db,
+    pub(super) settings: BackendSettings,
+    pub(super) now: NowFn,
+    pub(super) new_id: IdFn,
+}
+
+/// Where the backend reads "now" from (the system clock unless a simulation
+/// supplies its own).
+pub type NowFn = Arc<dyn Fn() -> chrono::DateTime<Utc> + Send + Sync>;
+
+/// Where the backend gets fresh execution and request ids (random UUIDs
+/// unless a simulation supplies a deterministic source).
+pub type IdFn = Arc<dyn Fn() -> String + Send + Sync>;
+
+fn random_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Runs database work on the blocking pool, or inline on the calling task
+/// when `inline` (a single-threaded simulation: deterministic, no thread
+/// hand-offs).
+async fn run_db<T: Send + 'static>(
+    inline: bool,
+    work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+) -> Result<T, BackendError> {
+    if inline {
+        return work().map_err(BackendError::from);
+    }
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(BackendError::DbTask)?
+        .map_err(BackendError::from)
+}
+
+impl Backend {
+    /// Opens the database and makes sure kanade's streams exist.
+    pub async fn open(
+        transport: Arc<dyn Transport>,
+        settings: BackendSettings,
+    ) -> Result<Self, BackendError> {
+        let log = transport.messages();
+        for spec in &ALL_STREAMS {
+            log.create_stream(StreamConfig::from_spec(spec)).await?;
+        }
+        let path = settings.db_path.clone();
+        let db = run_db(settings.inline_database, move || Db::open(&path)).await?;
+        Ok(Self {
+            transport,
+            log,
+            db,
+            settings,
+            now: Arc::new(Utc::now),
+            new_id: Arc::new(random_id),
+        })
+    }
+
+    /// The same backend reading time from `now` (online windows, creation
+    /// times, the reaper, and the default scheduler clock).
+    pub fn with_clock(mut self, now: NowFn) -> Self {
+        self.now = now;
+        self
+    }
+
+    /// The same backend taking execution and request ids from `new_id`.
+    pub fn with_ids(mut self, new_id: IdFn) -> Self {
+        self.new_id = new_id;
+        self
+    }
+
+    /// The backend's current time.
+    pub fn now(&self) -> chrono::DateTime<Utc> {
+        (self.now)()
+    }
+
+    /// The backend's clock, for components that run beside it.
+    pub fn clock(&self) -> NowFn {
+        self.now.clone()
+    }
+
+    /// A fresh id from the backend's id source.
+    pub fn new_id(&self) -> String {
+        (self.new_id)()
+    }
+
+    /// Runs database work as the settings say (see
+    /// [`BackendSettings::inline_database`]).
+    pub(crate) async fn run_db<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
+    ) -> Result<T, BackendError> {
+        run_db(self.settings.inline_database, work).await
+    }
+
+    /// The SQLite store.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The instant before which an agent counts as offline.
+    pub fn online_since(&self) -> chrono::DateTime<Utc> {
+        self.now() - chrono::Duration::from_std(self.settings.online_window).unwrap_or_default()
+    }
+
+    /// The key-value bucket `name` (five revisions of history kept).
+    pub(super) async fn bucket(&self, name: &str) -> Result<Arc<dyn KeyValue>, BackendError> {
+        let mut config = KvConfig::new(name);
+        config.history = 5;
+        Ok(self.transport.key_value(config).await?)
+    }
+}

@@ -1,0 +1,21 @@
+//! The [`Backend`]: catalogue, fan-out, stop layers and the projectors that
+//! fill the SQLite store.
+//!
+//! The struct, its settings and clock live in a small leaf (`core`) that
+//! the other modules build on, each adding its own `impl Backend` block:
+//! `catalogue` (jobs and schedules in the key-value buckets), `fanout`
+//! (targets and commands), `stop` (revoke, activate, pin, kill),
+//! `projectors` (results, start events, heartbeats into SQLite) and
+//! `reaper` (runs that never reported). `error` holds [`BackendError`].
+
+mod catalogue;
+mod core;
+mod error;
+mod fanout;
+mod projectors;
+mod reaper;
+mod stop;
+
+pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
+pub use self::error::BackendError;
+pub use self::fanout::FireOptions;

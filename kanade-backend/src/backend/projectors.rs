@@ -1,0 +1,246 @@
+//! The projectors: results, start events and heartbeats from the transport
+//! into SQLite, and [`Backend::run`], which runs them with the reaper.
+
+use std::time::Duration;
+
+use kanade_core::names::{subjects, OBJECT_RESULT_OUTPUT, STREAM_EVENTS, STREAM_RESULTS};
+use kanade_core::transport::{ConsumerConfig, DeliverPolicy, ObjectStoreConfig, TransportError};
+use kanade_core::wire::{EventStarted, ExecResult, Heartbeat};
+use tokio::io::AsyncReadExt;
+
+use super::core::Backend;
+use super::error::BackendError;
+use crate::db::OverdueRun;
+
+impl Backend {
+    /// Runs the projectors until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), BackendError> {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(project_results(self.clone()));
+        tasks.spawn(project_started(self.clone()));
+        tasks.spawn(project_heartbeats(self.clone()));
+        tasks.spawn(super::reaper::reaper(self.clone()));
+        shutdown.await;
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+
+    /// Follows `stdout_object` / `stderr_object` so stored rows hold the full text.
+    async fn dereference(&self, result: &mut ExecResult) -> Result<(), TransportError> {
+        let pointers = [
+            (result.stdout_object.clone(), true),
+            (result.stderr_object.clone(), false),
+        ];
+        if pointers.iter().all(|(p, _)| p.is_none()) {
+            return Ok(());
+        }
+        let store = self
+            .transport
+            .object_store(ObjectStoreConfig::new(OBJECT_RESULT_OUTPUT))
+            .await?;
+        for (pointer, is_stdout) in pointers {
+            let Some(key) = pointer else { continue };
+            let mut bytes = Vec::new();
+            store
+                .get(&key)
+                .await?
+                .read_to_end(&mut bytes)
+                .await
+                .map_err(|e| TransportError::Backend(Box::new(e)))?;
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            if is_stdout {
+                result.stdout = text;
+            } else {
+                result.stderr = text;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Deliveries of a result whose overflow object cannot be read before it is
+/// stored without the overflowed text.
+const MAX_OVERFLOW_TRIES: u32 = 12;
+
+async fn project_results(backend: Backend) {
+    let mut config = ConsumerConfig::new("backend_results", DeliverPolicy::All);
+    config.ack_wait = Duration::from_secs(60);
+    let consumer = loop {
+        match backend
+            .log
+            .create_consumer(STREAM_RESULTS, config.clone())
+            .await
+        {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                tracing::warn!("results projector: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let delivery = match consumer.next().await {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                tracing::warn!("results projector: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut result: ExecResult = match serde_json::from_slice(&delivery.message.payload) {
+            Ok(result) => result,
+            Err(e) => {
+                tracing::warn!(
+                    subject = delivery.message.subject,
+                    "malformed result dropped: {e}"
+                );
+                let _ = delivery.ack().await;
+                continue;
+            }
+        };
+        if let Err(e) = backend.dereference(&mut result).await {
+            if delivery.delivered < MAX_OVERFLOW_TRIES {
+                tracing::warn!(
+                    result_id = result.result_id,
+                    "overflow not readable yet: {e}"
+                );
+                let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+                continue;
+            }
+            // Store what we have rather than never completing the execution.
+            tracing::error!(
+                result_id = result.result_id,
+                "overflow unreadable, storing without it: {e}"
+            );
+            result
+                .stderr
+                .push_str(&format!("\nkanade: output object unreadable: {e}"));
+        }
+        let db = backend.db.clone();
+        match backend
+            .run_db(move || db.store_result(&result, false))
+            .await
+        {
+            // Ack only after the row is committed.
+            Ok(_) => {
+                let _ = delivery.ack().await;
+            }
+            Err(e) => {
+                tracing::error!("result not stored: {e}");
+                let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+            }
+        }
+    }
+}
+
+async fn project_started(backend: Backend) {
+    let mut config = ConsumerConfig::new("backend_started", DeliverPolicy::All);
+    config.filter_subjects = vec!["events.started.>".into()];
+    let consumer = loop {
+        match backend
+            .log
+            .create_consumer(STREAM_EVENTS, config.clone())
+            .await
+        {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                tracing::warn!("start projector: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let Ok(delivery) = consumer.next().await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        if let Ok(event) = serde_json::from_slice::<EventStarted>(&delivery.message.payload) {
+            let db = backend.db.clone();
+            let reap_after = match &event.exec_id {
+                Some(exec_id) => {
+                    let db = db.clone();
+                    let id = exec_id.clone();
+                    backend
+                        .run_db(move || db.execution(&id))
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|e| e.reap_after_secs)
+                }
+                None => None,
+            }
+            .unwrap_or(3600);
+            let deadline = event.started_at + chrono::Duration::seconds(reap_after);
+            let run = OverdueRun {
+                result_id: event.result_id.clone(),
+                exec_id: event.exec_id.clone(),
+                request_id: event.request_id.clone(),
+                pc_id: event.pc_id.clone(),
+                started_at: event.started_at.to_rfc3339(),
+            };
+            if let Err(e) = backend.run_db(move || db.insert_run(&run, deadline)).await {
+                tracing::warn!("start event not stored: {e}");
+                let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+                continue;
+            }
+        }
+        let _ = delivery.ack().await;
+    }
+}
+
+/// Aborts a helper task when its owner ends (or is aborted).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Most heartbeats stored in one transaction.
+const HEARTBEAT_BATCH: usize = 1000;
+
+async fn project_heartbeats(backend: Backend) {
+    let mut heartbeats = match backend.log.subscribe(subjects::HEARTBEAT_FILTER).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            tracing::error!("heartbeat projector: {e}");
+            return;
+        }
+    };
+    // A reader task awaits every `next()` to completion (a subscription's
+    // `next` need not be cancel-safe) and queues the messages, so the
+    // projector can take what has already arrived without waiting.
+    let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel();
+    let _reader = AbortOnDrop(tokio::spawn(async move {
+        while let Some(message) = heartbeats.next().await {
+            if queue.send(message).is_err() {
+                break;
+            }
+        }
+    }));
+    while let Some(message) = queued.recv().await {
+        // Whatever else has already arrived goes into the same transaction.
+        let mut batch = Vec::new();
+        let mut next = Some(message);
+        while let Some(message) = next.take() {
+            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
+                batch.push(heartbeat);
+            }
+            if batch.len() < HEARTBEAT_BATCH {
+                next = queued.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let db = backend.db.clone();
+        if let Err(e) = backend.run_db(move || db.upsert_agents(&batch)).await {
+            tracing::warn!("heartbeats not stored: {e}");
+        }
+    }
+}

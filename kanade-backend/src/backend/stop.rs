@@ -1,0 +1,61 @@
+//! The stop layers: revoke / activate a job (agents skip a revoked one with
+//! 126), pin a version (others are skipped with 124), kill an execution.
+
+use bytes::Bytes;
+use kanade_core::names::{
+    subjects, SubjectToken, TokenKind, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS,
+    SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
+};
+use kanade_core::transport::Headers;
+
+use super::core::Backend;
+use super::error::BackendError;
+
+impl Backend {
+    /// Stops a job everywhere: agents skip it with 126.
+    pub async fn revoke(&self, job_id: &str) -> Result<(), BackendError> {
+        self.job(job_id).await?;
+        self.bucket(BUCKET_SCRIPT_STATUS)
+            .await?
+            .put(job_id, Bytes::from_static(SCRIPT_STATUS_REVOKED.as_bytes()))
+            .await?;
+        Ok(())
+    }
+
+    /// Lets a revoked job run again.
+    pub async fn activate(&self, job_id: &str) -> Result<(), BackendError> {
+        self.job(job_id).await?;
+        self.bucket(BUCKET_SCRIPT_STATUS)
+            .await?
+            .put(job_id, Bytes::from_static(SCRIPT_STATUS_ACTIVE.as_bytes()))
+            .await?;
+        Ok(())
+    }
+
+    /// Pins the version agents may run (others are skipped with 124).
+    pub async fn pin(&self, job_id: &str, version: &str) -> Result<(), BackendError> {
+        self.job(job_id).await?;
+        self.bucket(BUCKET_SCRIPT_CURRENT)
+            .await?
+            .put(job_id, Bytes::from(version.to_owned()))
+            .await?;
+        Ok(())
+    }
+
+    /// Kills an execution's running processes on every agent.
+    pub async fn kill(&self, exec_id: &str) -> Result<(), BackendError> {
+        let token = SubjectToken::new(TokenKind::ExecId, exec_id.to_owned())?;
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        if self.run_db(move || db.execution(&id)).await?.is_none() {
+            return Err(BackendError::NotFound(format!("execution {exec_id}")));
+        }
+        self.log
+            .publish(&subjects::kill(&token), Headers::new(), Bytes::new())
+            .await?;
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || db.set_status(&id, "cancelled")).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! Executions: one row per fired command, with counters that results and
+//! runs move on (see [`adjust_counters`]).
+
+use rusqlite::params;
+use serde::Serialize;
+
+use super::core::{Db, DbError};
+
+/// One execution row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ExecutionRow {
+    /// Execution id.
+    pub exec_id: String,
+    /// Job.
+    pub job_id: String,
+    /// Job version.
+    pub version: String,
+    /// Request id of its command.
+    pub request_id: String,
+    /// Target as JSON.
+    pub target: String,
+    /// Agents addressed (alive by heartbeat when it started).
+    pub targeted: i64,
+    /// pending | running | completed.
+    pub status: String,
+    /// When it was created.
+    pub created_at: String,
+    /// Runs that started: non-skipped results plus runs still in flight.
+    pub started: i64,
+    /// Results with exit 0.
+    pub succeeded: i64,
+    /// Results with a failure.
+    pub failed: i64,
+    /// Skipped results.
+    pub skipped: i64,
+    /// How long after its start a run without a result is reaped.
+    pub reap_after_secs: i64,
+}
+
+impl Db {
+    /// Records a new execution.
+    pub fn insert_execution(&self, row: &ExecutionRow) -> Result<(), DbError> {
+        self.lock().execute(
+            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![row.exec_id, row.job_id, row.version, row.request_id, row.target, row.targeted, row.status, row.created_at, row.reap_after_secs],
+        )?;
+        Ok(())
+    }
+
+    /// One execution.
+    pub fn execution(&self, exec_id: &str) -> Result<Option<ExecutionRow>, DbError> {
+        Ok(self
+            .executions_where("WHERE exec_id = ?1", [exec_id])?
+            .into_iter()
+            .next())
+    }
+
+    /// Every execution, newest first.
+    pub fn executions(&self) -> Result<Vec<ExecutionRow>, DbError> {
+        self.executions_where("", [])
+    }
+
+    fn executions_where<P: rusqlite::Params>(
+        &self,
+        filter: &str,
+        params: P,
+    ) -> Result<Vec<ExecutionRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "SELECT exec_id, job_id, version, request_id, target, targeted, status, created_at, started, succeeded, failed, skipped, reap_after_secs
+             FROM executions {filter} ORDER BY created_at DESC"
+        ))?;
+        let rows = stmt
+            .query_map(params, |r| {
+                Ok(ExecutionRow {
+                    exec_id: r.get(0)?,
+                    job_id: r.get(1)?,
+                    version: r.get(2)?,
+                    request_id: r.get(3)?,
+                    target: r.get(4)?,
+                    targeted: r.get(5)?,
+                    status: r.get(6)?,
+                    created_at: r.get(7)?,
+                    started: r.get(8)?,
+                    succeeded: r.get(9)?,
+                    failed: r.get(10)?,
+                    skipped: r.get(11)?,
+                    reap_after_secs: r.get(12)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Marks an execution cancelled (after a kill).
+    pub fn set_status(&self, exec_id: &str, status: &str) -> Result<(), DbError> {
+        self.lock().execute(
+            "UPDATE executions SET status = ?2 WHERE exec_id = ?1",
+            params![exec_id, status],
+        )?;
+        Ok(())
+    }
+}
+
+/// What one result or run adds to an execution's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counters {
+    pub(super) succeeded: i64,
+    pub(super) failed: i64,
+    pub(super) skipped: i64,
+    pub(super) started: i64,
+}
+
+impl Counters {
+    /// A stored result: skipped, or started and then succeeded or failed.
+    pub(super) fn of_result(skipped: bool, exit_code: i64) -> Self {
+        Self {
+            succeeded: i64::from(!skipped && exit_code == 0),
+            failed: i64::from(!skipped && exit_code != 0),
+            skipped: i64::from(skipped),
+            started: i64::from(!skipped),
+        }
+    }
+
+    pub(super) fn minus(self, other: Self) -> Self {
+        Self {
+            succeeded: self.succeeded - other.succeeded,
+            failed: self.failed - other.failed,
+            skipped: self.skipped - other.skipped,
+            started: self.started - other.started,
+        }
+    }
+}
+
+/// Applies `delta` to an execution's counters and moves its status on.
+pub(super) fn adjust_counters(
+    tx: &rusqlite::Transaction<'_>,
+    exec_id: &str,
+    delta: Counters,
+) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "UPDATE executions SET
+            succeeded = succeeded + ?2, failed = failed + ?3, skipped = skipped + ?4,
+            started = started + ?5
+         WHERE exec_id = ?1",
+    )?
+    .execute(params![
+        exec_id,
+        delta.succeeded,
+        delta.failed,
+        delta.skipped,
+        delta.started
+    ])?;
+    tx.prepare_cached(
+        "UPDATE executions SET status = CASE
+            WHEN status = 'cancelled' THEN status
+            WHEN succeeded + failed + skipped >= targeted THEN 'completed'
+            WHEN started > 0 OR succeeded + failed + skipped > 0 THEN 'running'
+            ELSE status END
+         WHERE exec_id = ?1",
+    )?
+    .execute([exec_id])?;
+    Ok(())
+}

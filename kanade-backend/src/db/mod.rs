@@ -1,0 +1,21 @@
+//! The backend's SQLite store: executions, results, in-flight runs and
+//! agents. Writes are idempotent by key, so a result published twice or a
+//! projector restarted mid-batch never yields a duplicate or lost row.
+//!
+//! [`Db`] and [`DbError`] live in a small leaf (`core`); each table family
+//! adds its own `impl Db` block beside its row types: `executions`,
+//! `results` (and the runs in flight), `heartbeats` (agents), `schedules`
+//! (fires, cursors, waves, the freeze). `migrations` holds the schema.
+
+mod core;
+mod executions;
+mod heartbeats;
+mod migrations;
+mod results;
+mod schedules;
+
+pub use self::core::{Db, DbError};
+pub use self::executions::ExecutionRow;
+pub use self::heartbeats::AgentRow;
+pub use self::results::{OverdueRun, ResultRow};
+pub use self::schedules::{Freeze, PlannedWave};

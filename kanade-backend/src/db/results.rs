@@ -1,0 +1,193 @@
+//! Results and the runs in flight: storing a result (idempotent by
+//! `result_id`, counters moved in the same transaction), recording started
+//! runs, and finding the ones the reaper should close.
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+use kanade_core::wire::ExecResult;
+
+use super::core::{Db, DbError};
+use super::executions::{adjust_counters, Counters};
+
+/// One stored result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ResultRow {
+    /// Unique per command × pc.
+    pub result_id: String,
+    /// Execution.
+    pub exec_id: Option<String>,
+    /// Request.
+    pub request_id: String,
+    /// Pc.
+    pub pc_id: String,
+    /// Exit code.
+    pub exit_code: i64,
+    /// Skipped.
+    pub skipped: bool,
+    /// Full stdout (overflow dereferenced).
+    pub stdout: String,
+    /// Full stderr.
+    pub stderr: String,
+    /// Start.
+    pub started_at: String,
+    /// End.
+    pub finished_at: String,
+    /// Attempts.
+    pub attempts: i64,
+    /// Closed by the reaper (the agent never reported).
+    pub reaped: bool,
+}
+
+/// A run the reaper should close.
+#[derive(Debug, Clone)]
+pub struct OverdueRun {
+    /// Result id it would have had.
+    pub result_id: String,
+    /// Execution.
+    pub exec_id: Option<String>,
+    /// Request.
+    pub request_id: String,
+    /// Pc.
+    pub pc_id: String,
+    /// When it started.
+    pub started_at: String,
+}
+
+impl Db {
+    /// Stores a result (idempotent by `result_id`; a real result replaces a
+    /// reaped one) and updates its execution's counters in the same
+    /// transaction (by the difference it makes, so storing costs the same
+    /// for the 10,000th result of an execution as for the first). Returns
+    /// whether anything changed.
+    pub fn store_result(&self, result: &ExecResult, reaped: bool) -> Result<bool, DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let existing: Option<(bool, bool, i64)> = tx
+            .query_row(
+                "SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1",
+                [&result.result_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let write = match existing {
+            None => true,
+            Some((was_reaped, _, _)) => was_reaped && !reaped,
+        };
+        if write {
+            tx.execute(
+                "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
+                    started_at, finished_at, attempts, manifest_id, reaped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    result.result_id,
+                    result.exec_id,
+                    result.request_id,
+                    result.pc_id,
+                    result.exit_code,
+                    result.skipped,
+                    result.stdout,
+                    result.stderr,
+                    result.started_at.to_rfc3339(),
+                    result.finished_at.to_rfc3339(),
+                    result.attempts,
+                    result.manifest_id,
+                    reaped,
+                ],
+            )?;
+            let run_closed =
+                tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
+            if let Some(exec_id) = &result.exec_id {
+                let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
+                if let Some((_, skipped, exit_code)) = existing {
+                    delta = delta.minus(Counters::of_result(skipped, exit_code));
+                }
+                if run_closed {
+                    delta.started -= 1;
+                }
+                adjust_counters(&tx, exec_id, delta)?;
+            }
+        }
+        tx.commit()?;
+        Ok(write)
+    }
+
+    /// Records a run that has started (ignored once its result is stored).
+    pub fn insert_run(&self, run: &OverdueRun, deadline: DateTime<Utc>) -> Result<(), DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let already: bool = tx
+            .query_row(
+                "SELECT 1 FROM results WHERE result_id = ?1",
+                [&run.result_id],
+                |_| Ok(true),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if !already {
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
+            )? > 0;
+            if let (true, Some(exec_id)) = (inserted, &run.exec_id) {
+                let delta = Counters {
+                    started: 1,
+                    ..Counters::default()
+                };
+                adjust_counters(&tx, exec_id, delta)?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs past their deadline without a result.
+    pub fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<OverdueRun>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT result_id, exec_id, request_id, pc_id, started_at FROM runs WHERE deadline_at < ?1",
+        )?;
+        let rows = stmt
+            .query_map([now.to_rfc3339()], |r| {
+                Ok(OverdueRun {
+                    result_id: r.get(0)?,
+                    exec_id: r.get(1)?,
+                    request_id: r.get(2)?,
+                    pc_id: r.get(3)?,
+                    started_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// An execution's results, by pc.
+    pub fn results(&self, exec_id: &str) -> Result<Vec<ResultRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr, started_at, finished_at, attempts, reaped
+             FROM results WHERE exec_id = ?1 ORDER BY pc_id",
+        )?;
+        let rows = stmt
+            .query_map([exec_id], |r| {
+                Ok(ResultRow {
+                    result_id: r.get(0)?,
+                    exec_id: r.get(1)?,
+                    request_id: r.get(2)?,
+                    pc_id: r.get(3)?,
+                    exit_code: r.get(4)?,
+                    skipped: r.get(5)?,
+                    stdout: r.get(6)?,
+                    stderr: r.get(7)?,
+                    started_at: r.get(8)?,
+                    finished_at: r.get(9)?,
+                    attempts: r.get(10)?,
+                    reaped: r.get(11)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}

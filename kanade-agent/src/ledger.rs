@@ -121,7 +121,7 @@ impl Ledger {
 
     fn save(&self, entry: &Entry) -> Result<(), AgentError> {
         let path = self.path(&entry.request_id);
-        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::encode("ledger entry", e))?;
         crate::outbox::write_durably(&path, &bytes)
     }
 

@@ -24,19 +24,29 @@
 //! # });
 //! ```
 
+mod admission;
 mod agent;
+mod builder;
 mod clock;
 mod fire;
+mod follow;
+mod heartbeat;
+mod intake;
 mod ledger;
 mod limiter;
 mod outbox;
 mod presence;
+mod report;
 mod runner;
+mod script;
 pub mod scripted;
 mod settings;
+mod state;
 
-pub use agent::{Agent, AgentBuilder, REPLAY_ACK_WAIT, REPLY_TO_HEADER, SHUTDOWN_GRACE};
+pub use agent::{Agent, SHUTDOWN_GRACE};
+pub use builder::AgentBuilder;
 pub use clock::{Clock, SystemClock, TokioClock};
+pub use intake::{REPLAY_ACK_WAIT, REPLY_TO_HEADER};
 pub use ledger::{Admission, Ledger, Stage};
 pub use limiter::Limiter;
 pub use outbox::{Outbox, OutboxEntry};
@@ -54,6 +64,7 @@ pub const SCRIPT_FAILURE_EXIT: i32 = 1;
 
 /// Why the agent could not start or keep running.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AgentError {
     /// A file or directory operation failed.
     #[error("{action} {path}: {source}")]
@@ -70,14 +81,36 @@ pub enum AgentError {
     #[error("transport: {0}")]
     Transport(#[from] kanade_core::transport::TransportError),
     /// A setting is invalid.
-    #[error("invalid setting: {0}")]
-    Config(String),
-    /// Something that should not happen.
-    #[error("internal error: {0}")]
-    Internal(String),
+    #[error("invalid setting {setting}: {reason}")]
+    Config {
+        /// Which setting.
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The agent's config file does not parse, or sets a key that does not
+    /// exist (see [`FileConfig::parse`]).
+    #[error("invalid config file: {reason}")]
+    ConfigFile {
+        /// The parser's message (it names the line and the key).
+        reason: String,
+    },
+    /// A record could not be encoded as JSON (should not happen).
+    #[error("internal error: encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: &'static str,
+        /// The failure.
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 impl AgentError {
+    pub(crate) fn encode(what: &'static str, source: serde_json::Error) -> Self {
+        AgentError::Encode { what, source }
+    }
+
     pub(crate) fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
         AgentError::Io {
             action,

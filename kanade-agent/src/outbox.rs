@@ -108,7 +108,7 @@ impl Outbox {
             self.counter.fetch_add(1, Ordering::Relaxed) % 1_000_000
         );
         let path = self.dir.join(name);
-        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::Internal(e.to_string()))?;
+        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::encode("outbox entry", e))?;
         write_durably(&path, &bytes)?;
         self.mark_pending();
         Ok(path)

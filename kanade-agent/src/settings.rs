@@ -6,6 +6,8 @@ use std::time::Duration;
 use kanade_core::names::SubjectToken;
 use serde::Deserialize;
 
+use crate::AgentError;
+
 /// How an agent behaves. Live config from the `agent_config` bucket
 /// overrides the heartbeat interval and concurrency while running.
 #[derive(Debug, Clone)]
@@ -79,7 +81,9 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// Parses a config file's text.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+    pub fn parse(text: &str) -> Result<Self, AgentError> {
+        toml::from_str(text).map_err(|e| AgentError::ConfigFile {
+            reason: e.to_string(),
+        })
     }
 }

@@ -1,0 +1,168 @@
+//! Admission: each request id is admitted at most once through the ledger
+//! (a malformed command naming one is answered with a failure), and at
+//! start the ledger is recovered — what was running is reported as exit
+//! 121, what was admitted but not started is handed back to run.
+
+use std::sync::Arc;
+
+use kanade_core::names::subjects;
+use kanade_core::names::{SubjectToken, TokenKind};
+use kanade_core::policy::exit_codes;
+use kanade_core::policy::script::sha256_hex;
+use kanade_core::wire::{Command, ExecResult};
+
+use crate::ledger::{Admission, Stage};
+use crate::report::{publish_result, result_id};
+use crate::state::Inner;
+use crate::SCRIPT_FAILURE_EXIT;
+
+/// Reports commands that were running when the agent stopped (exit 121,
+/// unless their real result is already waiting in the outbox) and returns
+/// the admitted commands that had not started, to run them again.
+pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> {
+    let mut resume = Vec::new();
+    for entry in inner.ledger.in_stage(Stage::Pending) {
+        let stored = entry
+            .command
+            .as_deref()
+            .and_then(|text| serde_json::from_str::<Command>(text).ok())
+            .zip(SubjectToken::new(TokenKind::RequestId, entry.request_id.clone()).ok());
+        match stored {
+            Some(work) => resume.push(work),
+            None => inner.ledger.forget(&entry.request_id),
+        }
+    }
+    for entry in inner.ledger.in_stage(Stage::Launching) {
+        let Ok(request) = SubjectToken::new(TokenKind::RequestId, entry.request_id.clone()) else {
+            continue;
+        };
+        if inner.outbox.has_pending(&subjects::results(&request)) {
+            // It finished; only the ledger update was lost.
+            let _ = inner.ledger.set_stage(&entry.request_id, Stage::Finished);
+            continue;
+        }
+        let now = inner.clock.now();
+        let result = ExecResult {
+            result_id: result_id(&request, inner),
+            request_id: entry.request_id.clone(),
+            exec_id: entry.exec_id.clone(),
+            pc_id: inner.settings.pc_id.to_string(),
+            exit_code: exit_codes::AGENT_RESTARTED,
+            skipped: false,
+            stdout: String::new(),
+            stderr: "kanade: the agent restarted while this command was launching or running; outcome unknown, not relaunched".into(),
+            started_at: entry.admitted_at,
+            finished_at: now,
+            stdout_object: None,
+            stderr_object: None,
+            manifest_id: entry.manifest_id.clone(),
+            attempts: 1,
+        };
+        tracing::warn!(
+            request_id = entry.request_id,
+            "reporting exit 121 for a command interrupted by a restart"
+        );
+        publish_result(inner, &request, result).await;
+    }
+    resume
+}
+
+/// Decodes and admits a command: `None` if it is malformed (answered
+/// when it names a request id), a duplicate, a conflict or not recorded.
+pub(crate) async fn admit(inner: &Arc<Inner>, payload: &[u8]) -> Option<(Command, SubjectToken)> {
+    let command: Command = match serde_json::from_slice(payload) {
+        Ok(command) => command,
+        Err(e) => {
+            refuse_malformed(inner, payload, &e.to_string()).await;
+            return None;
+        }
+    };
+    let request = match SubjectToken::new(TokenKind::RequestId, command.request_id.clone()) {
+        Ok(request) => request,
+        Err(e) => {
+            tracing::warn!("refusing a command with an unusable request id: {e}");
+            return None;
+        }
+    };
+    let digest = sha256_hex(payload);
+    let admission = inner.ledger.admit(
+        request.as_str(),
+        &digest,
+        command.exec_id.clone(),
+        Some(command.id.clone()),
+        Some(String::from_utf8_lossy(payload).into_owned()),
+        inner.clock.now(),
+    );
+    match admission {
+        Ok(Admission::Admitted) => Some((command, request)),
+        Ok(Admission::Duplicate) => {
+            tracing::debug!(request_id = %request, "duplicate delivery ignored");
+            None
+        }
+        Ok(Admission::Conflict { recorded }) => {
+            tracing::error!(
+                request_id = %request,
+                recorded,
+                received = digest,
+                "conflict: this request id was already admitted with different command bytes; refused"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::error!(request_id = %request, "cannot record admission, not running: {e}");
+            None
+        }
+    }
+}
+
+/// A command that does not decode: log it and, if it names a usable
+/// request id, answer with a failure result saying why.
+async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
+    tracing::warn!("malformed command refused: {why}");
+    let value: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let field = |name: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let Some(request) =
+        field("request_id").and_then(|id| SubjectToken::new(TokenKind::RequestId, id).ok())
+    else {
+        return;
+    };
+    if inner
+        .ledger
+        .admit(
+            request.as_str(),
+            &sha256_hex(payload),
+            None,
+            None,
+            None,
+            inner.clock.now(),
+        )
+        .ok()
+        != Some(Admission::Admitted)
+    {
+        return;
+    }
+    let now = inner.clock.now();
+    let result = ExecResult {
+        result_id: result_id(&request, inner),
+        request_id: request.to_string(),
+        exec_id: field("exec_id").or_else(|| field("job_id")),
+        pc_id: inner.settings.pc_id.to_string(),
+        exit_code: SCRIPT_FAILURE_EXIT,
+        skipped: false,
+        stdout: String::new(),
+        stderr: format!("kanade: refused: malformed command: {why}"),
+        started_at: now,
+        finished_at: now,
+        stdout_object: None,
+        stderr_object: None,
+        manifest_id: field("id"),
+        attempts: 1,
+    };
+    publish_result(inner, &request, result).await;
+}

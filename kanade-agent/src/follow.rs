@@ -1,0 +1,163 @@
+//! Following the KV buckets: the agent loads `script_current`,
+//! `script_status`, `agent_config` and `agent_groups` before it handles a
+//! command, then watches them and keeps its live state (and with it the
+//! effective config and its groups) current. Also announces the agent's
+//! configured groups.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kanade_core::names::{
+    parse_agent_config_group_key, parse_agent_config_pc_key, SubjectToken, BUCKET_AGENT_CONFIG,
+    BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, KEY_AGENT_CONFIG_GLOBAL,
+};
+use kanade_core::transport::{KeyValue, KvConfig, KvOperation, TransportError};
+use kanade_core::wire::{AgentConfigScope, AgentGroups};
+use tokio::task::JoinSet;
+
+use crate::state::Inner;
+use crate::AgentError;
+
+/// Records this agent's configured groups in `agent_groups` unless an
+/// operator already set its membership, so the backend can count targets.
+pub(crate) async fn announce_groups(inner: &Arc<Inner>) {
+    if inner.settings.groups.is_empty() {
+        return;
+    }
+    let groups = AgentGroups::new(inner.settings.groups.iter().map(|g| g.to_string()));
+    let Ok(body) = serde_json::to_vec(&groups) else {
+        return;
+    };
+    match bucket(inner, BUCKET_AGENT_GROUPS).await {
+        Ok(kv) => match kv
+            .create(inner.settings.pc_id.as_str(), Bytes::from(body))
+            .await
+        {
+            Ok(_) | Err(TransportError::AlreadyExists { .. }) => {}
+            Err(e) => tracing::debug!("groups not announced: {e}"),
+        },
+        Err(e) => tracing::debug!("groups not announced: {e}"),
+    }
+}
+
+async fn bucket(inner: &Inner, name: &str) -> Result<Arc<dyn KeyValue>, TransportError> {
+    let mut config = KvConfig::new(name);
+    config.history = 1;
+    inner.transport.key_value(config).await
+}
+
+/// Applies one KV entry to the live state.
+fn apply_entry(inner: &Inner, bucket: &str, key: &str, value: Option<&Bytes>) {
+    let text = value.map(|v| String::from_utf8_lossy(v).trim().to_owned());
+    let pc = inner.settings.pc_id.as_str();
+    let mut live = inner.live();
+    match bucket {
+        BUCKET_SCRIPT_CURRENT => set_or_remove(&mut live.script_current, key, text),
+        BUCKET_SCRIPT_STATUS => set_or_remove(&mut live.script_status, key, text),
+        BUCKET_AGENT_GROUPS if key == pc => {
+            let groups: AgentGroups = value
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .unwrap_or_default();
+            let mut valid = Vec::new();
+            for group in groups.groups() {
+                match SubjectToken::group(group.clone()) {
+                    Ok(token) => valid.push(token),
+                    Err(e) => tracing::warn!("ignoring group: {e}"),
+                }
+            }
+            if valid != live.groups {
+                live.groups = valid;
+                drop(live);
+                inner.groups_changed.notify_waiters();
+                inner.recompute_config();
+            }
+        }
+        BUCKET_AGENT_CONFIG => {
+            let scope = || -> Option<AgentConfigScope> {
+                let parsed = value.map(|v| serde_json::from_slice::<AgentConfigScope>(v));
+                match parsed {
+                    Some(Ok(scope)) => Some(scope),
+                    Some(Err(e)) => {
+                        tracing::warn!(key, "ignoring malformed agent_config entry: {e}");
+                        None
+                    }
+                    None => None,
+                }
+            };
+            if key == KEY_AGENT_CONFIG_GLOBAL {
+                live.global = scope();
+            } else if let Some(group) = parse_agent_config_group_key(key) {
+                match scope() {
+                    Some(s) => live.group_scopes.insert(group.to_owned(), s),
+                    None => live.group_scopes.remove(group),
+                };
+            } else if parse_agent_config_pc_key(key) == Some(pc) {
+                live.pc_scope = scope();
+            } else {
+                return;
+            }
+            drop(live);
+            inner.recompute_config();
+        }
+        _ => {}
+    }
+}
+
+fn set_or_remove(map: &mut HashMap<String, String>, key: &str, value: Option<String>) {
+    match value {
+        Some(v) => map.insert(key.to_owned(), v),
+        None => map.remove(key),
+    };
+}
+
+const WATCHED: [&str; 4] = [
+    BUCKET_SCRIPT_CURRENT,
+    BUCKET_SCRIPT_STATUS,
+    BUCKET_AGENT_CONFIG,
+    BUCKET_AGENT_GROUPS,
+];
+
+/// Reads the current KV state before any command is handled.
+pub(crate) async fn load_kv_state(inner: &Arc<Inner>) -> Result<(), AgentError> {
+    for name in WATCHED {
+        let kv = bucket(inner, name).await?;
+        for key in kv.keys().await? {
+            if let Some(entry) = kv.get(&key).await? {
+                apply_entry(inner, name, &key, Some(&entry.value));
+            }
+        }
+    }
+    inner.recompute_config();
+    Ok(())
+}
+
+/// Watches every followed bucket (re-watching a second after a failure)
+/// and applies each change to the live state.
+pub(crate) async fn watch_kv(inner: Arc<Inner>) {
+    let mut watchers = JoinSet::new();
+    for name in WATCHED {
+        let inner = inner.clone();
+        watchers.spawn(async move {
+            loop {
+                let watch = match bucket(&inner, name).await {
+                    Ok(kv) => kv.watch(">").await,
+                    Err(e) => Err(e),
+                };
+                match watch {
+                    Ok(mut watch) => {
+                        while let Some(entry) = watch.next().await {
+                            let value =
+                                (entry.operation == KvOperation::Put).then_some(&entry.value);
+                            apply_entry(&inner, name, &entry.key, value);
+                        }
+                    }
+                    Err(e) => tracing::warn!(bucket = name, "watch failed: {e}"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+    }
+    while watchers.join_next().await.is_some() {}
+}

@@ -1,0 +1,124 @@
+//! Presence on the bus: the heartbeat (built from cached process facts,
+//! published on the live config's period and on every config change) and
+//! the hardware inventory (at start, then daily).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use kanade_core::names::subjects;
+use kanade_core::transport::Headers;
+use kanade_core::wire::Heartbeat;
+
+use crate::state::Inner;
+
+/// This agent's heartbeat now.
+fn heartbeat(inner: &Inner) -> Heartbeat {
+    Heartbeat {
+        pc_id: inner.settings.pc_id.to_string(),
+        at: inner.clock.now(),
+        agent_version: inner.settings.agent_version.clone(),
+        hostname: process_facts().hostname,
+        os_family: Some(std::env::consts::OS.to_owned()),
+        agent_arch: Some(std::env::consts::ARCH.to_owned()),
+        agent_cpu_pct: None,
+        agent_rss_bytes: process_facts().rss_bytes,
+        enforcing: Some(false),
+        command_keys: None,
+    }
+}
+
+/// Host name and resident memory as reported in heartbeats.
+#[derive(Clone)]
+struct ProcessFacts {
+    hostname: Option<String>,
+    rss_bytes: Option<u64>,
+}
+
+/// [`ProcessFacts`], read at most once per wall-clock second per process:
+/// one agent heartbeats far less often, but a process embedding thousands
+/// of agents (a simulation) would otherwise read `/proc` for each.
+fn process_facts() -> ProcessFacts {
+    static CACHE: Mutex<Option<(std::time::Instant, ProcessFacts)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, facts)) = cache.as_ref() {
+        if at.elapsed() < Duration::from_secs(1) {
+            return facts.clone();
+        }
+    }
+    let facts = ProcessFacts {
+        hostname: hostname::get()
+            .ok()
+            .map(|h| h.to_string_lossy().into_owned()),
+        rss_bytes: own_rss_bytes(),
+    };
+    *cache = Some((std::time::Instant::now(), facts.clone()));
+    facts
+}
+
+/// This process's resident memory (Linux), for heartbeats.
+fn own_rss_bytes() -> Option<u64> {
+    crate::presence::process_status_kib("self", "VmRSS").map(|kib| kib * 1024)
+}
+
+/// Publishes one heartbeat on `subject` (failures are logged, not retried).
+pub(crate) async fn publish_heartbeat(inner: &Inner, subject: &str) {
+    match serde_json::to_vec(&heartbeat(inner)) {
+        Ok(body) => {
+            if let Err(e) = inner
+                .log
+                .publish(subject, Headers::new(), Bytes::from(body))
+                .await
+            {
+                tracing::debug!("heartbeat not published: {e}");
+            }
+        }
+        Err(e) => tracing::warn!("heartbeat not encoded: {e}"),
+    }
+}
+
+/// Heartbeats on the live config's period, and at once on a config change.
+pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
+    let subject = subjects::heartbeat(&inner.settings.pc_id);
+    loop {
+        publish_heartbeat(&inner, &subject).await;
+        let changed = inner.live_changed.notified();
+        let period = inner
+            .live()
+            .config
+            .heartbeat_period()
+            .max(Duration::from_secs(1));
+        tokio::select! {
+            biased;
+            _ = tokio::time::sleep(period) => {}
+            _ = changed => {}
+        }
+    }
+}
+
+/// Publishes the hardware inventory at start and then daily.
+pub(crate) async fn inventory_loop(inner: Arc<Inner>) {
+    let subject = subjects::inventory(&inner.settings.pc_id, subjects::InventoryKind::Hw);
+    loop {
+        let pc = inner.settings.pc_id.to_string();
+        let at = inner.clock.now();
+        match tokio::task::spawn_blocking(move || crate::presence::collect_hw_inventory(&pc, at))
+            .await
+        {
+            Ok(inventory) => match serde_json::to_vec(&inventory) {
+                Ok(body) => {
+                    if let Err(e) = inner
+                        .log
+                        .publish(&subject, Headers::new(), Bytes::from(body))
+                        .await
+                    {
+                        tracing::debug!("inventory not published: {e}");
+                    }
+                }
+                Err(e) => tracing::warn!("inventory not encoded: {e}"),
+            },
+            Err(e) => tracing::warn!("inventory collection failed: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+    }
+}

@@ -1,0 +1,121 @@
+//! The agent's shared state: what every task of a running agent reads and
+//! updates ([`Inner`]), what it knows from the KV buckets ([`Live`]), and
+//! the in-flight count that shutdown waits on ([`InFlight`]).
+//!
+//! A leaf: the run loop, the fire path and the KV followers all build on
+//! it, and it knows none of them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use kanade_core::names::SubjectToken;
+use kanade_core::policy::config::resolve;
+use kanade_core::policy::HostSupport;
+use kanade_core::transport::{MessageLog, Transport};
+use kanade_core::wire::{AgentConfigScope, EffectiveConfig};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::ledger::Ledger;
+use crate::limiter::Limiter;
+use crate::outbox::Outbox;
+use crate::runner::ScriptRunner;
+use crate::AgentSettings;
+
+/// What the agent knows from the KV buckets.
+#[derive(Debug, Default)]
+pub(crate) struct Live {
+    pub script_current: HashMap<String, String>,
+    pub script_status: HashMap<String, String>,
+    pub global: Option<AgentConfigScope>,
+    pub group_scopes: BTreeMap<String, AgentConfigScope>,
+    pub pc_scope: Option<AgentConfigScope>,
+    pub groups: Vec<SubjectToken>,
+    pub config: EffectiveConfig,
+    /// When the agent last had fresh state (None: connected now).
+    pub disconnected_since: Option<DateTime<Utc>>,
+    pub ever_connected: bool,
+}
+
+pub(crate) struct Inner {
+    pub settings: AgentSettings,
+    pub transport: Arc<dyn Transport>,
+    pub log: Arc<dyn MessageLog>,
+    pub runner: Arc<dyn ScriptRunner>,
+    pub clock: Arc<dyn Clock>,
+    pub host: HostSupport,
+    pub ledger: Ledger,
+    pub outbox: Outbox,
+    pub limiter: Limiter,
+    pub live: Mutex<Live>,
+    pub live_changed: Notify,
+    pub groups_changed: Notify,
+    pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
+    pub rng: Mutex<fastrand::Rng>,
+    pub connected: Option<watch::Receiver<bool>>,
+    pub cpus: usize,
+    pub in_flight: AtomicUsize,
+    pub all_done: Notify,
+    pub executions: Mutex<JoinSet<()>>,
+    /// Set when the agent stops or halts: no new command starts after it
+    /// (an admitted one stays pending in the ledger for the next start).
+    pub closed: AtomicBool,
+}
+
+/// Counts a command as in flight while alive.
+pub(crate) struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    pub(crate) fn enter(inner: &Arc<Inner>) -> Self {
+        inner.in_flight.fetch_add(1, Ordering::SeqCst);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.all_done.notify_waiters();
+        }
+    }
+}
+
+impl Inner {
+    pub(crate) fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The instant the agent last had fresh state, as the gates want it.
+    pub(crate) fn last_fresh_at(&self) -> Option<DateTime<Utc>> {
+        let live = self.live();
+        match (live.ever_connected, live.disconnected_since) {
+            (false, _) => None,
+            (true, None) => Some(self.clock.now()),
+            (true, Some(since)) => Some(since),
+        }
+    }
+
+    /// Resolves the effective config from the scopes now known, applies
+    /// its concurrency limit and wakes whoever waits on a change.
+    pub(crate) fn recompute_config(&self) {
+        let mut live = self.live();
+        let groups: Vec<String> = live.groups.iter().map(|g| g.to_string()).collect();
+        let config = resolve(
+            live.global.as_ref(),
+            &live.group_scopes,
+            &groups,
+            live.pc_scope.as_ref(),
+        );
+        self.limiter.set_limit(
+            config
+                .max_local_concurrent
+                .map_or(self.cpus, |limit| limit.get() as usize),
+        );
+        live.config = config;
+        drop(live);
+        self.live_changed.notify_waiters();
+    }
+}

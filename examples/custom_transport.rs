@@ -98,7 +98,10 @@ impl Transport for CountingTransport {
         self.inner.key_value(config).await
     }
 
-    async fn object_store(&self, config: ObjectStoreConfig) -> TransportResult<Arc<dyn ObjectStore>> {
+    async fn object_store(
+        &self,
+        config: ObjectStoreConfig,
+    ) -> TransportResult<Arc<dyn ObjectStore>> {
         self.inner.object_store(config).await
     }
 }
@@ -129,7 +132,12 @@ fn main() -> Result<(), Error> {
         Ok::<_, Error>(())
     })?;
     println!("publishes by subject root during 2 minutes of an idle agent:");
-    for (root, count) in transport.counts.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for (root, count) in transport
+        .counts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+    {
         println!("  {root:<12} {count}");
     }
     Ok(())

@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
-const JOB: &str = "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: echo hello\n  timeout: 30s\n";
+const JOB: &str =
+    "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: echo hello\n  timeout: 30s\n";
 
 /// One HTTP/1.1 GET over a plain TCP connection (no client library needed).
 async fn get_text(addr: std::net::SocketAddr, path: &str) -> Result<String, Error> {
@@ -39,7 +40,11 @@ async fn main() -> Result<(), Error> {
     let url = std::env::var("NATS_URL").unwrap_or_else(|_| "memory".into());
     let transport = kanade::transport::open(&url).await?;
     let dir = tempfile::tempdir()?;
-    let backend = Backend::open(transport, BackendSettings::new(dir.path().join("kanade.db"))).await?;
+    let backend = Backend::open(
+        transport,
+        BackendSettings::new(dir.path().join("kanade.db")),
+    )
+    .await?;
     backend.apply_job(JOB, &Default::default()).await?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);

@@ -13,6 +13,7 @@ use kanade_core::names::{
     parse_agent_config_group_key, parse_agent_config_pc_key, SubjectToken, BUCKET_AGENT_CONFIG,
     BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, KEY_AGENT_CONFIG_GLOBAL,
 };
+use kanade_core::transport::ext::{JsonCallError, KeyValueExt};
 use kanade_core::transport::{KeyValue, KvConfig, KvOperation, TransportError};
 use kanade_core::wire::{AgentConfigScope, AgentGroups};
 use tokio::task::JoinSet;
@@ -27,15 +28,9 @@ pub(crate) async fn announce_groups(inner: &Arc<Inner>) {
         return;
     }
     let groups = AgentGroups::new(inner.settings.groups.iter().map(|g| g.to_string()));
-    let Ok(body) = serde_json::to_vec(&groups) else {
-        return;
-    };
     match bucket(inner, BUCKET_AGENT_GROUPS).await {
-        Ok(kv) => match kv
-            .create(inner.settings.pc_id.as_str(), Bytes::from(body))
-            .await
-        {
-            Ok(_) | Err(TransportError::AlreadyExists { .. }) => {}
+        Ok(kv) => match kv.create_json(inner.settings.pc_id.as_str(), &groups).await {
+            Ok(_) | Err(JsonCallError::Transport(TransportError::AlreadyExists { .. })) => {}
             Err(e) => tracing::debug!("groups not announced: {e}"),
         },
         Err(e) => tracing::debug!("groups not announced: {e}"),

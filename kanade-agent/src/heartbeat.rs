@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
 use kanade_core::names::subjects;
+use kanade_core::transport::ext::{JsonCallError, MessageLogExt};
 use kanade_core::transport::Headers;
 use kanade_core::wire::Heartbeat;
 
@@ -63,17 +63,20 @@ fn own_rss_bytes() -> Option<u64> {
 
 /// Publishes one heartbeat on `subject` (failures are logged, not retried).
 pub(crate) async fn publish_heartbeat(inner: &Inner, subject: &str) {
-    match serde_json::to_vec(&heartbeat(inner)) {
-        Ok(body) => {
-            if let Err(e) = inner
-                .log
-                .publish(subject, Headers::new(), Bytes::from(body))
-                .await
-            {
-                tracing::debug!("heartbeat not published: {e}");
-            }
-        }
-        Err(e) => tracing::warn!("heartbeat not encoded: {e}"),
+    let sent = inner
+        .log
+        .publish_json(subject, Headers::new(), &heartbeat(inner))
+        .await;
+    log_publish_failure("heartbeat", sent);
+}
+
+/// Logs a failed JSON publish: an encoding failure is a bug (warn), a
+/// transport failure is expected while offline (debug).
+fn log_publish_failure<T>(what: &str, sent: Result<T, JsonCallError>) {
+    match sent {
+        Ok(_) => {}
+        Err(e @ JsonCallError::Transport(_)) => tracing::debug!("{what} not published: {e}"),
+        Err(e) => tracing::warn!("{what} not encoded: {e}"),
     }
 }
 
@@ -105,18 +108,13 @@ pub(crate) async fn inventory_loop(inner: Arc<Inner>) {
         match tokio::task::spawn_blocking(move || crate::presence::collect_hw_inventory(&pc, at))
             .await
         {
-            Ok(inventory) => match serde_json::to_vec(&inventory) {
-                Ok(body) => {
-                    if let Err(e) = inner
-                        .log
-                        .publish(&subject, Headers::new(), Bytes::from(body))
-                        .await
-                    {
-                        tracing::debug!("inventory not published: {e}");
-                    }
-                }
-                Err(e) => tracing::warn!("inventory not encoded: {e}"),
-            },
+            Ok(inventory) => {
+                let sent = inner
+                    .log
+                    .publish_json(&subject, Headers::new(), &inventory)
+                    .await;
+                log_publish_failure("inventory", sent);
+            }
             Err(e) => tracing::warn!("inventory collection failed: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(24 * 3600)).await;

@@ -23,11 +23,22 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     if !path.exists() {
         let status = std::process::Command::new(env!("CARGO"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["build", "-p", "kanade-agent", "-p", "kanade-backend", "--bins"])
+            .args([
+                "build",
+                "-p",
+                "kanade-agent",
+                "-p",
+                "kanade-backend",
+                "--bins",
+            ])
             .status()
             .unwrap();
         assert!(status.success(), "building the workspace binaries failed");
     }
-    assert!(path.exists(), "{} is missing after building", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing after building",
+        path.display()
+    );
     path
 }

@@ -9,6 +9,7 @@ use kanade_core::names::{
     BUCKET_JOBS, BUCKET_JOBS_YAML, BUCKET_SCHEDULES, BUCKET_SCHEDULES_YAML, BUCKET_SCRIPT_CURRENT,
     BUCKET_SCRIPT_STATUS, OBJECT_SCRIPTS, SCRIPT_STATUS_ACTIVE,
 };
+use kanade_core::transport::ext::KeyValueExt;
 use kanade_core::transport::ObjectStoreConfig;
 
 use super::core::Backend;
@@ -34,10 +35,9 @@ impl Backend {
             job.execute.script_file = None;
             job.execute.script_object = Some(key);
         }
-        let json = serde_json::to_vec(&job).map_err(BackendError::Encode)?;
         self.bucket(BUCKET_JOBS)
             .await?
-            .put(&job.id, Bytes::from(json))
+            .put_json(&job.id, &job)
             .await?;
         self.bucket(BUCKET_JOBS_YAML)
             .await?
@@ -74,16 +74,11 @@ impl Backend {
 
     /// One job.
     pub async fn job(&self, id: &str) -> Result<Job, BackendError> {
-        let entry = self
-            .bucket(BUCKET_JOBS)
+        self.bucket(BUCKET_JOBS)
             .await?
-            .get(id)
+            .get_json(id)
             .await?
-            .ok_or_else(|| BackendError::NotFound(format!("job {id}")))?;
-        serde_json::from_slice(&entry.value).map_err(|source| BackendError::Corrupt {
-            what: format!("job {id}"),
-            source,
-        })
+            .ok_or_else(|| BackendError::NotFound(format!("job {id}")))
     }
 
     /// Validates and stores a schedule (fired by the scheduler).
@@ -98,10 +93,9 @@ impl Backend {
             )),
             other => other,
         })?;
-        let json = serde_json::to_vec(&schedule).map_err(BackendError::Encode)?;
         self.bucket(BUCKET_SCHEDULES)
             .await?
-            .put(&schedule.id, Bytes::from(json))
+            .put_json(&schedule.id, &schedule)
             .await?;
         self.bucket(BUCKET_SCHEDULES_YAML)
             .await?
@@ -112,16 +106,11 @@ impl Backend {
 
     /// One schedule.
     pub async fn schedule(&self, id: &str) -> Result<Schedule, BackendError> {
-        let entry = self
-            .bucket(BUCKET_SCHEDULES)
+        self.bucket(BUCKET_SCHEDULES)
             .await?
-            .get(id)
+            .get_json(id)
             .await?
-            .ok_or_else(|| BackendError::NotFound(format!("schedule {id}")))?;
-        serde_json::from_slice(&entry.value).map_err(|source| BackendError::Corrupt {
-            what: format!("schedule {id}"),
-            source,
-        })
+            .ok_or_else(|| BackendError::NotFound(format!("schedule {id}")))
     }
 
     /// Turns a schedule on or off (takes effect at the next tick).
@@ -132,10 +121,9 @@ impl Backend {
     ) -> Result<Schedule, BackendError> {
         let mut schedule = self.schedule(id).await?;
         schedule.enabled = enabled;
-        let json = serde_json::to_vec(&schedule).map_err(BackendError::Encode)?;
         self.bucket(BUCKET_SCHEDULES)
             .await?
-            .put(id, Bytes::from(json))
+            .put_json(id, &schedule)
             .await?;
         Ok(schedule)
     }

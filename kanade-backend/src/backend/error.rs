@@ -4,6 +4,7 @@
 //! [`crate::http::error_response`]).
 
 use kanade_core::names::InvalidToken;
+use kanade_core::transport::ext::JsonCallError;
 use kanade_core::transport::TransportError;
 
 use crate::db::DbError;
@@ -55,6 +56,19 @@ pub enum BackendError {
     /// without its script).
     #[error("{0}")]
     Internal(String),
+}
+
+impl From<JsonCallError> for BackendError {
+    /// A JSON convenience call's failure: encoding is the backend's fault,
+    /// an undecodable stored record is [`BackendError::Corrupt`].
+    fn from(error: JsonCallError) -> Self {
+        match error {
+            JsonCallError::Encode { source, .. } => BackendError::Encode(source),
+            JsonCallError::Decode { what, source } => BackendError::Corrupt { what, source },
+            JsonCallError::Transport(e) => BackendError::Transport(e),
+            other => BackendError::Internal(other.to_string()),
+        }
+    }
 }
 
 impl BackendError {

@@ -8,6 +8,7 @@ use chrono::Utc;
 use kanade_core::names::{
     subjects, SubjectToken, BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT, OBJECT_SCRIPTS,
 };
+use kanade_core::transport::ext::to_json_bytes;
 use kanade_core::transport::{Headers, ObjectStoreConfig};
 use kanade_core::wire::{AgentGroups, Command};
 
@@ -161,7 +162,7 @@ impl Backend {
                 .put(&job.id, Bytes::from(job.version.clone()))
                 .await?;
         }
-        let payload = Bytes::from(serde_json::to_vec(&command).map_err(BackendError::Encode)?);
+        let payload = to_json_bytes("command", &command)?;
         for subject in subjects_to {
             if let Err(e) = self
                 .log

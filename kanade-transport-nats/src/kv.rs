@@ -11,7 +11,7 @@ use kanade_core::transport::{
     KeyValue, KvConfig, KvEntry, KvOperation, KvWatch, TransportError, TransportResult,
 };
 
-use crate::error::backend;
+use crate::error::{backend, cause, Cause};
 use crate::Shared;
 
 pub(crate) struct NatsKv {
@@ -190,11 +190,9 @@ impl KeyValue for NatsKv {
         validate_kv_key(key)?;
         let stream = match self.store.history(key).await {
             Ok(stream) => stream,
+            // No stream or no message for the key: an empty history.
+            Err(e) if cause(&e) == Cause::NotFound => return Ok(Vec::new()),
             Err(e) => {
-                let text = e.to_string();
-                if text.contains("not found") || text.contains("no message") {
-                    return Ok(Vec::new());
-                }
                 return Err(backend(
                     &format!("history of {key:?} in {}", self.bucket),
                     e,

@@ -36,6 +36,7 @@ mod error;
 mod kv;
 mod log;
 mod object;
+pub mod open;
 pub mod provision;
 #[cfg(feature = "test-server")]
 pub mod test_server;
@@ -51,6 +52,7 @@ use kanade_core::transport::{
 use tokio::sync::watch;
 
 pub use connect::{reconnect_delay, Auth, ConnectionState, NatsOptions, TlsOptions};
+pub use open::{open, open_with, OpenedTransport};
 
 /// A kanade transport over NATS JetStream. Cheap to clone.
 #[derive(Clone)]

@@ -268,49 +268,77 @@ impl MessageLog for NatsLog {
                 }
                 _ => backend("creating consumer", e),
             })?;
-        Ok(Arc::new(NatsConsumer { consumer }))
+        Ok(Arc::new(NatsConsumer {
+            consumer,
+            pull: tokio::sync::Mutex::new(None),
+        }))
     }
 }
 
 struct NatsConsumer {
     consumer: jetstream::consumer::Consumer<pull::Config>,
+    /// The outstanding pull request (one message), if a `next()` sent one.
+    /// Kept here rather than in `next()`: the server hands the message to
+    /// this request's inbox whether or not anyone still listens, so a
+    /// `next()` dropped while waiting must leave the request for the next
+    /// call to collect (the contract's cancel safety). The lock also
+    /// serialises `next()` calls on this handle.
+    pull: tokio::sync::Mutex<Option<pull::Batch>>,
 }
 
 /// How long one pull request waits on the server before it is renewed.
 const PULL_EXPIRY: Duration = Duration::from_secs(5);
 
+impl NatsConsumer {
+    /// Sends a pull request for one message. Cancel-safe: the request is
+    /// the last thing sent, so a request is either not sent or returned.
+    async fn request(&self) -> TransportResult<pull::Batch> {
+        self.consumer
+            .batch()
+            .max_messages(1)
+            .expires(PULL_EXPIRY)
+            .messages()
+            .await
+            .map_err(|e| backend("pulling", e))
+    }
+}
+
 #[async_trait]
 impl Consumer for NatsConsumer {
     async fn next(&self) -> TransportResult<Delivery> {
+        let mut pull = self.pull.lock().await;
         loop {
-            let mut batch = self
-                .consumer
-                .batch()
-                .max_messages(1)
-                .expires(PULL_EXPIRY)
-                .messages()
-                .await
-                .map_err(|e| backend("pulling", e))?;
-            if let Some(message) = batch.next().await {
-                let message =
-                    message.map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
-                let (stream_sequence, delivered) = {
-                    let info = message
-                        .info()
-                        .map_err(|e| TransportError::Backend(e.to_string().into()))?;
-                    (
-                        info.stream_sequence,
-                        u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                    )
-                };
-                let (message, acker) = message.split();
-                return Ok(Delivery::new(
-                    to_message(message),
-                    stream_sequence,
-                    delivered,
-                    Arc::new(NatsAck(acker)),
-                ));
-            }
+            let batch = match &mut *pull {
+                Some(batch) => batch,
+                none => none.insert(self.request().await?),
+            };
+            // `Batch` is a stream over a subscription: polling it is
+            // cancel-safe, and it stays in `pull` if this call is dropped.
+            let item = batch.next().await;
+            // One message was asked for: the request is spent either way.
+            *pull = None;
+            let Some(message) = item else {
+                // Expired without a message: ask again.
+                continue;
+            };
+            let message =
+                message.map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
+            let (stream_sequence, delivered) = {
+                let info = message
+                    .info()
+                    .map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
+                (
+                    info.stream_sequence,
+                    u32::try_from(info.delivered).unwrap_or(u32::MAX),
+                )
+            };
+            let (message, acker) = message.split();
+            return Ok(Delivery::new(
+                to_message(message),
+                stream_sequence,
+                delivered,
+                Arc::new(NatsAck(acker)),
+            ));
         }
     }
 }

@@ -40,6 +40,7 @@ impl fmt::Display for TokenKind {
 
 /// Why a value cannot be a subject token.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidToken {
     /// The value is empty.
     #[error("{kind} must not be empty")]

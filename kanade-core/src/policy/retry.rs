@@ -11,6 +11,7 @@ pub const MAX_RETRIES: u32 = 10;
 
 /// A retry policy that cannot be accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RetryError {
     /// `max` is outside 1..=10.
     #[error("retry.max is {max}; it must be between {MIN_RETRIES} and {MAX_RETRIES}")]

@@ -8,6 +8,7 @@ pub const MAX_SCRIPT_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a script body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ScriptBodyError {
     /// The expected digest is not 64 hex characters.
     #[error("expected sha256 {expected:?} is not 64 hex characters")]

@@ -15,6 +15,12 @@
 //!
 //! While disconnected every call fails with
 //! [`TransportError::Disconnected`] and subscriptions lose what arrives.
+//!
+//! The wrappers keep the contract's cancel safety: a delayed or reordered
+//! message is parked in the subscription or consumer (with the instant it
+//! is due), not in a local of `next()`, so a `next()` dropped during the
+//! injected pause loses nothing — the next call hands it out, without
+//! deciding a new fault for it.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -349,6 +355,74 @@ fn random_delay(rng: &mut fastrand::Rng, max: Duration) -> Duration {
 /// How long a reordered message waits for a successor before it is released.
 const REORDER_WINDOW: Duration = Duration::from_millis(100);
 
+/// A message whose delivery fault is decided but which is not handed out
+/// yet.
+enum Held<M> {
+    /// Delayed: handed out at `until`.
+    Delayed {
+        item: M,
+        until: tokio::time::Instant,
+    },
+    /// Reordered: handed out after the next arrival, or at `until` if none
+    /// comes first.
+    Reordered {
+        item: M,
+        until: tokio::time::Instant,
+    },
+}
+
+impl<M> Held<M> {
+    fn delayed(item: M, pause: Duration) -> Self {
+        Held::Delayed {
+            item,
+            until: tokio::time::Instant::now() + pause,
+        }
+    }
+
+    fn reordered(item: M) -> Self {
+        Held::Reordered {
+            item,
+            until: tokio::time::Instant::now() + REORDER_WINDOW,
+        }
+    }
+
+    fn into_item(self) -> M {
+        match self {
+            Held::Delayed { item, .. } | Held::Reordered { item, .. } => item,
+        }
+    }
+}
+
+/// What a subscription or consumer wrapper has taken from the inner
+/// transport but not handed out yet. It lives in the wrapper, so a dropped
+/// `next()` loses none of it (the contract's cancel safety).
+struct Parked<M> {
+    /// Ready to hand out, in order (duplicates, a reordered message's
+    /// predecessor).
+    ready: VecDeque<M>,
+    /// A delayed or reordered message still waiting.
+    held: Option<Held<M>>,
+}
+
+impl<M> Parked<M> {
+    fn new() -> Self {
+        Self {
+            ready: VecDeque::new(),
+            held: None,
+        }
+    }
+
+    /// The held message's due instant and whether it waits for a
+    /// successor (reorder) rather than just for time (delay).
+    fn held_until(&self) -> Option<(tokio::time::Instant, bool)> {
+        match &self.held {
+            Some(Held::Delayed { until, .. }) => Some((*until, false)),
+            Some(Held::Reordered { until, .. }) => Some((*until, true)),
+            None => None,
+        }
+    }
+}
+
 /// A transport wrapped with fault injection.
 #[derive(Clone)]
 pub struct FaultyTransport {
@@ -457,7 +531,7 @@ impl MessageLog for FaultyLog {
         Ok(Box::new(FaultySubscription {
             arrived: rx,
             injector: self.injector.clone(),
-            ready: VecDeque::new(),
+            parked: Parked::new(),
         }))
     }
 
@@ -480,7 +554,7 @@ impl MessageLog for FaultyLog {
         Ok(Arc::new(FaultyConsumer {
             inner: self.inner.create_consumer(stream, config).await?,
             injector: self.injector.clone(),
-            ready: tokio::sync::Mutex::new(VecDeque::new()),
+            parked: tokio::sync::Mutex::new(Parked::new()),
         }))
     }
 }
@@ -488,36 +562,49 @@ impl MessageLog for FaultyLog {
 struct FaultySubscription {
     arrived: tokio::sync::mpsc::UnboundedReceiver<Message>,
     injector: Arc<FaultInjector>,
-    ready: VecDeque<Message>,
+    parked: Parked<Message>,
 }
 
 #[async_trait]
 impl MessageStream for FaultySubscription {
+    // Cancel-safe: every await is on a cancel-safe future (`recv`, a sleep),
+    // and a taken message is parked in `self.parked` before any await.
     async fn next(&mut self) -> Option<Message> {
         loop {
-            if let Some(message) = self.ready.pop_front() {
+            if let Some(message) = self.parked.ready.pop_front() {
                 return Some(message);
+            }
+            match self.parked.held_until() {
+                Some((until, false)) => {
+                    tokio::time::sleep_until(until).await;
+                    return self.parked.held.take().map(Held::into_item);
+                }
+                Some((until, true)) => {
+                    let successor = tokio::time::timeout_at(until, self.arrived.recv()).await;
+                    let held = self.parked.held.take().map(Held::into_item);
+                    match successor {
+                        Ok(Some(successor)) => {
+                            self.parked.ready.extend(held);
+                            return Some(successor);
+                        }
+                        Ok(None) | Err(_) => return held,
+                    }
+                }
+                None => {}
             }
             let message = self.arrived.recv().await?;
             match self.injector.delivery_fault(&message.subject) {
                 None => return Some(message),
                 Some(DeliveryFault::Drop) => {}
                 Some(DeliveryFault::Duplicate) => {
-                    self.ready.push_back(message.clone());
+                    self.parked.ready.push_back(message.clone());
                     return Some(message);
                 }
                 Some(DeliveryFault::Delay(pause)) => {
-                    tokio::time::sleep(pause).await;
-                    return Some(message);
+                    self.parked.held = Some(Held::delayed(message, pause));
                 }
                 Some(DeliveryFault::Reorder) => {
-                    match tokio::time::timeout(REORDER_WINDOW, self.arrived.recv()).await {
-                        Ok(Some(successor)) => {
-                            self.ready.push_back(message);
-                            return Some(successor);
-                        }
-                        Ok(None) | Err(_) => return Some(message),
-                    }
+                    self.parked.held = Some(Held::reordered(message));
                 }
             }
         }
@@ -527,7 +614,8 @@ impl MessageStream for FaultySubscription {
 struct FaultyConsumer {
     inner: Arc<dyn Consumer>,
     injector: Arc<FaultInjector>,
-    ready: tokio::sync::Mutex<VecDeque<Delivery>>,
+    /// Also serialises `next()` calls on this handle.
+    parked: tokio::sync::Mutex<Parked<Delivery>>,
 }
 
 impl FaultyConsumer {
@@ -546,11 +634,37 @@ impl FaultyConsumer {
 
 #[async_trait]
 impl Consumer for FaultyConsumer {
+    // Cancel-safe: the lock, the sleeps and the inner `next()` are
+    // cancel-safe, and a taken delivery is parked before any await.
     async fn next(&self) -> TransportResult<Delivery> {
-        let mut ready = self.ready.lock().await;
+        let mut parked = self.parked.lock().await;
         loop {
-            if let Some(delivery) = ready.pop_front() {
+            if let Some(delivery) = parked.ready.pop_front() {
                 return Ok(delivery);
+            }
+            match parked.held_until() {
+                Some((until, false)) => {
+                    tokio::time::sleep_until(until).await;
+                    if let Some(held) = parked.held.take() {
+                        return Ok(held.into_item());
+                    }
+                }
+                Some((until, true)) => {
+                    let successor = tokio::time::timeout_at(until, self.inner.next()).await;
+                    let held = parked.held.take().map(Held::into_item);
+                    match successor {
+                        Ok(Ok(successor)) => {
+                            parked.ready.extend(held);
+                            return Ok(self.wrap(&successor));
+                        }
+                        Ok(Err(_)) | Err(_) => {
+                            if let Some(held) = held {
+                                return Ok(held);
+                            }
+                        }
+                    }
+                }
+                None => {}
             }
             self.injector.check_connected()?;
             let delivery = self.inner.next().await?;
@@ -559,21 +673,14 @@ impl Consumer for FaultyConsumer {
                 None => return Ok(self.wrap(&delivery)),
                 Some(DeliveryFault::Drop) => {}
                 Some(DeliveryFault::Duplicate) => {
-                    ready.push_back(self.wrap(&delivery));
+                    parked.ready.push_back(self.wrap(&delivery));
                     return Ok(self.wrap(&delivery));
                 }
                 Some(DeliveryFault::Delay(pause)) => {
-                    tokio::time::sleep(pause).await;
-                    return Ok(self.wrap(&delivery));
+                    parked.held = Some(Held::delayed(self.wrap(&delivery), pause));
                 }
                 Some(DeliveryFault::Reorder) => {
-                    match tokio::time::timeout(REORDER_WINDOW, self.inner.next()).await {
-                        Ok(Ok(successor)) => {
-                            ready.push_back(self.wrap(&delivery));
-                            return Ok(self.wrap(&successor));
-                        }
-                        Ok(Err(_)) | Err(_) => return Ok(self.wrap(&delivery)),
-                    }
+                    parked.held = Some(Held::reordered(self.wrap(&delivery)));
                 }
             }
         }

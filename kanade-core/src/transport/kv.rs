@@ -55,6 +55,12 @@ pub struct KvEntry {
 #[async_trait]
 pub trait KvWatch: Send {
     /// The next entry, or `None` when the watch has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe, like [`MessageStream::next`](super::MessageStream::next):
+    /// dropping the future before it completes loses no entry; it is
+    /// returned by the next call.
     async fn next(&mut self) -> Option<KvEntry>;
 }
 

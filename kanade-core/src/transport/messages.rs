@@ -236,9 +236,22 @@ impl Delivery {
 }
 
 /// A pull-style durable consumer.
+///
+/// Calls to [`next`](Consumer::next) on one handle may be made from several
+/// tasks; an implementation may serve them one at a time.
 #[async_trait]
 pub trait Consumer: Send + Sync {
     /// Waits for the next delivery (a new message or a redelivery).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe. Dropping the returned future before it completes (a
+    /// losing `tokio::select!` branch, an expired `tokio::time::timeout`)
+    /// never loses a delivery and never counts as one: a message the dropped
+    /// call had already taken is handed out by the next call on the same
+    /// consumer, in order, with the same `delivered` count. Only dropping
+    /// the consumer itself leaves such a message unacknowledged; the stream
+    /// then redelivers it after `ack_wait`, like any unacknowledged delivery.
     async fn next(&self) -> TransportResult<Delivery>;
 }
 
@@ -246,10 +259,21 @@ pub trait Consumer: Send + Sync {
 #[async_trait]
 pub trait MessageStream: Send {
     /// The next message, or `None` once the subscription has ended.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel-safe. Dropping the returned future before it completes (a
+    /// losing `tokio::select!` branch, an expired `tokio::time::timeout`)
+    /// never loses a message: a message the dropped call had already taken
+    /// is returned by the next call, in order. Dropping the subscription
+    /// itself discards whatever it has buffered.
     async fn next(&mut self) -> Option<Message>;
 }
 
 /// An ephemeral subscription; dropping it unsubscribes.
+///
+/// Its [`next`](MessageStream::next) is cancel-safe: polling it in a
+/// `tokio::select!` loop or under a timeout loses nothing.
 pub type Subscription = Box<dyn MessageStream>;
 
 /// Publish / subscribe plus durable streams and consumers.

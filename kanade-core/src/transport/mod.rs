@@ -8,6 +8,22 @@
 //! shared [`conformance`] suite; [`fault`] wraps any of them with seeded
 //! network faults.
 //!
+//! # Cancel safety
+//!
+//! Every waiting `next()` of the contract — [`MessageStream::next`] (a
+//! [`Subscription`]), [`Consumer::next`] and [`KvWatch::next`] — is
+//! cancel-safe: dropping its future before it completes, as a losing
+//! `tokio::select!` branch or under `tokio::time::timeout`, never loses a
+//! message. Whatever the dropped call had already taken is returned by the
+//! next call on the same handle, in order (a consumer does not count it as
+//! another delivery). Only dropping the handle itself discards what it holds:
+//! an ephemeral subscription's buffered messages are gone, a durable
+//! consumer's unacknowledged ones are redelivered after `ack_wait`. An
+//! implementation therefore never keeps a taken message in a local variable
+//! across an `.await` inside `next()`; it parks it in the handle. The
+//! conformance check `cancelled_next_loses_nothing` holds every
+//! implementation to this.
+//!
 //! # Plugging in your own transport
 //!
 //! Implement [`Transport`] (and the three traits it hands out), then run the
@@ -45,6 +61,7 @@
 mod capabilities;
 pub mod conformance;
 mod error;
+pub mod ext;
 pub mod fault;
 pub mod file;
 mod kv;
@@ -54,6 +71,7 @@ mod object;
 mod retention;
 pub mod subject;
 mod subject_index;
+pub mod url;
 
 use std::sync::Arc;
 

@@ -1,5 +1,7 @@
-//! Message log checks: wildcards, fan-out, streams, consumers, dedup, limits.
+//! Message log checks: wildcards, fan-out, streams, consumers, dedup,
+//! limits, cancel safety.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ pub(super) fn checks<T: Transport + ?Sized + 'static>() -> Vec<Check<T>> {
         check!(late_ack_still_counts, always),
         check!(reopened_consumer_takes_new_filter, always),
         check!(dedup_window_drops_duplicates, needs_dedup),
+        check!(cancelled_next_loses_nothing, always),
     ]
 }
 
@@ -505,6 +508,169 @@ async fn reopened_consumer_takes_new_filter<T: Transport + ?Sized>(t: Arc<T>) ->
         &d.message.payload[..] == b"b1",
         "re-opened consumer kept its old filter: got {:?}",
         d.message.payload
+    );
+    Ok(())
+}
+
+/// Messages published in each half of [`cancelled_next_loses_nothing`].
+const CANCEL_MESSAGES: usize = 20;
+
+/// One receive attempt built to be abandoned: on even attempts `next` is
+/// raced (`biased`) against an already-ready branch, so it is polled once
+/// and dropped if not immediately ready; on odd ones it gets a short
+/// timeout, growing with `misses` so a slow transport still gets through.
+/// `None`: the attempt was abandoned and its `next()` future dropped.
+async fn impatient<F: Future>(next: F, attempt: usize, misses: usize) -> Option<F::Output> {
+    if attempt.is_multiple_of(2) {
+        tokio::select! {
+            biased;
+            out = next => Some(out),
+            () = std::future::ready(()) => None,
+        }
+    } else {
+        let patience = Duration::from_millis(1 + (misses / 10) as u64);
+        tokio::time::timeout(patience, next).await.ok()
+    }
+}
+
+/// Publishes `0..count` to `subject`, 1 ms apart.
+async fn publish_slowly(log: &dyn MessageLog, subject: &str, count: usize) -> CheckResult {
+    for i in 0..count {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        publish(log, subject, &i.to_string()).await?;
+    }
+    Ok(())
+}
+
+/// Fails unless `body` is the next message after `got` (`0`, `1`, …).
+fn in_sequence(what: &str, got: &[String], body: &str) -> CheckResult {
+    ensure!(
+        body == got.len().to_string(),
+        "{what}: received {body} after {got:?}: a dropped next() lost or repeated a message"
+    );
+    Ok(())
+}
+
+/// Checks that the bodies received are `0..CANCEL_MESSAGES` once each, in
+/// order, and that abandoned attempts really happened.
+fn check_received(what: &str, got: &[String], abandoned: usize) -> CheckResult {
+    let expected: Vec<String> = (0..CANCEL_MESSAGES).map(|i| i.to_string()).collect();
+    ensure!(
+        got == expected,
+        "{what}: with next() futures dropped, received {got:?}, expected 0..{CANCEL_MESSAGES} once each in order"
+    );
+    ensure!(
+        abandoned > 0,
+        "{what}: no next() future was dropped, the check proved nothing"
+    );
+    Ok(())
+}
+
+/// `next()` is cancel-safe: dropping its future mid-wait (a losing
+/// `select!` branch, an expired timeout) loses no message, for an
+/// ephemeral subscription and for a durable consumer (which must not count
+/// it as another delivery either).
+async fn cancelled_next_loses_nothing<T: Transport + ?Sized>(t: Arc<T>) -> CheckResult {
+    let log = t.messages();
+
+    // An ephemeral subscription, receiving while messages trickle in.
+    let mut sub = log
+        .subscribe("cancel.plain.*")
+        .await
+        .map_err(fail("subscribe"))?;
+    let receive = async {
+        let mut got = Vec::new();
+        let (mut attempt, mut abandoned) = (0, 0);
+        while got.len() < CANCEL_MESSAGES {
+            let started = tokio::time::Instant::now();
+            let mut misses = 0;
+            let message = loop {
+                attempt += 1;
+                if let Some(message) = impatient(sub.next(), attempt, misses).await {
+                    break message;
+                }
+                abandoned += 1;
+                misses += 1;
+                ensure!(
+                    started.elapsed() < WAIT,
+                    "subscription: nothing within {WAIT:?} after {got:?}"
+                );
+                // Let the publisher run (a current-thread runtime).
+                tokio::task::yield_now().await;
+            };
+            let message = message.ok_or("subscription ended")?;
+            let body = String::from_utf8_lossy(&message.payload).into_owned();
+            in_sequence("subscription", &got, &body)?;
+            got.push(body);
+        }
+        Ok::<_, String>((got, abandoned))
+    };
+    let (published, received) = tokio::join!(
+        publish_slowly(&*log, "cancel.plain.m", CANCEL_MESSAGES),
+        receive
+    );
+    published?;
+    let (got, abandoned) = received?;
+    check_received("subscription", &got, abandoned)?;
+    let extra = tokio::time::timeout(Duration::from_millis(100), sub.next()).await;
+    ensure!(
+        !matches!(extra, Ok(Some(_))),
+        "subscription: an extra message arrived after all {CANCEL_MESSAGES}: {extra:?}"
+    );
+    drop(sub);
+
+    // A durable consumer (ack wait far longer than the check: a delivery
+    // lost to a dropped next() would only come back as a redelivery).
+    log.create_stream(StreamConfig::new("CANCEL", &["cancel.durable.>"]))
+        .await
+        .map_err(fail("create stream"))?;
+    let consumer = log
+        .create_consumer("CANCEL", ConsumerConfig::new("patient", DeliverPolicy::All))
+        .await
+        .map_err(fail("create consumer"))?;
+    let receive = async {
+        let mut got = Vec::new();
+        let (mut attempt, mut abandoned) = (0, 0);
+        while got.len() < CANCEL_MESSAGES {
+            let started = tokio::time::Instant::now();
+            let mut misses = 0;
+            let delivery = loop {
+                attempt += 1;
+                if let Some(delivery) = impatient(consumer.next(), attempt, misses).await {
+                    break delivery;
+                }
+                abandoned += 1;
+                misses += 1;
+                ensure!(
+                    started.elapsed() < WAIT,
+                    "consumer: nothing within {WAIT:?} after {got:?}"
+                );
+                tokio::task::yield_now().await;
+            };
+            let delivery = delivery.map_err(fail("consumer next"))?;
+            let body = String::from_utf8_lossy(&delivery.message.payload).into_owned();
+            in_sequence("consumer", &got, &body)?;
+            ensure!(
+                delivery.delivered == 1,
+                "consumer: message {body} came as delivery {} (a dropped next() lost it)",
+                delivery.delivered
+            );
+            delivery.ack().await.map_err(fail("ack"))?;
+            got.push(body);
+        }
+        Ok::<_, String>((got, abandoned))
+    };
+    let (published, received) = tokio::join!(
+        publish_slowly(&*log, "cancel.durable.m", CANCEL_MESSAGES),
+        receive
+    );
+    published?;
+    let (got, abandoned) = received?;
+    check_received("consumer", &got, abandoned)?;
+    let extra = tokio::time::timeout(Duration::from_millis(100), consumer.next()).await;
+    ensure!(
+        extra.is_err(),
+        "consumer: an extra delivery after all {CANCEL_MESSAGES}: {extra:?}"
     );
     Ok(())
 }

@@ -107,6 +107,9 @@ impl ConsumerState {
     }
 }
 
+/// One locked step's outcome: a delivery, or when to look again.
+type StepResult = TransportResult<Result<Delivery, Option<i64>>>;
+
 /// A durable consumer shared through its state file.
 #[derive(Clone)]
 pub(super) struct FileConsumer {
@@ -114,6 +117,11 @@ pub(super) struct FileConsumer {
     stream: Arc<StreamHandle>,
     dir: PathBuf,
     path: PathBuf,
+    /// The step running on the blocking pool, if a `next()` started one.
+    /// Kept here rather than in `next()` so a dropped `next()` does not
+    /// lose the delivery that step records: the next call collects it.
+    /// The lock also serialises `next()` calls on this handle.
+    in_flight: Arc<tokio::sync::Mutex<Option<tokio::task::JoinHandle<StepResult>>>>,
 }
 
 impl FileConsumer {
@@ -142,6 +150,7 @@ impl FileConsumer {
             stream,
             dir,
             path,
+            in_flight: Arc::default(),
         };
         let _lock = DirLock::acquire(&consumer.dir)?;
         if consumer.path.exists() {
@@ -177,7 +186,7 @@ impl FileConsumer {
     }
 
     /// One locked step: a delivery, or when to look again.
-    fn try_next(&self) -> TransportResult<Result<Delivery, Option<i64>>> {
+    fn try_next(&self) -> StepResult {
         let _lock = DirLock::acquire(&self.dir)?;
         let now = now_nanos();
         let mut index = self.stream.lock_index();
@@ -224,17 +233,28 @@ impl FileConsumer {
 
 #[async_trait]
 impl Consumer for FileConsumer {
+    // Cancel-safe: a step on the blocking pool records its delivery in the
+    // state file, so its join handle is parked in `in_flight` and awaited
+    // by reference; if this call is dropped, the next one collects it.
     async fn next(&self) -> TransportResult<Delivery> {
+        let mut in_flight = self.in_flight.lock().await;
         loop {
             let changed = self.stream.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let this = self.clone();
-            let step = tokio::task::spawn_blocking(move || this.try_next())
-                .await
-                .map_err(|e| TransportError::Backend(Box::new(e)))??;
+            // A step left by a dropped call may predate `changed`: if it
+            // found nothing, step again at once rather than wait.
+            let resumed = in_flight.is_some();
+            let handle = in_flight.get_or_insert_with(|| {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.try_next())
+            });
+            let joined = handle.await;
+            *in_flight = None;
+            let step = joined.map_err(|e| TransportError::Backend(Box::new(e)))??;
             match step {
                 Ok(delivery) => return Ok(delivery),
+                Err(_) if resumed => {}
                 Err(wake) => {
                     let mut wait = POLL_INTERVAL;
                     if let Some(due) = wake {

@@ -17,7 +17,8 @@
 //!   command and agent (unless EXEC superseded it while the agent was cut
 //!   off), no request run twice, gate skips with the right code, nothing run
 //!   after a revoke in its jitter, counters equal to the stored results,
-//!   retries within `1 + max` and never after a kill.
+//!   retries within `1 + max` and never after a kill. Each broken property
+//!   is a [`Violation`]; a run that cannot be set up is a [`SimError`].
 //!
 //! ```
 //! use kanade_sim::{simulate, Fault, FaultSchedule, FleetPlan};
@@ -34,15 +35,26 @@
 //! println!("trace hash {}", outcome.trace_hash);
 //! ```
 
+mod agents;
+mod error;
+mod faults;
 mod fleet;
+mod operator;
 mod outcome;
+mod plan;
 mod runner;
 mod schedule;
+mod timeline;
+mod trace;
+mod violation;
 
-pub use fleet::{sim_epoch, simulate, Fleet, FleetPlan, JobKind, SimError, Workload, DRAIN};
+pub use error::SimError;
+pub use fleet::{simulate, Fleet};
 pub use outcome::{Exposure, FleetOutcome, Operation, Tally};
+pub use plan::{sim_epoch, FleetPlan, JobKind, Workload, DRAIN};
 pub use runner::{Invocation, SimRunner};
 pub use schedule::{
     fault_strategy, network_strategy, pc_name, schedule_strategy, Fault, FaultSchedule,
     NetworkRates,
 };
+pub use violation::Violation;

@@ -8,9 +8,10 @@ use std::time::Duration;
 use kanade_agent::RunEnd;
 use kanade_backend::db::{ExecutionRow, ResultRow};
 
-use crate::fleet::{sim_epoch, JobKind};
+use crate::plan::{sim_epoch, JobKind};
 use crate::runner::Invocation;
 use crate::schedule::{pc_name, FaultSchedule};
+use crate::violation::Violation;
 
 /// An operator action the harness took on an execution.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,7 +135,7 @@ impl FleetOutcome {
 
     /// Checks every property; returns the violations (empty: all hold) and
     /// the delivery tally.
-    pub fn check(&self) -> (Vec<String>, Tally) {
+    pub fn check(&self) -> (Vec<Violation>, Tally) {
         let mut violations = Vec::new();
         let mut tally = Tally::default();
         let published = self.published();
@@ -168,10 +169,11 @@ impl FleetOutcome {
                     .unwrap_or_default();
                 self.check_gates(execution, kind, result, invoked, &mut violations);
                 if result.attempts > 1 + i64::from(kind.map_or(0, JobKind::retries)) {
-                    violations.push(format!(
-                        "{} on {}: {} attempts, more than 1 + max",
-                        execution.exec_id, result.pc_id, result.attempts
-                    ));
+                    violations.push(Violation::TooManyAttempts {
+                        exec_id: execution.exec_id.clone(),
+                        pc: result.pc_id.clone(),
+                        attempts: result.attempts,
+                    });
                 }
             }
         }
@@ -187,7 +189,7 @@ impl FleetOutcome {
         fired_at: Duration,
         superseded_at: Option<Duration>,
         results: &[ResultRow],
-        violations: &mut Vec<String>,
+        violations: &mut Vec<Violation>,
         tally: &mut Tally,
     ) {
         let mut by_pc: BTreeMap<&str, Vec<&ResultRow>> = BTreeMap::new();
@@ -201,10 +203,10 @@ impl FleetOutcome {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             match mine {
-                [one] if one.reaped => violations.push(format!(
-                    "{} on {pc}: only the reaper's result, the agent never reported",
-                    execution.exec_id
-                )),
+                [one] if one.reaped => violations.push(Violation::OnlyReaped {
+                    exec_id: execution.exec_id.clone(),
+                    pc,
+                }),
                 [_] => tally.delivered += 1,
                 [] => {
                     let catch_up = kanade_agent::REPLAY_ACK_WAIT
@@ -218,24 +220,20 @@ impl FleetOutcome {
                     if excused {
                         tally.superseded += 1;
                     } else {
-                        violations.push(format!(
-                            "{} ({}) on {pc}: no result (fired at {}, {})",
-                            execution.exec_id,
-                            execution.job_id,
-                            humantime::format_duration(fired_at),
-                            match superseded_at {
-                                Some(at) =>
-                                    format!("superseded at {}", humantime::format_duration(at)),
-                                None => "never superseded".into(),
-                            }
-                        ));
+                        violations.push(Violation::NoResult {
+                            exec_id: execution.exec_id.clone(),
+                            job_id: execution.job_id.clone(),
+                            pc,
+                            fired_at,
+                            superseded_at,
+                        });
                     }
                 }
-                more => violations.push(format!(
-                    "{} on {pc}: {} results",
-                    execution.exec_id,
-                    more.len()
-                )),
+                more => violations.push(Violation::SeveralResults {
+                    exec_id: execution.exec_id.clone(),
+                    pc,
+                    count: more.len(),
+                }),
             }
         }
     }
@@ -246,7 +244,7 @@ impl FleetOutcome {
         kind: Option<JobKind>,
         result: &ResultRow,
         invoked: &[&Invocation],
-        violations: &mut Vec<String>,
+        violations: &mut Vec<Violation>,
     ) {
         let pc = &result.pc_id;
         let expected_skip = match kind {
@@ -256,18 +254,24 @@ impl FleetOutcome {
         };
         if let Some(code) = expected_skip {
             if (result.exit_code, result.skipped) != (code, true) || !invoked.is_empty() {
-                violations.push(format!(
-                    "{} ({}) on {pc}: exit {} skipped {} after {} runs, expected a skip with {code} and no run",
-                    execution.exec_id, execution.job_id, result.exit_code, result.skipped, invoked.len()
-                ));
+                violations.push(Violation::NotSkipped {
+                    exec_id: execution.exec_id.clone(),
+                    job_id: execution.job_id.clone(),
+                    pc: pc.clone(),
+                    exit_code: result.exit_code,
+                    skipped: result.skipped,
+                    runs: invoked.len(),
+                    expected: code,
+                });
             }
         }
         if kind == Some(JobKind::RevokedInJitter) {
             if result.skipped && result.exit_code != 126 {
-                violations.push(format!(
-                    "{} on {pc}: skipped with {}, expected 126",
-                    execution.exec_id, result.exit_code
-                ));
+                violations.push(Violation::WrongSkipCode {
+                    exec_id: execution.exec_id.clone(),
+                    pc: pc.clone(),
+                    exit_code: result.exit_code,
+                });
             }
             if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
                 // The revoke is timed when the operator's call returned, the
@@ -281,12 +285,12 @@ impl FleetOutcome {
                 };
                 for run in invoked {
                     if run.started > revoked_at + publish_delay {
-                        violations.push(format!(
-                            "{} on {pc}: ran at {} although revoked at {} during its jitter",
-                            execution.exec_id,
-                            humantime::format_duration(run.started),
-                            humantime::format_duration(revoked_at)
-                        ));
+                        violations.push(Violation::RanAfterRevoke {
+                            exec_id: execution.exec_id.clone(),
+                            pc: pc.clone(),
+                            ran_at: run.started,
+                            revoked_at,
+                        });
                     }
                 }
             }
@@ -295,7 +299,7 @@ impl FleetOutcome {
 
     /// A readable account for a failing case: the schedule, the seed and
     /// the violations.
-    pub fn report(&self, violations: &[String]) -> String {
+    pub fn report(&self, violations: &[Violation]) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -314,7 +318,11 @@ impl FleetOutcome {
 }
 
 /// Counters of an execution equal what its stored results say.
-fn check_counters(execution: &ExecutionRow, results: &[ResultRow], violations: &mut Vec<String>) {
+fn check_counters(
+    execution: &ExecutionRow,
+    results: &[ResultRow],
+    violations: &mut Vec<Violation>,
+) {
     let count = |f: &dyn Fn(&ResultRow) -> bool| results.iter().filter(|r| f(r)).count() as i64;
     let succeeded = count(&|r| !r.skipped && r.exit_code == 0);
     let failed = count(&|r| !r.skipped && r.exit_code != 0);
@@ -327,10 +335,11 @@ fn check_counters(execution: &ExecutionRow, results: &[ResultRow], violations: &
     );
     let expected = (succeeded, failed, skipped, succeeded + failed);
     if stored != expected {
-        violations.push(format!(
-            "{}: counters (succeeded, failed, skipped, started) {stored:?}, stored results say {expected:?}",
-            execution.exec_id
-        ));
+        violations.push(Violation::Counters {
+            exec_id: execution.exec_id.clone(),
+            stored,
+            expected,
+        });
     }
     let reported = succeeded + failed + skipped;
     let status_ok = match execution.status.as_str() {
@@ -339,10 +348,12 @@ fn check_counters(execution: &ExecutionRow, results: &[ResultRow], violations: &
         _ => reported < execution.targeted,
     };
     if !status_ok {
-        violations.push(format!(
-            "{}: status {} with {reported} of {} results",
-            execution.exec_id, execution.status, execution.targeted
-        ));
+        violations.push(Violation::Status {
+            exec_id: execution.exec_id.clone(),
+            status: execution.status.clone(),
+            reported,
+            targeted: execution.targeted,
+        });
     }
 }
 
@@ -353,13 +364,15 @@ fn check_runs(
     request: &str,
     invoked: &[&Invocation],
     executions: &[ExecutionRow],
-    violations: &mut Vec<String>,
+    violations: &mut Vec<Violation>,
 ) {
     let first_attempts = invoked.iter().filter(|i| i.attempt == 1).count();
     if first_attempts > 1 {
-        violations.push(format!(
-            "request {request} ran {first_attempts} times on {pc}"
-        ));
+        violations.push(Violation::RanTwice {
+            request_id: request.to_owned(),
+            pc: pc.to_owned(),
+            runs: first_attempts,
+        });
     }
     let retries = executions
         .iter()
@@ -368,18 +381,20 @@ fn check_runs(
         .map_or(0, JobKind::retries);
     for (n, run) in invoked.iter().enumerate() {
         if run.attempt as usize != n + 1 || run.attempt > 1 + retries {
-            violations.push(format!(
-                "request {request} on {pc}: run {} is attempt {} (max {} retries)",
-                n + 1,
-                run.attempt,
-                retries
-            ));
+            violations.push(Violation::AttemptOutOfOrder {
+                request_id: request.to_owned(),
+                pc: pc.to_owned(),
+                run: n + 1,
+                attempt: run.attempt,
+                retries,
+            });
         }
         if n > 0 && matches!(invoked[n - 1].ended, Some((RunEnd::Killed, _))) {
-            violations.push(format!(
-                "request {request} on {pc}: attempt {} followed a kill",
-                run.attempt
-            ));
+            violations.push(Violation::AfterKill {
+                request_id: request.to_owned(),
+                pc: pc.to_owned(),
+                attempt: run.attempt,
+            });
         }
     }
 }

@@ -1,29 +1,19 @@
 //! Durable pull consumers over a memory stream.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::cursor::ConsumerState;
 use super::lock;
 use super::stream::{StreamShared, StreamState};
 use crate::transport::subject::matches_any;
 use crate::transport::{
     AckHandle, Consumer, ConsumerConfig, DeliverPolicy, Delivery, TransportResult,
 };
-
-/// A consumer's cursor and outstanding deliveries; survives re-opening by name.
-pub(super) struct ConsumerState {
-    config: ConsumerConfig,
-    /// Sequences to deliver before new ones (last-per-subject replay).
-    initial: VecDeque<u64>,
-    /// Next sequence to consider for new messages.
-    next_sequence: u64,
-    /// Delivered, not yet acked: sequence → (deliveries so far, redeliver at).
-    pending: BTreeMap<u64, (u32, Instant)>,
-}
 
 pub(super) struct MemoryConsumer {
     stream: Arc<StreamShared>,
@@ -68,12 +58,7 @@ fn start(stream: &StreamState, config: ConsumerConfig) -> ConsumerState {
             (seqs, after_last)
         }
     };
-    ConsumerState {
-        config,
-        initial,
-        next_sequence,
-        pending: BTreeMap::new(),
-    }
+    ConsumerState::new(config, initial, next_sequence)
 }
 
 fn wanted(config: &ConsumerConfig, stream: &StreamState, sequence: u64) -> bool {

@@ -17,6 +17,7 @@
 //! ```
 
 mod consumer;
+mod cursor;
 mod kv;
 mod log;
 mod object;

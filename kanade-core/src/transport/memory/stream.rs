@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::consumer::ConsumerState;
+use super::cursor::ConsumerState;
 use crate::transport::retention::{Retained, Retention};
 use crate::transport::{Message, PublishAck, StreamConfig, StreamInfo, MESSAGE_ID_HEADER};
 

@@ -1,0 +1,71 @@
+//! Starting one simulated agent: a real [`Agent`] on its own faulty link,
+//! with the shared simulated clock and runner, a seeded jitter and a fixed
+//! concurrency, running on a task of its own until told to stop.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use kanade_agent::{Agent, AgentSettings, Clock};
+use kanade_core::names::SubjectToken;
+use kanade_core::transport::Transport;
+
+use crate::error::SimError;
+use crate::plan::SIM_CONCURRENCY;
+use crate::runner::SimRunner;
+use crate::schedule::pc_name;
+
+/// A running agent and the means to stop it.
+pub(crate) struct SimAgent {
+    /// The agent.
+    pub(crate) agent: Agent,
+    /// The task running it.
+    pub(crate) task: tokio::task::JoinHandle<()>,
+    /// Ends its run.
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// What every agent of a fleet shares.
+pub(crate) struct Shared {
+    /// The simulated clock.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The runner recording every invocation.
+    pub(crate) runner: Arc<SimRunner>,
+    /// The plan's seed.
+    pub(crate) seed: u64,
+}
+
+/// Builds agent `index` on `transport` with its state in `state` and
+/// starts it.
+pub(crate) fn start_agent(
+    index: usize,
+    transport: Arc<dyn Transport>,
+    state: &Path,
+    shared: &Shared,
+) -> Result<SimAgent, SimError> {
+    let pc = pc_name(index);
+    let token = SubjectToken::pc(pc.clone()).map_err(SimError::PcId)?;
+    let mut settings = AgentSettings::new(token, state);
+    settings.inventory = false;
+    settings.replay = true;
+    settings.jitter_seed = Some(shared.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
+    // Not the host's CPU count: the same plan behaves the same anywhere.
+    settings.default_concurrency = Some(SIM_CONCURRENCY);
+    let agent = Agent::builder(settings, transport)
+        .runner(shared.runner.for_agent(&pc))
+        .clock(shared.clock.clone())
+        .build()
+        .map_err(|source| SimError::Agent {
+            pc: pc.clone(),
+            source,
+        })?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = agent.clone();
+    let task = tokio::spawn(async move {
+        let _ = running
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    Ok(SimAgent { agent, task, stop })
+}

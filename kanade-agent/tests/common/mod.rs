@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use chrono::{TimeZone, Utc};
 use kanade_agent::{
     Agent, AgentSettings, KillSignal, RunEnd, RunOutput, RunSpec, ScriptRunner, TokioClock,
@@ -151,16 +150,23 @@ impl Harness {
     }
 
     pub async fn send(&self, subject: &str, command: &Command) {
-        self.transport
-            .messages()
-            .publish(
-                subject,
-                Headers::new(),
-                Bytes::from(serde_json::to_vec(command).unwrap()),
-            )
-            .await
-            .unwrap();
+        publish_command(&self.transport, subject, command).await;
     }
+}
+
+/// A fresh in-memory transport.
+pub fn memory() -> Arc<dyn Transport> {
+    Arc::new(kanade_core::transport::memory::MemoryTransport::new())
+}
+
+/// Publishes `command` as JSON on `subject`.
+pub async fn publish_command(transport: &Arc<dyn Transport>, subject: &str, command: &Command) {
+    use kanade_core::transport::ext::MessageLogExt;
+    transport
+        .messages()
+        .publish_json(subject, Headers::new(), command)
+        .await
+        .unwrap();
 }
 
 pub fn command(request: &str, script: &str) -> Command {

@@ -9,11 +9,23 @@
 //! Checks are generic over `T: Transport + ?Sized`, so the same suite runs
 //! on a concrete transport and through `Arc<dyn Transport>`.
 
+mod consumer;
 mod kv;
 mod log;
 mod object;
 
 pub use object::GeneratedBody;
+
+use consumer::{
+    ack_stops_redelivery, ack_wait_expiry_redelivers, cancelled_next_loses_nothing,
+    durable_consumer_resumes_by_name, late_ack_still_counts, max_deliver_stops_redelivery,
+    nak_redelivers, reopened_consumer_takes_new_filter,
+};
+use log::{
+    dedup_window_drops_duplicates, fan_out_to_many_subscribers, invalid_subjects_are_rejected,
+    late_consumer_replays_last_per_subject, needs_dedup, payload_too_large_is_rejected,
+    stream_create_is_idempotent, stream_keeps_last_per_subject, wildcard_matching,
+};
 
 use std::fmt;
 use std::future::Future;
@@ -110,10 +122,33 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Every check, in suite order.
 pub fn checks<T: Transport + ?Sized + 'static>() -> Vec<Check<T>> {
-    let mut all = log::checks::<T>();
+    let mut all = message_log_checks::<T>();
     all.extend(kv::checks::<T>());
     all.extend(object::checks::<T>());
     all
+}
+
+/// The message log checks, in suite order: publish/subscribe and streams
+/// come from `log`, durable consumers and cancel safety from `consumer`.
+fn message_log_checks<T: Transport + ?Sized + 'static>() -> Vec<Check<T>> {
+    vec![
+        check!(wildcard_matching, always),
+        check!(fan_out_to_many_subscribers, always),
+        check!(invalid_subjects_are_rejected, always),
+        check!(payload_too_large_is_rejected, always),
+        check!(stream_create_is_idempotent, always),
+        check!(stream_keeps_last_per_subject, always),
+        check!(late_consumer_replays_last_per_subject, always),
+        check!(ack_stops_redelivery, always),
+        check!(nak_redelivers, always),
+        check!(ack_wait_expiry_redelivers, always),
+        check!(max_deliver_stops_redelivery, always),
+        check!(durable_consumer_resumes_by_name, always),
+        check!(late_ack_still_counts, always),
+        check!(reopened_consumer_takes_new_filter, always),
+        check!(dedup_window_drops_duplicates, needs_dedup),
+        check!(cancelled_next_loses_nothing, always),
+    ]
 }
 
 /// Runs every check, each against a fresh transport from `factory`.

@@ -1,0 +1,174 @@
+//! The agent's fire path over the memory transport under paused tokio time,
+//! across crashes, restarts and disconnects: replay runs a request once,
+//! results wait in the outbox, interrupted and waiting work is reported or
+//! resumed.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use kanade_core::names::StreamSpec;
+use kanade_core::transport::fault::{FaultPlan, FaultRates, FaultyTransport};
+use kanade_core::transport::memory::MemoryTransport;
+use kanade_core::transport::{StreamConfig, Transport};
+
+#[tokio::test(start_paused = true)]
+async fn replay_and_live_delivery_run_a_request_once() {
+    let transport = memory();
+    transport
+        .messages()
+        .create_stream(StreamConfig::from_spec(&StreamSpec::EXEC))
+        .await
+        .unwrap();
+    let mut results = results(&transport).await;
+    // Published before the agent exists: only replay can deliver it.
+    let before = command("early", "exit=0");
+    publish_command(&transport, "commands.pc.pc-1", &before).await;
+    let h = Harness::start(transport.clone()).await;
+    assert_eq!(next_result(&mut results).await.request_id, "early");
+    // Published while running: live subscription and replay consumer both deliver it.
+    h.send("commands.all", &command("live", "exit=0")).await;
+    assert_eq!(next_result(&mut results).await.request_id, "live");
+    assert_quiet(&mut results, Duration::from_secs(120)).await;
+    assert_eq!(h.runner.runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A restart replays the last command of each subject again: still once.
+    let state = h.stop().await;
+    let again = Harness::start_in(transport, state, |b| b).await;
+    assert_quiet(&mut results, Duration::from_secs(120)).await;
+    assert_eq!(
+        again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn results_wait_in_the_outbox_across_a_restart_and_drain_on_reconnect() {
+    let memory = MemoryTransport::new();
+    let faulty = FaultyTransport::new(
+        Arc::new(memory.clone()),
+        FaultPlan::Random(FaultRates::none(1)),
+    );
+    let injector = faulty.injector();
+    let transport: Arc<dyn Transport> = Arc::new(faulty);
+    let mut results = memory.messages().subscribe("results.*").await.unwrap();
+    let h = Harness::start(transport.clone()).await;
+    h.send("commands.all", &command("o1", "sleep=10")).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    injector.disconnect();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        h.agent.outbox().backlog().len(),
+        1,
+        "the result waits on disk"
+    );
+    let state = h.stop().await;
+    injector.reconnect();
+    let _again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!((result.request_id.as_str(), result.exit_code), ("o1", 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_mid_run_reports_121() {
+    let transport = memory();
+    let mut results = results(&transport).await;
+    let h = Harness::start(transport.clone()).await;
+    h.send("commands.all", &command("m1", "sleep=1000")).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let state = h.crash().await;
+    let _again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!(
+        (result.request_id.as_str(), result.exit_code, result.skipped),
+        ("m1", 121, false)
+    );
+    assert!(
+        result.stderr.contains("outcome unknown"),
+        "{}",
+        result.stderr
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn work_waiting_at_a_crash_is_resumed_on_restart() {
+    let transport = memory();
+    let mut results = results(&transport).await;
+    let h = Harness::start(transport.clone()).await;
+    let mut waiting = command("w1", "exit=0");
+    waiting.jitter_secs = Some(60);
+    h.send("commands.all", &waiting).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = h.crash().await;
+    assert_quiet(&mut results, Duration::from_secs(120)).await;
+    let again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!((result.request_id.as_str(), result.exit_code), ("w1", 0));
+    assert_eq!(
+        again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn half_written_outbox_files_are_not_drained() {
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = kanade_agent::Outbox::open(dir.path(), memory().messages()).unwrap();
+    std::fs::write(
+        dir.path().join(".tmp-1-00000000000000000001-000000.json"),
+        b"{\"subj",
+    )
+    .unwrap();
+    assert!(
+        outbox.backlog().is_empty(),
+        "a temp file is not part of the backlog"
+    );
+    outbox.drain().await;
+    assert!(
+        outbox.stuck().is_empty(),
+        "a temp file is never moved aside"
+    );
+    assert!(dir
+        .path()
+        .join(".tmp-1-00000000000000000001-000000.json")
+        .exists());
+}
+
+/// Found by the fleet simulation: a command that arrived just before a crash
+/// was admitted by a handler still in flight and started by the dead
+/// agent, while the restarted agent resumed it from the ledger — it ran
+/// twice. A halted (or stopped) agent now starts nothing; the restart runs
+/// it once.
+#[tokio::test(start_paused = true)]
+async fn a_command_arriving_as_the_agent_crashes_runs_once() {
+    let transport = memory();
+    let mut results = results(&transport).await;
+    let h = Harness::start(transport.clone()).await;
+    let crashed_runner = h.runner.clone();
+    // Published, then the crash before the agent's tasks get to run.
+    h.send("commands.all", &command("late-arrival", "exit=0"))
+        .await;
+    let state = h.crash().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        crashed_runner
+            .runs
+            .load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "nothing runs on a crashed agent"
+    );
+    let again = Harness::start_in(transport, state, |b| b).await;
+    let result = next_result(&mut results).await;
+    assert_eq!(
+        (result.request_id.as_str(), result.exit_code),
+        ("late-arrival", 0)
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+}

@@ -107,8 +107,12 @@ async fn a_broken_database_answers_500() {
         assert_eq!(status, 500, "{method} {endpoint}: {body}");
         let error = is_error_body(&body);
         assert!(
-            error.contains("no such table"),
+            error.contains("the database failed"),
             "{method} {endpoint}: {error}"
+        );
+        assert!(
+            !error.contains("no such table"),
+            "internal detail leaked to the client: {error}"
         );
     }
 }
@@ -143,7 +147,10 @@ async fn a_transport_failure_answers_500() {
     ] {
         let (status, body) = call(method, format!("{base}{endpoint}"), send).await;
         assert_eq!(status, 500, "{method} {endpoint}: {body}");
-        assert!(is_error_body(&body).starts_with("transport: "), "{body}");
+        assert!(
+            is_error_body(&body).starts_with("internal error: the message transport failed"),
+            "{body}"
+        );
     }
     // A schedule naming a job the store cannot look up is not "no such job".
     let schedule = "id: nightly\njob_id: echo\nwhen:\n  per_target: once\ntarget:\n  all: true\n";

@@ -295,3 +295,68 @@ async fn conformance_holds_under_delays_and_reordering_free_faults() {
     .await;
     report.assert_passed();
 }
+
+/// Receives `count` messages from `sub`, dropping many `next()` futures on
+/// the way (immediately-ready `select!` branches and 1 ms timeouts).
+async fn receive_impatiently(sub: &mut Subscription, count: usize) -> (Vec<Bytes>, usize) {
+    let (mut got, mut dropped) = (Vec::new(), 0);
+    while got.len() < count {
+        let attempt = tokio::select! {
+            biased;
+            message = sub.next() => Some(message),
+            () = std::future::ready(()), if dropped % 2 == 0 => None,
+            () = tokio::time::sleep(Duration::from_millis(1)) => None,
+        };
+        match attempt {
+            Some(message) => got.push(message.unwrap().payload),
+            None => dropped += 1,
+        }
+    }
+    (got, dropped)
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_deliveries_survive_a_dropped_next() {
+    // Every delivery held back: reordered (until the next message or the
+    // reorder window) or delayed, while the receiver keeps giving up.
+    let deliveries = (0..12)
+        .map(|i| {
+            Some(match i % 3 {
+                0 => DeliveryFault::Reorder,
+                1 => DeliveryFault::Delay(Duration::from_millis(7)),
+                _ => DeliveryFault::Duplicate,
+            })
+        })
+        .collect();
+    let (_, faulty) = faulty(FaultPlan::Scripted {
+        publishes: Vec::new(),
+        deliveries,
+    });
+    let log = faulty.messages();
+    let mut sub = log.subscribe("held.>").await.unwrap();
+    for i in 0..8 {
+        log.publish("held.m", Headers::new(), body(i))
+            .await
+            .unwrap();
+    }
+    // 8 messages, of which the duplicated ones (every third) come twice.
+    let expected = 8 + (0..8).filter(|i| i % 3 == 2).count();
+    let (got, dropped) = tokio::time::timeout(
+        Duration::from_secs(60),
+        receive_impatiently(&mut sub, expected),
+    )
+    .await
+    .expect("a message held by a dropped next() was lost");
+    assert!(
+        dropped > 0,
+        "no next() was dropped: the test proved nothing"
+    );
+    let distinct: BTreeSet<Bytes> = got.iter().cloned().collect();
+    assert_eq!(distinct, (0..8).map(body).collect(), "{got:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), sub.next())
+            .await
+            .is_err(),
+        "nothing beyond the scripted duplicates"
+    );
+}

@@ -3,11 +3,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use kanade_core::transport::url::redact;
 use kanade_core::transport::{TransportError, TransportResult};
 use tokio::sync::watch;
 
-/// How to authenticate to the server.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How to authenticate to the server. Its `Debug` form hides the seed,
+/// token and password.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub enum Auth {
     /// No credentials.
     #[default]
@@ -25,6 +27,22 @@ pub enum Auth {
         /// The password.
         password: String,
     },
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::CredentialsFile(path) => f.debug_tuple("CredentialsFile").field(path).finish(),
+            Auth::NKey(_) => f.write_str("NKey(***)"),
+            Auth::Token(_) => f.write_str("Token(***)"),
+            Auth::UserPassword { user, .. } => f
+                .debug_struct("UserPassword")
+                .field("user", user)
+                .field("password", &"***")
+                .finish(),
+        }
+    }
 }
 
 /// TLS settings (rustls).
@@ -166,11 +184,16 @@ pub(crate) async fn connect(
         .iter()
         .map(|url| {
             url.parse()
-                .map_err(|e| TransportError::InvalidConfig(format!("server URL {url:?}: {e}")))
+                .map_err(|e| {
+                    TransportError::InvalidConfig(format!("server URL {:?}: {e}", redact(url)))
+                })
         })
         .collect::<TransportResult<_>>()?;
     let client = connect.connect(servers).await.map_err(|e| {
-        TransportError::Disconnected(format!("connecting to {}: {e}", options.servers.join(",")))
+        TransportError::Disconnected(format!(
+            "connecting to {}: {e}",
+            redact(&options.servers.join(","))
+        ))
     })?;
     if client.connection_state() == async_nats::connection::State::Connected {
         // The Connected event may not have been delivered yet.
@@ -182,6 +205,23 @@ pub(crate) async fn connect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_secrets() {
+        let shown = format!(
+            "{:?} {:?} {:?}",
+            Auth::NKey("SUAsecretseed".into()),
+            Auth::Token("t0ken".into()),
+            Auth::UserPassword {
+                user: "alice".into(),
+                password: "hunter2".into()
+            }
+        );
+        assert!(shown.contains("alice"), "{shown}");
+        for secret in ["SUAsecretseed", "t0ken", "hunter2"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -93,6 +93,11 @@ fn own_cause(error: &(dyn StdError + 'static)) -> Option<Cause> {
             RequestErrorKind::TimedOut => Some(Cause::TimedOut),
             _ => None,
         },
+        async_nats::PublishError => |kind| match kind {
+            // The client's connection task is gone: nothing can be sent.
+            async_nats::client::PublishErrorKind::Send => Some(Cause::Disconnected),
+            _ => None,
+        },
         async_nats::ConnectError => |kind| match kind {
             ConnectErrorKind::TimedOut => Some(Cause::TimedOut),
             _ => None,
@@ -203,7 +208,11 @@ fn own_cause(error: &(dyn StdError + 'static)) -> Option<Cause> {
     if let Some(error) = error.downcast_ref::<std::io::Error>() {
         return match error.kind() {
             std::io::ErrorKind::TimedOut => Some(Cause::TimedOut),
-            std::io::ErrorKind::BrokenPipe => Some(Cause::Disconnected),
+            std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::NotConnected
+            | std::io::ErrorKind::UnexpectedEof => Some(Cause::Disconnected),
             _ => None,
         };
     }
@@ -275,6 +284,25 @@ mod tests {
         );
         assert!(matches!(
             backend("stream info", io),
+            TransportError::Disconnected(_)
+        ));
+        for kind in [
+            io::ErrorKind::ConnectionReset,
+            io::ErrorKind::ConnectionAborted,
+            io::ErrorKind::NotConnected,
+            io::ErrorKind::UnexpectedEof,
+        ] {
+            assert!(
+                matches!(
+                    backend("fetching", io::Error::from(kind)),
+                    TransportError::Disconnected(_)
+                ),
+                "{kind:?}"
+            );
+        }
+        let closed = async_nats::PublishError::new(async_nats::client::PublishErrorKind::Send);
+        assert!(matches!(
+            backend("publishing", closed),
             TransportError::Disconnected(_)
         ));
         // Text that merely mentions a timeout is not a timeout.

@@ -61,7 +61,7 @@ pub async fn open_with(
     let nats = NatsTransport::connect(options)
         .await
         .map_err(|source| OpenError::Transport {
-            value: url.trim().to_owned(),
+            value: parsed.redacted(),
             source,
         })?;
     Ok(OpenedTransport {

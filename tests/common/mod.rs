@@ -1,44 +1,70 @@
-//! Helpers shared by the cross-crate tests: finding the workspace's
-//! binaries (`kanade-agent`, `kanade-backend`, `kanade`), which live in
-//! other packages than these tests, so Cargo gives no `CARGO_BIN_EXE_*`.
+//! Helpers shared by the cross-crate tests: the workspace's binaries
+//! (`kanade-agent`, `kanade-backend`, `kanade`), which live in other
+//! packages than these tests, so Cargo gives no `CARGO_BIN_EXE_*`.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test file uses a part
 
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-/// The path of a workspace binary next to this test's executable
-/// (`target/<profile>/<name>`). `cargo nextest run --workspace` and
-/// `cargo test --workspace` build every binary first; when this test runs
-/// alone and one is missing, it is built once with the same Cargo.
+/// The path of a workspace binary, current with the sources.
+///
+/// The first call in a test process runs `cargo build --workspace
+/// --all-targets` (the build `scripts/test` already did, so normally a
+/// no-op) in this test's profile and target directory: a test never drives
+/// a stale binary, even when run alone (`cargo test --test …`) after an
+/// edit.
 pub fn workspace_binary(name: &str) -> PathBuf {
-    static BUILD: Mutex<()> = Mutex::new(());
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executables live in target/<profile>/deps");
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let profile_dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("test executables live in <target>/<profile>/deps")
+            .to_path_buf();
+        build_workspace(&profile_dir);
+        profile_dir
+    });
     let path = profile_dir.join(name);
-    let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args([
-                "build",
-                "-p",
-                "kanade-agent",
-                "-p",
-                "kanade-backend",
-                "--bins",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building the workspace binaries failed");
-    }
-    assert!(
-        path.exists(),
-        "{} is missing after building",
-        path.display()
-    );
+    assert!(path.exists(), "{} is missing after building", path.display());
     path
+}
+
+/// Builds every target of the workspace into `profile_dir`
+/// (`<target dir>/<profile>`; `debug` is Cargo's `dev` profile).
+fn build_workspace(profile_dir: &Path) {
+    let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") | None => "dev",
+        Some(other) => other,
+    };
+    let target_dir = profile_dir.parent().expect("a target directory");
+    let mut build = std::process::Command::new(env!("CARGO"));
+    // Cargo sets these for a running test; build scripts that track them
+    // (ring's tracks CARGO_MANIFEST_DIR) would see a change and rebuild.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || [
+                "CARGO_MANIFEST_DIR",
+                "CARGO_MANIFEST_PATH",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "OUT_DIR",
+            ]
+            .contains(&name.as_ref())
+        {
+            build.env_remove(name.as_ref());
+        }
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["build", "--workspace", "--all-targets", "--profile", profile])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the workspace binaries failed");
 }

@@ -151,7 +151,7 @@ async fn run(args: Args) -> Result<(), String> {
         builder = builder.connection_state(connected);
     }
     let agent = builder.build().map_err(|e| e.to_string())?;
-    tracing::info!(pc_id = %pc_id, transport = transport_spec, state_dir = %state_dir.display(), "kanade-agent started");
+    tracing::info!(pc_id = %pc_id, transport = kanade_core::transport::url::redact(&transport_spec), state_dir = %state_dir.display(), "kanade-agent started");
     agent
         .run(shutdown_signal())
         .await

@@ -9,7 +9,11 @@
 //! | [`BackendError::Invalid`], [`BackendError::When`], [`BackendError::Token`] | 400 |
 //! | [`ApiError::Request`] (unreadable body, query or path) | its own 4xx (400, 413, 415, 422) |
 //! | [`ApiError::MethodNotAllowed`] | 405 |
-//! | [`BackendError::Transport`], [`BackendError::Db`], [`BackendError::DbTask`], [`BackendError::Encode`], [`BackendError::Corrupt`], [`BackendError::Internal`] | 500 |
+//! | [`BackendError::Transport`], [`BackendError::Db`], [`BackendError::DbTask`], [`BackendError::Encode`], [`BackendError::Corrupt`], [`BackendError::Internal`], a reader's own 5xx | 500 |
+//!
+//! A 500 answers with what failed in general terms only (`internal error:
+//! the database failed …`): the full error, which may name tables, paths
+//! or servers, goes to the backend's log, not to the client.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -103,25 +107,49 @@ pub fn error_response(error: &ApiError) -> (StatusCode, ErrorBody) {
             | BackendError::Corrupt { .. }
             | BackendError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, Value::Null),
         },
-        // A reader that rejects a request always means the client's fault;
-        // anything else it might choose is still answered as a bad request.
+        // A reader's 4xx is the client's fault; a 5xx (a route without the
+        // path parameters its handler reads) is ours.
         ApiError::Request { status, .. } if status.is_client_error() => (*status, Value::Null),
-        ApiError::Request { .. } => (StatusCode::BAD_REQUEST, Value::Null),
+        ApiError::Request { .. } => (StatusCode::INTERNAL_SERVER_ERROR, Value::Null),
         ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, Value::Null),
         ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, Value::Null),
+    };
+    let message = if status.is_server_error() {
+        internal_summary(error).to_owned()
+    } else {
+        error.to_string()
     };
     (
         status,
         ErrorBody {
-            error: error.to_string(),
+            error: message,
             details,
         },
     )
 }
 
+/// What a 500 tells the client: which part failed, nothing more.
+fn internal_summary(error: &ApiError) -> &'static str {
+    match error {
+        ApiError::Backend(BackendError::Transport(_)) => {
+            "internal error: the message transport failed (details in the backend log)"
+        }
+        ApiError::Backend(BackendError::Db(_) | BackendError::DbTask(_)) => {
+            "internal error: the database failed (details in the backend log)"
+        }
+        ApiError::Backend(BackendError::Corrupt { .. }) => {
+            "internal error: a stored record is unreadable (details in the backend log)"
+        }
+        _ => "internal error (details in the backend log)",
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, body) = error_response(&self);
+        if status.is_server_error() {
+            tracing::error!(status = status.as_u16(), "API request failed: {self}");
+        }
         (status, Json(body)).into_response()
     }
 }
@@ -147,7 +175,9 @@ mod tests {
     fn status_of(error: impl Into<ApiError>) -> StatusCode {
         let error = error.into();
         let (status, body) = error_response(&error);
-        assert_eq!(body.error, error.to_string(), "the body says what failed");
+        if status.is_client_error() {
+            assert_eq!(body.error, error.to_string(), "the body says what failed");
+        }
         status
     }
 
@@ -201,9 +231,10 @@ mod tests {
         assert_eq!(
             status_of(ApiError::Request {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
-                message: "odd".into()
+                message: "missing path parameters".into()
             }),
-            StatusCode::BAD_REQUEST
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "a reader's own 5xx is the backend's fault"
         );
         assert_eq!(
             status_of(ApiError::NoRoute("/api/nowhere".into())),
@@ -238,10 +269,18 @@ mod tests {
         ];
         for error in internal {
             assert!(error.is_internal(), "{error}");
+            let full = error.to_string();
             let (status, body) = error_response(&error.into());
             assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
             assert_eq!(body.details, Value::Null);
+            assert!(body.error.starts_with("internal error"), "{}", body.error);
+            assert_ne!(body.error, full, "the internal detail stays in the log");
         }
+        let (_, body) = error_response(
+            &BackendError::Transport(TransportError::Disconnected("nats://10.0.0.7".into())).into(),
+        );
+        assert!(!body.error.contains("10.0.0.7"), "{}", body.error);
+        assert!(body.error.contains("transport"), "{}", body.error);
     }
 
     #[test]

@@ -252,6 +252,13 @@ pub trait Consumer: Send + Sync {
     /// consumer, in order, with the same `delivered` count. Only dropping
     /// the consumer itself leaves such a message unacknowledged; the stream
     /// then redelivers it after `ack_wait`, like any unacknowledged delivery.
+    ///
+    /// A delivery parked by a dropped call keeps its `ack_wait` clock: if
+    /// the next call comes only after `ack_wait` has run out, the stream may
+    /// already have redelivered the message, and both copies are handed out
+    /// (the parked one first, with its older `delivered` count). That is
+    /// the at-least-once contract every durable consumer has; a consumer
+    /// polled again promptly (as in any `select!` loop) never sees it.
     async fn next(&self) -> TransportResult<Delivery>;
 }
 

@@ -69,7 +69,8 @@ pub enum OpenError {
     /// A NATS URL, but this build has no NATS transport.
     #[error(
         "transport {value:?} needs NATS, which this build does not include \
-         (enable the `nats` feature of the `kanade` crate, or use memory or file:<dir>)"
+         (enable the `nats` feature of the `kanade` crate; this build accepts memory or file:<dir>; \
+         all forms: {ACCEPTED_FORMS})"
     )]
     NatsNotBuiltIn {
         /// The URL as given.
@@ -100,25 +101,25 @@ impl TransportUrl {
             return Ok(TransportUrl::Memory);
         }
         if let Some(dir) = trimmed.strip_prefix("file:") {
-            let dir = dir.strip_prefix("//").unwrap_or(dir);
-            if dir.is_empty() {
-                return Err(OpenError::Invalid {
-                    value: value.to_owned(),
-                    reason: "file: needs a directory, e.g. file:/var/lib/kanade/bus",
-                });
-            }
-            return Ok(TransportUrl::File(PathBuf::from(dir)));
+            return parse_file(value, dir).map(TransportUrl::File);
         }
         if trimmed.starts_with("nats://") || trimmed.starts_with("tls://") {
             let servers = trimmed
                 .split(',')
-                .map(|server| check_server(server.trim()))
+                .enumerate()
+                .map(|(n, server)| check_server(server.trim(), n > 0))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(TransportUrl::Nats { servers });
         }
         Err(OpenError::Unrecognised {
-            value: value.to_owned(),
+            value: redact(value),
         })
+    }
+
+    /// The URL with credentials (`user:password@`, `token@`) replaced by
+    /// `***@`: what errors and logs show.
+    pub fn redacted(&self) -> String {
+        redact(&self.to_string())
     }
 
     /// Whether this URL names the NATS transport.
@@ -127,29 +128,115 @@ impl TransportUrl {
     }
 }
 
-fn check_server(server: &str) -> Result<String, OpenError> {
+/// `file:<dir>`, or `file:///<absolute dir>` as a URL; `file://host/…`
+/// (a remote host) is refused.
+fn parse_file(value: &str, rest: &str) -> Result<PathBuf, OpenError> {
     let invalid = |reason| OpenError::Invalid {
-        value: server.to_owned(),
+        value: redact(value),
         reason,
     };
-    let rest = server
-        .strip_prefix("nats://")
-        .or_else(|| server.strip_prefix("tls://"))
-        .ok_or_else(|| invalid("each server of a list must start with nats:// or tls://"))?;
-    let host_port = rest.rsplit('@').next().unwrap_or(rest);
-    let host_port = host_port.trim_end_matches('/');
-    if host_port.is_empty() || host_port.starts_with(':') {
-        return Err(invalid("a NATS server needs a host"));
+    let dir = match rest.strip_prefix("//") {
+        Some(absolute) if absolute.starts_with('/') => absolute,
+        Some(_) => {
+            return Err(invalid(
+                "file:// takes an absolute path (file:///var/lib/kanade/bus) and no host",
+            ))
+        }
+        None => rest,
+    };
+    if dir.is_empty() {
+        return Err(invalid(
+            "file: needs a directory, e.g. file:/var/lib/kanade/bus",
+        ));
     }
-    if host_port.contains(['/', ' ', '?', '#']) {
+    Ok(PathBuf::from(dir))
+}
+
+/// Checks one server of a NATS list: `nats://` or `tls://`, optional
+/// credentials, a host (a name, IPv4, or bracketed IPv6) and an optional
+/// numeric port, no path. Servers after the first may omit the scheme
+/// (`nats://a:4222,b:4222`, as async-nats reads it): they get `nats://`.
+/// A trailing `/` is dropped.
+fn check_server(server: &str, later: bool) -> Result<String, OpenError> {
+    let invalid = |reason| OpenError::Invalid {
+        value: redact(server),
+        reason,
+    };
+    let (scheme, rest) = if let Some(rest) = server.strip_prefix("nats://") {
+        ("nats://", rest)
+    } else if let Some(rest) = server.strip_prefix("tls://") {
+        ("tls://", rest)
+    } else if later && !server.is_empty() && !server.contains("://") {
+        ("nats://", server)
+    } else {
+        return Err(invalid(
+            "each server of a list must be nats://host:port or tls://host:port",
+        ));
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let host_port = match rest.rsplit_once('@') {
+        Some((credentials, host_port)) if !credentials.is_empty() => host_port,
+        Some(_) => return Err(invalid("empty credentials before @")),
+        None => rest,
+    };
+    if host_port.contains(['/', ' ', '?', '#', '@']) {
         return Err(invalid("a NATS server is host[:port], without a path"));
     }
-    if let Some((_, port)) = host_port.rsplit_once(':') {
-        if !host_port.ends_with(']') && port.parse::<u16>().is_err() {
+    let (host, port) = if let Some(bracketed) = host_port.strip_prefix('[') {
+        let (address, after) = bracketed
+            .split_once(']')
+            .ok_or_else(|| invalid("an IPv6 address needs its closing ]"))?;
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(invalid("not an IPv6 address between [ and ]"));
+        }
+        match after {
+            "" => (address, None),
+            _ => match after.strip_prefix(':') {
+                Some(port) => (address, Some(port)),
+                None => return Err(invalid("only :port may follow an IPv6 address")),
+            },
+        }
+    } else {
+        match host_port.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return Err(invalid(
+                    "too many colons: write an IPv6 address in brackets, [::1]:4222",
+                ))
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (host_port, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(invalid("a NATS server needs a host"));
+    }
+    if let Some(port) = port {
+        if port.parse::<u16>().is_err() {
             return Err(invalid("the port must be a number from 0 to 65535"));
         }
     }
-    Ok(server.to_owned())
+    Ok(format!("{scheme}{rest}"))
+}
+
+/// Replaces the credentials of every `scheme://credentials@host` in a
+/// comma-separated URL list with `***`, for errors and logs (a password or
+/// token in a URL must never reach either).
+///
+/// ```
+/// use kanade_core::transport::url::redact;
+/// assert_eq!(redact("nats://u:pw@h:4222,nats://h2"), "nats://***@h:4222,nats://h2");
+/// ```
+pub fn redact(text: &str) -> String {
+    text.split(',')
+        .map(|part| match (part.find("://"), part.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}***{}", &part[..scheme_end + 3], &part[at..])
+            }
+            (None, Some(at)) => format!("***{}", &part[at..]),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 impl FromStr for TransportUrl {
@@ -183,11 +270,11 @@ pub fn open_local(url: &TransportUrl) -> Result<Arc<dyn Transport>, OpenError> {
         TransportUrl::File(dir) => FileTransport::open(dir)
             .map(|transport| Arc::new(transport) as Arc<dyn Transport>)
             .map_err(|source| OpenError::Transport {
-                value: url.to_string(),
+                value: url.redacted(),
                 source,
             }),
         TransportUrl::Nats { .. } => Err(OpenError::NatsNotBuiltIn {
-            value: url.to_string(),
+            value: url.redacted(),
         }),
     }
 }
@@ -244,6 +331,15 @@ mod tests {
             "nats://a:4222,redis://b",
             "nats://a:4222/path",
             "nats://a:4222,",
+            "file://host/dir",
+            "nats://a:4222:5",
+            "nats://::1",
+            "nats://[::1",
+            "nats://[::1]x",
+            "nats://[zz]:1",
+            "nats://@a:1",
+            "nats://a:1,redis://b",
+            "nats://a:1,http://b",
         ] {
             let message = TransportUrl::parse(bad).unwrap_err().to_string();
             assert!(message.contains(ACCEPTED_FORMS), "{bad:?}: {message}");

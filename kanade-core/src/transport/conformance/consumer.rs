@@ -1,6 +1,6 @@
 //! Durable consumer checks: ack, nak, ack-wait expiry, max deliver,
 //! resuming by name, late acks, re-filtering — and the cancel safety of
-//! `next()` for subscriptions and consumers.
+//! `next()` for subscriptions, consumers and key-value watches.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +8,11 @@ use std::time::Duration;
 
 use super::log::{publish, WAIT};
 use super::{ensure, fail, within, CheckResult};
-use crate::transport::{ConsumerConfig, DeliverPolicy, MessageLog, StreamConfig, Transport};
+use bytes::Bytes;
+
+use crate::transport::{
+    ConsumerConfig, DeliverPolicy, KvConfig, MessageLog, StreamConfig, Transport,
+};
 
 async fn consumer_with(
     log: &dyn MessageLog,
@@ -313,8 +317,8 @@ fn check_received(what: &str, got: &[String], abandoned: usize) -> CheckResult {
 
 /// `next()` is cancel-safe: dropping its future mid-wait (a losing
 /// `select!` branch, an expired timeout) loses no message, for an
-/// ephemeral subscription and for a durable consumer (which must not count
-/// it as another delivery either).
+/// ephemeral subscription, for a durable consumer (which must not count
+/// it as another delivery either) and for a key-value watch.
 pub(super) async fn cancelled_next_loses_nothing<T: Transport + ?Sized>(t: Arc<T>) -> CheckResult {
     let log = t.messages();
 
@@ -388,5 +392,36 @@ pub(super) async fn cancelled_next_loses_nothing<T: Transport + ?Sized>(t: Arc<T
         extra.is_err(),
         "consumer: an extra delivery after all {CANCEL_MESSAGES}: {extra:?}"
     );
+
+    // A key-value watch, while keys are written.
+    let mut config = KvConfig::new("conf_cancel");
+    config.history = 1;
+    let kv = t.key_value(config).await.map_err(fail("open bucket"))?;
+    let mut watch = kv.watch(">").await.map_err(fail("watch"))?;
+    let write = async {
+        for i in 0..CANCEL_MESSAGES {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            kv.put(&format!("k{i}"), Bytes::from(i.to_string()))
+                .await
+                .map_err(fail("put"))?;
+        }
+        Ok::<_, String>(())
+    };
+    let receive = async {
+        let mut got = Vec::new();
+        let (mut attempt, mut abandoned) = (0, 0);
+        while got.len() < CANCEL_MESSAGES {
+            let entry = next_impatiently!("kv watch", watch.next(), attempt, abandoned, got);
+            let entry = entry.ok_or("kv watch ended")?;
+            let body = String::from_utf8_lossy(&entry.value).into_owned();
+            in_sequence("kv watch", &got, &body)?;
+            got.push(body);
+        }
+        Ok::<_, String>((got, abandoned))
+    };
+    let (written, received) = tokio::join!(write, receive);
+    written?;
+    let (got, abandoned) = received?;
+    check_received("kv watch", &got, abandoned)?;
     Ok(())
 }

@@ -183,10 +183,9 @@ pub(crate) async fn connect(
         .servers
         .iter()
         .map(|url| {
-            url.parse()
-                .map_err(|e| {
-                    TransportError::InvalidConfig(format!("server URL {:?}: {e}", redact(url)))
-                })
+            url.parse().map_err(|e| {
+                TransportError::InvalidConfig(format!("server URL {:?}: {e}", redact(url)))
+            })
         })
         .collect::<TransportResult<_>>()?;
     let client = connect.connect(servers).await.map_err(|e| {

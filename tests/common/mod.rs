@@ -27,7 +27,11 @@ pub fn workspace_binary(name: &str) -> PathBuf {
         profile_dir
     });
     let path = profile_dir.join(name);
-    assert!(path.exists(), "{} is missing after building", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing after building",
+        path.display()
+    );
     path
 }
 
@@ -61,7 +65,13 @@ fn build_workspace(profile_dir: &Path) {
     }
     let status = build
         .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .args(["build", "--workspace", "--all-targets", "--profile", profile])
+        .args([
+            "build",
+            "--workspace",
+            "--all-targets",
+            "--profile",
+            profile,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         .status()

@@ -3,6 +3,10 @@
 //! listener. The backend's projectors and scheduler run as tasks of the
 //! same program.
 //!
+//! Every `/api` route needs a bearer credential: the example creates an
+//! admin API token in the backend's database (shown once, stored as a
+//! hash), as `kanade-backend token create` does.
+//!
 //! It starts on a free loopback port, calls both routes once and exits;
 //! `--serve` keeps it serving until Ctrl-C. The transport is in-memory
 //! unless `NATS_URL` names a server.
@@ -14,6 +18,8 @@
 
 use axum::routing::get;
 use axum::Router;
+use kanade::backend::auth::Role;
+use kanade::backend::db::NewToken;
 use kanade::backend::{http, Backend, BackendSettings, Scheduler};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,9 +29,16 @@ const JOB: &str =
     "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: echo hello\n  timeout: 30s\n";
 
 /// One HTTP/1.1 GET over a plain TCP connection (no client library needed).
-async fn get_text(addr: std::net::SocketAddr, path: &str) -> Result<String, Error> {
+async fn get_text(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> Result<String, Error> {
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
@@ -46,6 +59,15 @@ async fn main() -> Result<(), Error> {
     )
     .await?;
     backend.apply_job(JOB, &Default::default()).await?;
+    let new_token = NewToken {
+        name: "example-admin".into(),
+        role: Role::Admin,
+        scopes: Default::default(),
+        expires_at: None,
+    };
+    let (_, token) = backend
+        .db()
+        .create_token(&new_token, "embed_backend", chrono::Utc::now())?;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -67,8 +89,21 @@ async fn main() -> Result<(), Error> {
             .await
     });
 
-    for path in ["/hello", "/kanade/healthz", "/kanade/api/jobs"] {
-        println!("GET {path}\n  {}", get_text(addr, path).await?.trim_end());
+    for (path, token) in [
+        ("/hello", None),
+        ("/kanade/healthz", None),
+        ("/kanade/api/jobs", None),
+        ("/kanade/api/jobs", Some(token.as_str())),
+    ] {
+        let with = if token.is_some() {
+            " (with the token)"
+        } else {
+            ""
+        };
+        println!(
+            "GET {path}{with}\n  {}",
+            get_text(addr, path, token).await?.trim_end()
+        );
     }
     if serve {
         println!("--serve: Ctrl-C to stop");

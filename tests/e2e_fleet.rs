@@ -305,7 +305,7 @@ async fn a_silent_run_is_reaped_and_a_late_result_replaces_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pin_holds_and_approval_jobs_are_refused() {
+async fn a_pin_holds_and_approval_jobs_wait_for_their_approvers() {
     let fleet = fleet().await;
     let backend = &fleet.backend;
     backend
@@ -334,10 +334,36 @@ async fn a_pin_holds_and_approval_jobs_are_refused() {
         )
         .await
         .unwrap();
+    // Exec records the request and publishes nothing until approved.
+    let mut results = fleet
+        .transport
+        .messages()
+        .subscribe("results.>")
+        .await
+        .unwrap();
+    let waiting = backend.exec("careful", &all()).await.unwrap();
+    assert_eq!(waiting.status, "awaiting_approval");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), results.next())
+            .await
+            .is_err(),
+        "nothing runs before the approval"
+    );
+    // The scheduler's path never fires it without a person.
     let err = backend
-        .exec("careful", &all())
+        .fire("careful", &all(), Default::default())
         .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("requires approval"), "{err}");
+    let approver = kanade::backend::auth::Principal {
+        name: "alice".into(),
+        role: kanade::backend::auth::Role::Operator,
+        scopes: Default::default(),
+        kind: kanade::backend::auth::CredentialKind::Token,
+    };
+    let approved = backend.approve(&waiting.exec_id, &approver).await.unwrap();
+    assert_eq!(approved.status, "pending");
+    let done = finished(backend, &waiting.exec_id).await;
+    assert_eq!((done.succeeded, done.failed), (2, 0));
 }

@@ -28,11 +28,19 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// The admin token the test creates offline, for every CLI call.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn kanade(server: &str, args: &[&str]) -> (bool, String, String) {
     let output = Command::new(workspace_binary("kanade"))
         .arg("--server")
         .arg(server)
         .args(args)
+        .env("KANADE_TOKEN", TOKEN.get().expect("token created first"))
+        .env(
+            "XDG_CONFIG_HOME",
+            std::env::temp_dir().join("kanade-test-no-config"),
+        )
         .output()
         .unwrap();
     (
@@ -59,6 +67,17 @@ fn the_cli_drives_backend_and_agent_binaries_over_nats() {
     let dir = tempfile::tempdir().unwrap();
     let api = format!("127.0.0.1:{}", free_port());
     let server = format!("http://{api}");
+    let created = Command::new(workspace_binary("kanade-backend"))
+        .args([
+            "token", "create", "--name", "ci-admin", "--role", "admin", "--db",
+        ])
+        .arg(dir.path().join("backend.db"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    assert!(token.starts_with("kanade_"), "{token}");
+    TOKEN.set(token).unwrap();
     let _backend = KillOnDrop(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", &nats.url(), "--listen", &api])

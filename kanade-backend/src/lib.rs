@@ -17,6 +17,9 @@
 //! assert_eq!(err.errors[0].line, Some(6));
 //! ```
 
+pub mod approval;
+pub mod audit;
+pub mod auth;
 mod backend;
 pub mod db;
 pub mod http;

@@ -94,9 +94,9 @@ pub struct Job {
     /// Inventory hints (free-form, kept as given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inventory: Option<serde_json::Value>,
-    /// Needs approvals before it runs.
+    /// Needs approvals before it runs: `true`, or `{approvals, role, ttl}`.
     #[serde(default)]
-    pub require_approval: bool,
+    pub require_approval: crate::approval::RequireApproval,
     /// Labels.
     #[serde(default)]
     pub tags: Vec<String>,
@@ -354,6 +354,9 @@ pub fn parse_job(
     });
     if job.version.trim().is_empty() {
         p.add(&["version"], "must not be empty");
+    }
+    for (field, message) in job.require_approval.problems() {
+        p.add(&["require_approval", field], message);
     }
     let sources = [
         &job.execute.script,

@@ -21,7 +21,14 @@ async fn serve(backend: Backend) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        axum::serve(listener, http::router(backend)).await.unwrap();
+        // Authentication is not what these tests are about (tests/security.rs is).
+        let auth = http::ApiAuth {
+            insecure_no_auth: true,
+            ..http::ApiAuth::default()
+        };
+        axum::serve(listener, http::router_with(backend, auth))
+            .await
+            .unwrap();
     });
     format!("http://{address}")
 }

@@ -52,7 +52,7 @@ tags: [health, disk]
     let files = BTreeMap::from([("check.sh".to_owned(), "df -h".to_owned())]);
     let job = parse_job(yaml, &files).unwrap();
     assert_eq!(job.execute.script.as_deref(), Some("df -h"));
-    assert!(job.require_approval && job.emit.is_some() && job.check.is_some());
+    assert!(job.require_approval.required() && job.emit.is_some() && job.check.is_some());
 }
 
 fn job_error(yaml: &str) -> (Option<usize>, String, String) {

@@ -266,9 +266,11 @@ proptest! {
     fn obs_and_audit_round_trip(
         (pc_id, at, kind, source, event_record_id, payload) in (text(), time(), text(), text(), of(any::<u64>()), json_value()),
         (target, prev_hash, hash) in (of(text()), "[0-9a-f]{0,64}", "[0-9a-f]{64}"),
+        (seq, origin, outcome, params_sha256) in (of(any::<u64>()), of((of(text()), text())), of(text()), of("[0-9a-f]{64}")),
     ) {
         assert_round_trip(&ObsEvent { pc_id: pc_id.clone(), at, kind: kind.clone(), source: source.clone(), event_record_id, payload: payload.clone() })?;
-        assert_round_trip(&AuditEvent { id: pc_id, at, actor: kind, action: source, target, details: payload, prev_hash, hash })?;
+        let origin = origin.map(|(ip, kind)| AuditSource { ip, kind });
+        assert_round_trip(&AuditEvent { id: pc_id, seq, at, actor: kind, source: origin, action: source, target, outcome, params_sha256, details: payload, prev_hash, hash })?;
     }
 
     #[test]

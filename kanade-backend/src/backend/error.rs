@@ -21,6 +21,9 @@ pub enum BackendError {
     /// A schedule's `when` cannot be lowered to a plan.
     #[error(transparent)]
     When(#[from] WhenError),
+    /// The caller may not do this (an approval rule, a scope).
+    #[error(transparent)]
+    Denied(#[from] crate::auth::Denial),
     /// No such job, schedule or execution.
     #[error("{0} not found")]
     NotFound(String),
@@ -79,6 +82,7 @@ impl BackendError {
             BackendError::Manifest(_)
             | BackendError::When(_)
             | BackendError::NotFound(_)
+            | BackendError::Denied(_)
             | BackendError::Invalid(_)
             | BackendError::Token(_) => false,
             BackendError::Transport(_)

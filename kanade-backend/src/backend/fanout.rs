@@ -14,6 +14,7 @@ use kanade_core::wire::{AgentGroups, Command};
 
 use super::core::Backend;
 use super::error::BackendError;
+use crate::auth::Principal;
 use crate::db::ExecutionRow;
 use crate::manifest::Target;
 
@@ -62,25 +63,69 @@ impl Backend {
         Ok(pcs)
     }
 
-    /// Runs a job now on `target`: pins its version, publishes one command
-    /// and records the execution.
+    /// Runs a job now on `target` as the backend itself (an unrestricted
+    /// local principal named `backend`): see [`Backend::exec_as`].
     pub async fn exec(&self, job_id: &str, target: &Target) -> Result<ExecutionRow, BackendError> {
-        self.fire(job_id, target, FireOptions::default()).await
+        self.exec_as(job_id, target, &Principal::local("backend"))
+            .await
     }
 
-    /// [`Backend::exec`] with the options a schedule lowers onto the command.
+    /// Runs a job now on `target` for `requester`: pins its version,
+    /// publishes one command and records the execution. A job with
+    /// `require_approval` is recorded as `awaiting_approval` instead and
+    /// nothing is published until the approvals are in
+    /// ([`Backend::approve`]). Scopes are the caller's to check first.
+    pub async fn exec_as(
+        &self,
+        job_id: &str,
+        target: &Target,
+        requester: &Principal,
+    ) -> Result<ExecutionRow, BackendError> {
+        let prepared = self.prepare(job_id, target, FireOptions::default()).await?;
+        let Some(rule) = prepared.job.require_approval.rule_at(self.now()) else {
+            return self.send(prepared).await;
+        };
+        let mut row = prepared.row.clone();
+        row.status = crate::db::AWAITING_APPROVAL.to_owned();
+        let pending = serde_json::to_string(&PendingCommand {
+            command: prepared.command,
+            subjects: prepared.subjects,
+        })
+        .map_err(BackendError::Encode)?;
+        let db = self.db.clone();
+        let insert = row.clone();
+        let requested_by = requester.name.clone();
+        self.run_db(move || db.insert_awaiting_execution(&insert, &requested_by, &rule, &pending))
+            .await?;
+        Ok(row)
+    }
+
+    /// [`Backend::exec`] with the options a schedule lowers onto the
+    /// command. A job that requires approval is refused: a schedule of one
+    /// cannot be applied, and the scheduler never fires without a person.
     pub async fn fire(
         &self,
         job_id: &str,
         target: &Target,
         options: FireOptions,
     ) -> Result<ExecutionRow, BackendError> {
-        let job = self.job(job_id).await?;
-        if job.require_approval {
+        let prepared = self.prepare(job_id, target, options).await?;
+        if prepared.job.require_approval.required() {
             return Err(BackendError::Invalid(format!(
-                "job {job_id} requires approval, and this backend has no approval workflow yet: refusing to run it"
+                "job {job_id} requires approval: run it with exec, which waits for the approvals"
             )));
         }
+        self.send(prepared).await
+    }
+
+    /// Everything a fire needs, looked up and checked, nothing written.
+    async fn prepare(
+        &self,
+        job_id: &str,
+        target: &Target,
+        options: FireOptions,
+    ) -> Result<Prepared, BackendError> {
+        let job = self.job(job_id).await?;
         if !target.all && target.groups.is_empty() && target.pcs.is_empty() {
             return Err(BackendError::Invalid(
                 "the target names no agents: use all, groups or pcs".into(),
@@ -133,7 +178,7 @@ impl Backend {
         };
         let targeted = self.target_pcs(target).await?.len() as i64;
         let row = ExecutionRow {
-            exec_id: exec_id.clone(),
+            exec_id,
             job_id: job.id.clone(),
             version: job.version.clone(),
             request_id,
@@ -151,30 +196,67 @@ impl Backend {
             skipped: 0,
             reap_after_secs: (timeout + self.settings.reap_grace).as_secs() as i64,
         };
+        Ok(Prepared {
+            job,
+            command,
+            subjects: subjects_to,
+            row,
+        })
+    }
+
+    /// Records the execution, then pins and publishes.
+    async fn send(&self, prepared: Prepared) -> Result<ExecutionRow, BackendError> {
         let db = self.db.clone();
-        let insert = row.clone();
+        let insert = prepared.row.clone();
         self.run_db(move || db.insert_execution(&insert)).await?;
-        // The version pin is written before the command goes out, unless an
-        // operator pinned one (then agents skip other versions with 124).
+        self.publish_command(&prepared.command, &prepared.subjects)
+            .await?;
+        Ok(prepared.row)
+    }
+
+    /// Pins the command's version (unless an operator pinned one: then
+    /// agents skip other versions with 124) and publishes it on every
+    /// subject; a failed publish marks the execution `failed`.
+    pub(super) async fn publish_command(
+        &self,
+        command: &Command,
+        subjects_to: &[String],
+    ) -> Result<(), BackendError> {
         let current = self.bucket(BUCKET_SCRIPT_CURRENT).await?;
-        if current.get(&job.id).await?.is_none() {
+        if current.get(&command.id).await?.is_none() {
             current
-                .put(&job.id, Bytes::from(job.version.clone()))
+                .put(&command.id, Bytes::from(command.version.clone()))
                 .await?;
         }
-        let payload = to_json_bytes("command", &command)?;
+        let payload = to_json_bytes("command", command)?;
         for subject in subjects_to {
             if let Err(e) = self
                 .log
-                .publish(&subject, Headers::new(), payload.clone())
+                .publish(subject, Headers::new(), payload.clone())
                 .await
             {
                 let db = self.db.clone();
-                let id = exec_id.clone();
+                let id = command.exec_id.clone().unwrap_or_default();
                 let _ = self.run_db(move || db.set_status(&id, "failed")).await;
                 return Err(e.into());
             }
         }
-        Ok(row)
+        Ok(())
     }
+}
+
+/// A fire looked up and checked, not yet written or sent.
+struct Prepared {
+    job: crate::manifest::Job,
+    command: Command,
+    subjects: Vec<String>,
+    row: ExecutionRow,
+}
+
+/// What an execution awaiting approval publishes on quorum (stored as JSON
+/// with it).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(super) struct PendingCommand {
+    pub(super) command: Command,
+    pub(super) subjects: Vec<String>,
 }

@@ -6,8 +6,9 @@
 //! `catalogue` (jobs and schedules in the key-value buckets), `fanout`
 //! (targets and commands), `stop` (revoke, activate, pin, kill),
 //! `projectors` (results, start events, heartbeats into SQLite) and
-//! `reaper` (runs that never reported). `error` holds [`BackendError`].
+//! `reaper` (runs that never reported), `approvals` (the M-of-N workflow). `error` holds [`BackendError`].
 
+mod approvals;
 mod catalogue;
 mod core;
 mod error;

@@ -1,5 +1,6 @@
 //! The projectors: results, start events and heartbeats from the transport
-//! into SQLite, and [`Backend::run`], which runs them with the reaper.
+//! into SQLite, and [`Backend::run`], which runs them with the reaper and
+//! the audit publisher.
 
 use std::time::Duration;
 
@@ -23,6 +24,12 @@ impl Backend {
         tasks.spawn(project_started(self.clone()));
         tasks.spawn(project_heartbeats(self.clone()));
         tasks.spawn(super::reaper::reaper(self.clone()));
+        // Sleeps until an audit entry is appended: no entries, no traffic.
+        tasks.spawn(
+            crate::audit::AuditPublisher::new(self.log.clone(), self.db.clone())
+                .inline_database(self.settings.inline_database)
+                .run(),
+        );
         shutdown.await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}

@@ -1,11 +1,18 @@
 //! `kanade-backend`: provisions the transport, runs the projectors and the
-//! scheduler, and serves the HTTP API.
+//! scheduler, and serves the HTTP API, every `/api` route authenticated.
+//! Offline subcommands manage API tokens and verify the audit trail
+//! directly in the database file.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use kanade_backend::auth::oidc::{JwksSource, OidcConfig, OidcVerifier};
+use kanade_backend::auth::{Role, Scopes};
+use kanade_backend::db::{Db, NewToken};
+use kanade_backend::http::ApiAuth;
 use kanade_backend::{http, Backend, BackendSettings};
 use kanade_core::transport::Transport;
 use kanade_transport_nats::provision::provision;
@@ -18,14 +25,81 @@ struct Args {
     #[arg(long, env = "KANADE_TRANSPORT", default_value = "memory")]
     transport: String,
     /// SQLite database file.
-    #[arg(long, default_value = "kanade-backend.db")]
+    #[arg(long, default_value = "kanade-backend.db", global = true)]
     db: PathBuf,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// OIDC issuer settings (TOML: issuer, audience, jwks_file or jwks_url,
+    /// role_claim, role_map, scopes_claim).
+    #[arg(long)]
+    oidc_config: Option<PathBuf>,
+    /// Accept every API call without a credential, as an admin. Only with a
+    /// loopback --listen, for demos; calls are still audited.
+    #[arg(long)]
+    insecure_no_auth: bool,
     /// More logging (-v info, -vv debug).
-    #[arg(short, long, action = clap::ArgAction::Count)]
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
+    #[command(subcommand)]
+    command: Option<Offline>,
+}
+
+/// Work on the database file, without serving.
+#[derive(Debug, Subcommand)]
+enum Offline {
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        action: TokenCmd,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCmd {
+    /// Create a token; prints the token alone on stdout (shown once).
+    Create {
+        /// Unique name (the audit trail's actor).
+        #[arg(long)]
+        name: String,
+        /// viewer, operator or admin.
+        #[arg(long)]
+        role: Role,
+        /// Only these jobs (ids, comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        jobs: Vec<String>,
+        /// Only jobs with these tags.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Only these agent groups as targets.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Only these pcs as targets.
+        #[arg(long, value_delimiter = ',')]
+        pcs: Vec<String>,
+        /// Lifetime (`90d`, `12h`); without it the token does not expire.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires: Option<std::time::Duration>,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by name or id (effective on the next call).
+    Revoke {
+        /// Name or id.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCmd {
+    /// Recompute the hash chain; exits 1 naming the first entry that was
+    /// changed, removed or reordered.
+    Verify,
 }
 
 async fn open_transport(spec: &str) -> Result<Arc<dyn Transport>, String> {
@@ -41,14 +115,197 @@ async fn open_transport(spec: &str) -> Result<Arc<dyn Transport>, String> {
     Ok(opened.transport)
 }
 
-async fn run(args: Args) -> Result<(), String> {
+fn open_db(path: &Path) -> Result<Db, String> {
+    Db::open(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
+    let db = open_db(db_path)?;
+    let now = chrono::Utc::now();
+    match command {
+        Offline::Token {
+            action:
+                TokenCmd::Create {
+                    name,
+                    role,
+                    jobs,
+                    tags,
+                    groups,
+                    pcs,
+                    expires,
+                },
+        } => {
+            let expires_at = match expires {
+                Some(life) => Some(
+                    now + chrono::Duration::from_std(life)
+                        .map_err(|_| format!("--expires {life:?} is too long"))?,
+                ),
+                None => None,
+            };
+            let new = NewToken {
+                name,
+                role,
+                scopes: Scopes {
+                    jobs,
+                    tags,
+                    groups,
+                    pcs,
+                },
+                expires_at,
+            };
+            let (row, token) = db
+                .create_token(&new, "kanade-backend", now)
+                .map_err(|e| e.to_string())?;
+            let entry = offline_entry(
+                now,
+                "token.create",
+                Some(row.name.clone()),
+                serde_json::json!({"name": row.name, "role": row.role, "scopes": row.scopes, "expires_at": row.expires_at}),
+            );
+            db.append_audit(entry).map_err(|e| e.to_string())?;
+            eprintln!(
+                "created {} token {:?} (shown once; only its hash is stored)",
+                row.role, row.name
+            );
+            println!("{token}");
+        }
+        Offline::Token {
+            action: TokenCmd::List,
+        } => {
+            println!(
+                "{:<20} {:<9} {:<8} {:<26} {:<26} scopes",
+                "name", "role", "revoked", "expires", "last used"
+            );
+            for t in db.tokens().map_err(|e| e.to_string())? {
+                println!(
+                    "{:<20} {:<9} {:<8} {:<26} {:<26} {}",
+                    t.name,
+                    t.role,
+                    t.revoked,
+                    t.expires_at.as_deref().unwrap_or("never"),
+                    t.last_used_at.as_deref().unwrap_or("never"),
+                    serde_json::to_string(&t.scopes).unwrap_or_default()
+                );
+            }
+        }
+        Offline::Token {
+            action: TokenCmd::Revoke { name },
+        } => {
+            if !db.revoke_token(&name).map_err(|e| e.to_string())? {
+                return Err(format!("no token named {name:?}"));
+            }
+            let entry = offline_entry(
+                now,
+                "token.revoke",
+                Some(name.clone()),
+                serde_json::json!({"name": name}),
+            );
+            db.append_audit(entry).map_err(|e| e.to_string())?;
+            eprintln!("revoked {name}");
+        }
+        Offline::Audit {
+            action: AuditCmd::Verify,
+        } => match db.verify_audit().map_err(|e| e.to_string())? {
+            Ok(report) => {
+                println!(
+                    "audit trail intact: {} entries, last hash {}",
+                    report.entries, report.last_hash
+                );
+            }
+            Err(broken) => {
+                println!(
+                    "audit trail BROKEN at seq {}: {}",
+                    broken.seq, broken.reason
+                );
+                return Ok(ExitCode::from(1));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An audit entry for an offline change (actor `kanade-backend`, source
+/// `cli` on this host).
+fn offline_entry(
+    now: chrono::DateTime<chrono::Utc>,
+    action: &str,
+    target: Option<String>,
+    params: serde_json::Value,
+) -> kanade_backend::audit::AuditDraft {
+    let source = kanade_core::wire::AuditSource {
+        ip: None,
+        kind: "cli".into(),
+    };
+    let mut entry =
+        kanade_backend::audit::AuditDraft::new(now, "kanade-backend", source, action, "ok");
+    entry.target = target;
+    entry.params = params;
+    entry
+}
+
+/// The OIDC verifier from its config file (the JWKS read from its file or
+/// fetched from its URL once at start).
+fn load_oidc(path: &Path) -> Result<OidcVerifier, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let config: OidcConfig =
+        toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    let jwks = match config
+        .jwks_source()
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        JwksSource::File(file) => std::fs::read_to_string(file)
+            .map_err(|e| format!("JWKS file {}: {e}", file.display()))?,
+        JwksSource::Url(url) => ureq::get(url)
+            .call()
+            .map_err(|e| format!("fetching the JWKS from {url}: {e}"))?
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("reading the JWKS from {url}: {e}"))?,
+    };
+    OidcVerifier::new(config, &jwks).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+async fn serve(args: Args) -> Result<(), String> {
+    let listen: SocketAddr = tokio::net::lookup_host(&args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?
+        .next()
+        .ok_or_else(|| format!("--listen {}: no address", args.listen))?;
+    let oidc = match &args.oidc_config {
+        Some(path) => Some(Arc::new(load_oidc(path)?)),
+        None => None,
+    };
+    if args.insecure_no_auth {
+        if !listen.ip().is_loopback() {
+            return Err(format!(
+                "--insecure-no-auth is for loopback demos only; refusing to serve {listen} without authentication"
+            ));
+        }
+        tracing::warn!(%listen, "--insecure-no-auth: every API call is accepted as an admin; never do this outside a demo");
+        eprintln!(
+            "kanade-backend: WARNING: --insecure-no-auth: the API accepts every call as an admin"
+        );
+    } else if oidc.is_none() {
+        let db = open_db(&args.db)?;
+        let usable = db
+            .has_usable_token(chrono::Utc::now())
+            .map_err(|e| e.to_string())?;
+        if !usable {
+            return Err(format!(
+                "no way to authenticate anyone: {db} has no usable API token and no --oidc-config is given.\n\
+                 Create the first admin token with\n  kanade-backend token create --db {db} --name admin --role admin\n\
+                 and log in with `kanade login --token <token>`.",
+                db = args.db.display()
+            ));
+        }
+    }
     let transport = open_transport(&args.transport).await?;
     let backend = Backend::open(transport, BackendSettings::new(&args.db))
         .await
         .map_err(|e| e.to_string())?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| format!("listening on {}: {e}", args.listen))?;
+        .map_err(|e| format!("listening on {listen}: {e}"))?;
     eprintln!(
         "kanade-backend: API on http://{}",
         listener.local_addr().map_err(|e| e.to_string())?
@@ -56,12 +313,20 @@ async fn run(args: Args) -> Result<(), String> {
     let projectors = tokio::spawn(backend.clone().run(std::future::pending()));
     let scheduler =
         tokio::spawn(kanade_backend::Scheduler::new(backend.clone()).run(std::future::pending()));
-    axum::serve(listener, http::router(backend))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())?;
+    let auth = ApiAuth {
+        oidc,
+        insecure_no_auth: args.insecure_no_auth,
+    };
+    let app = http::router_with(backend, auth);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     projectors.abort();
     scheduler.abort();
     Ok(())
@@ -69,7 +334,7 @@ async fn run(args: Args) -> Result<(), String> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     let level = ["warn", "info", "debug"][usize::from(args.verbose.min(2))];
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -77,8 +342,12 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(args).await {
-        Ok(()) => ExitCode::SUCCESS,
+    let outcome = match args.command.take() {
+        Some(command) => offline(&args.db, command),
+        None => serve(args).await.map(|()| ExitCode::SUCCESS),
+    };
+    match outcome {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kanade-backend: {e}");
             ExitCode::from(2)

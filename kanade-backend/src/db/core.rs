@@ -24,6 +24,8 @@ pub enum DbError {
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    /// Signalled when an audit entry is appended (wakes the publisher).
+    audit_appended: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -37,6 +39,7 @@ impl Db {
         migrations().to_latest(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            audit_appended: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -44,5 +47,10 @@ impl Db {
     /// transaction, so nothing half-done is left behind).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signalled when an audit entry is appended (see `db::audit`).
+    pub(super) fn audit_appended(&self) -> &Arc<tokio::sync::Notify> {
+        &self.audit_appended
     }
 }

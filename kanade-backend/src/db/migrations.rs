@@ -85,5 +85,48 @@ pub(super) fn migrations() -> Migrations<'static> {
             PRIMARY KEY (schedule_id, fire_key, wave)
         );",
         ),
+        // Security: API tokens, the audit trail, approvals (DESIGN §10).
+        M::up(
+            "CREATE TABLE api_tokens (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            secret_sha256 TEXT NOT NULL,
+            role TEXT NOT NULL,
+            scopes TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            expires_at TEXT,
+            last_used_at TEXT,
+            revoked INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            source_ip TEXT,
+            source_kind TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            outcome TEXT NOT NULL,
+            params_sha256 TEXT NOT NULL,
+            details TEXT NOT NULL,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            published INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX audit_unpublished ON audit(published) WHERE published = 0;
+        CREATE TABLE approvals (
+            exec_id TEXT NOT NULL,
+            approver TEXT NOT NULL,
+            decision TEXT NOT NULL,
+            reason TEXT,
+            at TEXT NOT NULL,
+            PRIMARY KEY (exec_id, approver)
+        );
+        ALTER TABLE executions ADD COLUMN requested_by TEXT;
+        ALTER TABLE executions ADD COLUMN approval TEXT;
+        ALTER TABLE executions ADD COLUMN pending_command TEXT;",
+        ),
     ])
 }

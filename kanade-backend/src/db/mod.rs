@@ -7,15 +7,21 @@
 //! `results` (and the runs in flight), `heartbeats` (agents), `schedules`
 //! (fires, cursors, waves, the freeze). `migrations` holds the schema.
 
+mod approvals;
+mod audit;
 mod core;
 mod executions;
 mod heartbeats;
 mod migrations;
 mod results;
 mod schedules;
+mod tokens;
 
+pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
+pub use self::audit::append_audit_in;
 pub use self::core::{Db, DbError};
 pub use self::executions::ExecutionRow;
 pub use self::heartbeats::AgentRow;
 pub use self::results::{OverdueRun, ResultRow};
 pub use self::schedules::{Freeze, PlannedWave};
+pub use self::tokens::{NewToken, TokenCreateError, TokenRejection, TokenRow, TOKEN_PREFIX};

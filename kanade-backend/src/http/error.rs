@@ -9,6 +9,8 @@
 //! | [`BackendError::Invalid`], [`BackendError::When`], [`BackendError::Token`] | 400 |
 //! | [`ApiError::Request`] (unreadable body, query or path) | its own 4xx (400, 413, 415, 422) |
 //! | [`ApiError::MethodNotAllowed`] | 405 |
+//! | [`ApiError::Unauthenticated`] (with `WWW-Authenticate: Bearer`) | 401 |
+//! | [`ApiError::Forbidden`], [`BackendError::Denied`] | 403 |
 //! | [`BackendError::Transport`], [`BackendError::Db`], [`BackendError::DbTask`], [`BackendError::Encode`], [`BackendError::Corrupt`], [`BackendError::Internal`], a reader's own 5xx | 500 |
 //!
 //! A 500 answers with what failed in general terms only (`internal error:
@@ -23,6 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::BackendError;
+
+/// A handler's answer: JSON, or the error body.
+pub(super) type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// Why an API request failed.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +47,13 @@ pub enum ApiError {
     /// No route has this path.
     #[error("no such endpoint: {0}")]
     NoRoute(String),
+    /// No credential, or one that does not authenticate anyone (401). The
+    /// message says which, never which credentials exist.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is authenticated but may not do this (403).
+    #[error("{0}")]
+    Forbidden(#[from] crate::auth::Denial),
     /// The route exists, but not with this method.
     #[error("method {method} not allowed on {path}")]
     MethodNotAllowed {
@@ -97,6 +109,7 @@ pub fn error_response(error: &ApiError) -> (StatusCode, ErrorBody) {
                 (StatusCode::UNPROCESSABLE_ENTITY, json!(errors.errors))
             }
             BackendError::NotFound(_) => (StatusCode::NOT_FOUND, Value::Null),
+            BackendError::Denied(_) => (StatusCode::FORBIDDEN, Value::Null),
             BackendError::Invalid(_) | BackendError::When(_) | BackendError::Token(_) => {
                 (StatusCode::BAD_REQUEST, Value::Null)
             }
@@ -112,6 +125,8 @@ pub fn error_response(error: &ApiError) -> (StatusCode, ErrorBody) {
         ApiError::Request { status, .. } if status.is_client_error() => (*status, Value::Null),
         ApiError::Request { .. } => (StatusCode::INTERNAL_SERVER_ERROR, Value::Null),
         ApiError::NoRoute(_) => (StatusCode::NOT_FOUND, Value::Null),
+        ApiError::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, Value::Null),
+        ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, Value::Null),
         ApiError::MethodNotAllowed { .. } => (StatusCode::METHOD_NOT_ALLOWED, Value::Null),
     };
     let message = if status.is_server_error() {
@@ -149,6 +164,10 @@ impl IntoResponse for ApiError {
         let (status, body) = error_response(&self);
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), "API request failed: {self}");
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = [(axum::http::header::WWW_AUTHENTICATE, "Bearer")];
+            return (status, challenge, Json(body)).into_response();
         }
         (status, Json(body)).into_response()
     }

@@ -2,76 +2,49 @@
 //! with a fitting status code: 4xx when the request is at fault, 500 when
 //! the backend is (see [`error_response`] for the table).
 
+mod blocking;
+mod bodies;
 mod error;
 mod extract;
+mod guard;
+pub mod routes;
+mod scope;
+mod security;
 
-use std::collections::BTreeMap;
-
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{Method, Uri};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+
 use serde_json::json;
 
+use self::blocking::db;
+pub use self::bodies::{FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload};
+use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
 use self::extract::{Body, PathParams, QueryParams};
+pub use self::guard::ApiAuth;
+pub use self::security::{ApprovalDecision, TokenCreated};
+use crate::auth::Principal;
 use crate::manifest::Target;
 use crate::{Backend, BackendError};
 
-/// A job upload: the YAML, plus any `script_file` bodies it names.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JobUpload {
-    /// The manifest, verbatim.
-    pub yaml: String,
-    /// `script_file` name → body.
-    #[serde(default)]
-    pub script_files: BTreeMap<String, String>,
-}
-
-/// A schedule upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ScheduleUpload {
-    /// The manifest, verbatim.
-    pub yaml: String,
-}
-
-/// `POST /api/jobs/{id}/pin` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PinRequest {
-    /// The version agents may run.
-    pub version: String,
-}
-
-/// `GET /api/schedules/{id}/preview?n=5` query.
-#[derive(Debug, Clone, Deserialize)]
-pub struct PreviewQuery {
-    /// How many fire times.
-    #[serde(default = "five")]
-    pub n: usize,
-}
-
-fn five() -> usize {
-    5
-}
-
-/// `POST /api/freeze` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct FreezeRequest {
-    /// RFC 3339 end (absent: until cleared).
-    #[serde(default)]
-    pub until: Option<String>,
-    /// Why.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-type ApiResult<T> = Result<Json<T>, ApiError>;
-
-/// The API's routes over `backend`.
+/// The API's routes over `backend`, every `/api` route behind the guard
+/// with API tokens from the backend's database (no OIDC): see
+/// [`router_with`].
 pub fn router(backend: Backend) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+    router_with(backend, ApiAuth::default())
+}
+
+/// The API's routes over `backend`, authenticated as `auth` says. Every
+/// `/api` route needs a credential and the role the table in [`routes`]
+/// gives it; `/healthz` is open.
+pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
+    let guarded = guard::GuardState {
+        backend: backend.clone(),
+        auth: std::sync::Arc::new(auth),
+    };
+    let api = Router::new()
         .route("/api/agents", get(agents))
         .route("/api/jobs", get(jobs).post(apply_job))
         .route("/api/schedules", get(schedules).post(apply_schedule))
@@ -83,6 +56,9 @@ pub fn router(backend: Backend) -> Router {
         .route("/api/executions/{id}", get(execution))
         .route("/api/executions/{id}/results", get(results))
         .route("/api/executions/{id}/kill", post(kill))
+        .route("/api/executions/{id}/approve", post(security::approve))
+        .route("/api/executions/{id}/deny", post(security::deny))
+        .route("/api/approvals", get(security::approvals))
         .route("/api/schedules/{id}/preview", get(preview))
         .route("/api/schedules/{id}/enable", post(enable))
         .route("/api/schedules/{id}/disable", post(disable))
@@ -90,6 +66,20 @@ pub fn router(backend: Backend) -> Router {
             "/api/freeze",
             get(freeze_status).post(freeze_set).delete(freeze_clear),
         )
+        .route(
+            "/api/tokens",
+            get(security::tokens).post(security::create_token),
+        )
+        .route(
+            "/api/tokens/{name}",
+            axum::routing::delete(security::revoke_token),
+        )
+        .route("/api/audit", get(security::audit))
+        .route("/api/audit/verify", get(security::audit_verify))
+        .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .with_state(backend)
@@ -106,17 +96,6 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     }
 }
 
-async fn db<T: Send + 'static>(
-    backend: &Backend,
-    work: impl FnOnce(&crate::db::Db) -> Result<T, crate::db::DbError> + Send + 'static,
-) -> Result<T, BackendError> {
-    let db = backend.db().clone();
-    tokio::task::spawn_blocking(move || work(&db))
-        .await
-        .map_err(BackendError::DbTask)?
-        .map_err(BackendError::from)
-}
-
 async fn agents(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::AgentRow>> {
     let since = backend.online_since();
     Ok(Json(db(&backend, move |db| db.agents(since)).await?))
@@ -128,8 +107,10 @@ async fn jobs(State(backend): State<Backend>) -> ApiResult<Vec<crate::manifest::
 
 async fn apply_job(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     Body(upload): Body<JobUpload>,
 ) -> ApiResult<crate::manifest::Job> {
+    scope::require_job_upload(&principal, &upload)?;
     Ok(Json(
         backend
             .apply_job(&upload.yaml, &upload.script_files)
@@ -143,40 +124,58 @@ async fn schedules(State(backend): State<Backend>) -> ApiResult<Vec<crate::manif
 
 async fn apply_schedule(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     Body(upload): Body<ScheduleUpload>,
 ) -> ApiResult<crate::manifest::Schedule> {
+    scope::require_schedule_upload(&backend, &principal, &upload).await?;
     Ok(Json(backend.apply_schedule(&upload.yaml).await?))
 }
 
 async fn exec(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
     Body(target): Body<Target>,
-) -> ApiResult<crate::db::ExecutionRow> {
-    Ok(Json(backend.exec(&id, &target).await?))
+) -> Result<(axum::http::StatusCode, Json<crate::db::ExecutionRow>), ApiError> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
+    crate::auth::require_target(&principal, &target)?;
+    let row = backend.exec_as(&id, &target, &principal).await?;
+    // 202: recorded, waiting for approvals, nothing published yet.
+    let status = if row.status == crate::db::AWAITING_APPROVAL {
+        axum::http::StatusCode::ACCEPTED
+    } else {
+        axum::http::StatusCode::OK
+    };
+    Ok((status, Json(row)))
 }
 
 async fn revoke(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
     backend.revoke(&id).await?;
     Ok(Json(json!({"job": id, "status": "REVOKED"})))
 }
 
 async fn activate(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
     backend.activate(&id).await?;
     Ok(Json(json!({"job": id, "status": "ACTIVE"})))
 }
 
 async fn pin(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
     Body(request): Body<PinRequest>,
 ) -> ApiResult<serde_json::Value> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
     backend.pin(&id, &request.version).await?;
     Ok(Json(json!({"job": id, "pinned": request.version})))
 }
@@ -258,8 +257,10 @@ async fn freeze_clear(State(backend): State<Backend>) -> ApiResult<Option<crate:
 
 async fn kill(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
+    scope::require_execution(&backend, &principal, &id).await?;
     backend.kill(&id).await?;
     Ok(Json(json!({"execution": id, "status": "cancelled"})))
 }

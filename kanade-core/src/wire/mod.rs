@@ -13,7 +13,7 @@ mod inventory;
 mod result;
 pub mod schema;
 
-pub use audit::AuditEvent;
+pub use audit::{AuditEvent, AuditSource};
 pub use command::{CheckHint, Command, EmitConfig, EmitKind, RetrySpec, RunAs, Shell, Staleness};
 pub use config::{AgentConfigScope, EffectiveConfig};
 pub use events::{EventStarted, Heartbeat, ObsEvent};

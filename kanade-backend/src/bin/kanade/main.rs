@@ -9,8 +9,13 @@ use clap::{Parser, Subcommand};
 use kanade_backend::db::{AgentRow, ExecutionRow, ResultRow};
 use kanade_backend::http::{JobUpload, PinRequest, ScheduleUpload};
 use kanade_backend::manifest::{Job, Schedule, Target};
-use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+mod api;
+mod credentials;
+mod security;
+
+use api::Api;
 
 /// Drive a kanade backend.
 #[derive(Debug, Parser)]
@@ -27,6 +32,9 @@ struct Args {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Bearer token (else KANADE_TOKEN, else the file `kanade login` wrote).
+    #[arg(long, env = "KANADE_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Cmd,
 }
@@ -97,6 +105,37 @@ enum Cmd {
         #[command(subcommand)]
         action: FreezeCmd,
     },
+    /// Save a token for later commands (mode 0600).
+    Login {
+        /// The token (`kanade-backend token create` or `kanade token create` printed it).
+        #[arg(long)]
+        token: String,
+    },
+    /// API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        action: security::TokenCmd,
+    },
+    /// The audit trail (admin).
+    Audit {
+        #[command(subcommand)]
+        action: security::AuditCmd,
+    },
+    /// Executions waiting for approvals.
+    Approvals,
+    /// Approve an execution waiting for approvals.
+    Approve {
+        /// Execution id.
+        exec: String,
+    },
+    /// Deny an execution waiting for approvals.
+    Deny {
+        /// Execution id.
+        exec: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -158,67 +197,11 @@ enum FreezeCmd {
     Status,
 }
 
-struct Api {
-    base: String,
-    agent: ureq::Agent,
-}
-
-impl Api {
-    fn new(base: &str) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .build();
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent: config.into(),
-        }
-    }
-
-    fn decode<T: DeserializeOwned>(
-        &self,
-        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<T, String> {
-        let mut response = response.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
-        let status = response.status();
-        let text = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| e.to_string())?;
-        if !status.is_success() {
-            let body: serde_json::Value =
-                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
-            let mut message = body["error"].as_str().unwrap_or(&text).to_owned();
-            if let Some(details) = body["details"].as_array() {
-                for detail in details {
-                    message.push_str(&format!(
-                        "\n  line {}: {}: {}",
-                        detail["line"]
-                            .as_u64()
-                            .map_or("?".into(), |l| l.to_string()),
-                        detail["field"].as_str().unwrap_or(""),
-                        detail["message"].as_str().unwrap_or("")
-                    ));
-                }
-            }
-            return Err(format!("{status}: {message}"));
-        }
-        serde_json::from_str(&text).map_err(|e| format!("unexpected answer: {e}"))
-    }
-
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
-        self.decode(self.agent.get(&format!("{}{path}", self.base)).call())
-    }
-
-    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T, String> {
-        self.decode(
-            self.agent
-                .post(&format!("{}{path}", self.base))
-                .send_json(body),
-        )
-    }
-}
-
-fn print<T: Serialize>(json: bool, value: &T, table: impl FnOnce()) -> Result<(), String> {
+pub(crate) fn print<T: Serialize>(
+    json: bool,
+    value: &T,
+    table: impl FnOnce(),
+) -> Result<(), String> {
     if json {
         println!(
             "{}",
@@ -269,9 +252,29 @@ fn script_files_next_to(manifest: &std::path::Path, yaml: &str) -> BTreeMap<Stri
     files
 }
 
-fn run(args: Args) -> Result<(), String> {
-    let api = Api::new(&args.server);
+fn run(args: Args) -> Result<ExitCode, String> {
+    if let Cmd::Login { token } = &args.command {
+        security::login(token)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let token = match args.token.clone() {
+        Some(token) => Some(token),
+        None => credentials::load()?,
+    };
+    let api = Api::new(&args.server, token);
+    if let Cmd::Audit { action } = args.command {
+        return security::audit(&api, args.json, action);
+    }
+    run_with(&api, args).map(|()| ExitCode::SUCCESS)
+}
+
+fn run_with(api: &Api, args: Args) -> Result<(), String> {
     match args.command {
+        Cmd::Login { .. } | Cmd::Audit { .. } => Ok(()),
+        Cmd::Token { action } => security::token(api, args.json, action),
+        Cmd::Approvals => security::approvals(api, args.json),
+        Cmd::Approve { exec } => security::decide(api, args.json, &exec, None),
+        Cmd::Deny { exec, reason } => security::decide(api, args.json, &exec, Some(reason)),
         Cmd::Job {
             action: JobCmd::Apply { file },
         } => {
@@ -356,9 +359,7 @@ fn run(args: Args) -> Result<(), String> {
                     "/api/freeze",
                     &kanade_backend::http::FreezeRequest { until, reason },
                 )?,
-                FreezeCmd::Clear => {
-                    api.decode(api.agent.delete(&format!("{}/api/freeze", api.base)).call())?
-                }
+                FreezeCmd::Clear => api.delete("/api/freeze")?,
                 FreezeCmd::Status => api.get("/api/freeze")?,
             };
             print(args.json, &state, || match &state {
@@ -380,6 +381,14 @@ fn run(args: Args) -> Result<(), String> {
         } => {
             let target = Target { all, groups, pcs };
             let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &target)?;
+            if execution.status == kanade_backend::db::AWAITING_APPROVAL {
+                return print(args.json, &execution, || {
+                    println!(
+                        "execution {} awaits approval: nothing runs until approvers say yes (kanade approvals; kanade approve {})",
+                        execution.exec_id, execution.exec_id
+                    )
+                });
+            }
             if no_wait {
                 return print(args.json, &execution, || {
                     println!(
@@ -465,7 +474,7 @@ fn show(json: bool, value: serde_json::Value) -> Result<(), String> {
 
 fn main() -> ExitCode {
     match run(Args::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("kanade: {e}");
             ExitCode::from(1)

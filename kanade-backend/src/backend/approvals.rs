@@ -1,0 +1,148 @@
+//! The approval workflow (M-of-N, DESIGN §10): approving, denying and
+//! expiring executions that wait in `awaiting_approval`. The decision of
+//! one vote is pure ([`crate::approval::decide_approval`]); the vote and
+//! the move to `pending` are one SQLite transaction, so exactly one quorum
+//! publishes exactly one command, across restarts too.
+
+use super::core::Backend;
+use super::error::BackendError;
+use super::fanout::PendingCommand;
+use crate::approval::{decide_approval, Vote};
+use crate::auth::{Denial, Principal};
+use crate::db::{ApprovalRequest, ExecutionRow, AWAITING_APPROVAL};
+
+impl Backend {
+    /// Executions waiting for approvals (expired ones are ended first).
+    pub async fn awaiting_approvals(&self) -> Result<Vec<ApprovalRequest>, BackendError> {
+        let db = self.db.clone();
+        let waiting = self.run_db(move || db.awaiting_approvals()).await?;
+        let now = self.now();
+        let mut out = Vec::new();
+        for request in waiting {
+            if now >= request.rule.expires_at {
+                let db = self.db.clone();
+                let id = request.execution.exec_id.clone();
+                self.run_db(move || db.end_approval(&id, "expired", None, now))
+                    .await?;
+            } else {
+                out.push(request);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The request of `exec_id`, still waiting (an expired one is ended
+    /// and refused).
+    async fn waiting_request(&self, exec_id: &str) -> Result<ApprovalRequest, BackendError> {
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        let request = self
+            .run_db(move || db.approval_request(&id))
+            .await?
+            .ok_or_else(|| {
+                BackendError::NotFound(format!("approval request for execution {exec_id}"))
+            })?;
+        if request.execution.status != AWAITING_APPROVAL {
+            return Err(BackendError::Invalid(format!(
+                "execution {exec_id} is {}, not awaiting approval",
+                request.execution.status
+            )));
+        }
+        let now = self.now();
+        if now >= request.rule.expires_at {
+            let db = self.db.clone();
+            let id = exec_id.to_owned();
+            self.run_db(move || db.end_approval(&id, "expired", None, now))
+                .await?;
+            return Err(BackendError::Invalid(format!(
+                "the approval request of execution {exec_id} expired at {}",
+                request.rule.expires_at.to_rfc3339()
+            )));
+        }
+        Ok(request)
+    }
+
+    /// Approves `exec_id` as `approver`. When this vote reaches the
+    /// quorum, the stored command is published (once: the move out of
+    /// `awaiting_approval` happens in the vote's transaction).
+    ///
+    /// # Errors
+    /// [`BackendError::Denied`] for the requester, a second vote, a role
+    /// below the rule's; [`BackendError::Invalid`] when the execution is
+    /// not waiting (decided, expired); [`BackendError::NotFound`].
+    pub async fn approve(
+        &self,
+        exec_id: &str,
+        approver: &Principal,
+    ) -> Result<ExecutionRow, BackendError> {
+        let request = self.waiting_request(exec_id).await?;
+        let now = self.now();
+        let vote = decide_approval(
+            &request.rule,
+            &request.requested_by,
+            &request.approvers,
+            approver,
+            now,
+        )?;
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        let name = approver.name.clone();
+        let quorum = vote == Vote::Quorum;
+        let moved = self
+            .run_db(move || db.record_approval(&id, &name, quorum, now))
+            .await?;
+        if moved {
+            let pending: PendingCommand =
+                serde_json::from_str(&request.pending_command).map_err(|source| {
+                    BackendError::Corrupt {
+                        what: format!("pending command of execution {exec_id}"),
+                        source,
+                    }
+                })?;
+            self.publish_command(&pending.command, &pending.subjects)
+                .await?;
+        } else if quorum {
+            return Err(Denial::Approval(format!(
+                "{} has already approved this execution",
+                approver.name
+            ))
+            .into());
+        }
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || db.execution(&id))
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("execution {exec_id}")))
+    }
+
+    /// Denies `exec_id`: it ends `denied` and nothing is published. Any
+    /// principal who could approve may deny (the requester too: it
+    /// withdraws the request).
+    pub async fn deny(
+        &self,
+        exec_id: &str,
+        by: &Principal,
+        reason: &str,
+    ) -> Result<ExecutionRow, BackendError> {
+        let request = self.waiting_request(exec_id).await?;
+        if by.role < request.rule.role && by.name != request.requested_by {
+            return Err(Denial::Approval(format!(
+                "denying this execution needs the {} role; {} is {}",
+                request.rule.role, by.name, by.role
+            ))
+            .into());
+        }
+        let now = self.now();
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        let who = by.name.clone();
+        let why = reason.to_owned();
+        self.run_db(move || db.end_approval(&id, "denied", Some((&who, &why)), now))
+            .await?;
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || db.execution(&id))
+            .await?
+            .ok_or_else(|| BackendError::NotFound(format!("execution {exec_id}")))
+    }
+}

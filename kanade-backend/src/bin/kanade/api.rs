@@ -1,0 +1,91 @@
+//! The HTTP client: the backend's base URL, the bearer credential, JSON in
+//! and out, and the API's `{error, details}` bodies turned into messages.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A client of one backend.
+pub struct Api {
+    pub base: String,
+    agent: ureq::Agent,
+    token: Option<String>,
+}
+
+impl Api {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(concat!("kanade-cli/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            agent: config.into(),
+            token,
+        }
+    }
+
+    fn authorise<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.token {
+            Some(token) => request.header("Authorization", &format!("Bearer {token}")),
+            None => request,
+        }
+    }
+
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<T, String> {
+        let mut response = response.map_err(|e| format!("cannot reach {}: {e}", self.base))?;
+        let status = response.status();
+        let text = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            let body: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
+            let mut message = body["error"].as_str().unwrap_or(&text).to_owned();
+            if let Some(details) = body["details"].as_array() {
+                for detail in details {
+                    message.push_str(&format!(
+                        "\n  line {}: {}: {}",
+                        detail["line"]
+                            .as_u64()
+                            .map_or("?".into(), |l| l.to_string()),
+                        detail["field"].as_str().unwrap_or(""),
+                        detail["message"].as_str().unwrap_or("")
+                    ));
+                }
+            }
+            if status == 401 && self.token.is_none() {
+                message.push_str(
+                    "\n  (no credential given: kanade login --token <token>, --token or KANADE_TOKEN)",
+                );
+            }
+            return Err(format!("{status}: {message}"));
+        }
+        serde_json::from_str(&text).map_err(|e| format!("unexpected answer: {e}"))
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let request = self.authorise(self.agent.get(&format!("{}{path}", self.base)));
+        self.decode(request.call())
+    }
+
+    /// A POST with a fresh `Idempotency-Key` (the audit trail records a
+    /// retried request once).
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, String> {
+        let request = self.authorise(self.agent.post(&format!("{}{path}", self.base)));
+        let key = uuid::Uuid::new_v4().to_string();
+        self.decode(request.header("Idempotency-Key", &key).send_json(body))
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
+        let request = self.authorise(self.agent.delete(&format!("{}{path}", self.base)));
+        self.decode(request.call())
+    }
+}

@@ -1,0 +1,52 @@
+//! The API's request bodies and queries.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A job upload: the YAML, plus any `script_file` bodies it names.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobUpload {
+    /// The manifest, verbatim.
+    pub yaml: String,
+    /// `script_file` name → body.
+    #[serde(default)]
+    pub script_files: BTreeMap<String, String>,
+}
+
+/// A schedule upload.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScheduleUpload {
+    /// The manifest, verbatim.
+    pub yaml: String,
+}
+
+/// `POST /api/jobs/{id}/pin` body.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinRequest {
+    /// The version agents may run.
+    pub version: String,
+}
+
+/// `GET /api/schedules/{id}/preview?n=5` query.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PreviewQuery {
+    /// How many fire times.
+    #[serde(default = "five")]
+    pub n: usize,
+}
+
+fn five() -> usize {
+    5
+}
+
+/// `POST /api/freeze` body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FreezeRequest {
+    /// RFC 3339 end (absent: until cleared).
+    #[serde(default)]
+    pub until: Option<String>,
+    /// Why.
+    #[serde(default)]
+    pub reason: Option<String>,
+}

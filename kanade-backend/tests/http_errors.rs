@@ -21,7 +21,7 @@ async fn serve(backend: Backend) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        // Authentication is not what these tests are about (tests/security.rs is).
+        // Authentication is not what these tests are about (tests/security_*.rs are).
         let auth = http::ApiAuth {
             insecure_no_auth: true,
             ..http::ApiAuth::default()

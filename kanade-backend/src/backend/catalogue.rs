@@ -86,13 +86,21 @@ impl Backend {
         let schedule = parse_schedule(yaml)?;
         // A missing job is the caller's mistake; a store that cannot answer
         // (or answers garbage) is not.
-        self.job(&schedule.job_id).await.map_err(|e| match e {
+        let job = self.job(&schedule.job_id).await.map_err(|e| match e {
             BackendError::NotFound(_) => BackendError::Invalid(format!(
                 "schedule {} names job {} which does not exist",
                 schedule.id, schedule.job_id
             )),
             other => other,
         })?;
+        // The scheduler fires without a person; a job that needs approvers
+        // is run with exec, which waits for them.
+        if job.require_approval.required() {
+            return Err(BackendError::Invalid(format!(
+                "schedule {} names job {}, which requires approval: scheduled fires cannot wait for approvers; run it with exec",
+                schedule.id, schedule.job_id
+            )));
+        }
         self.bucket(BUCKET_SCHEDULES)
             .await?
             .put_json(&schedule.id, &schedule)

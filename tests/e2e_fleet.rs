@@ -368,7 +368,10 @@ async fn a_pin_holds_and_approval_jobs_wait_for_their_approvers() {
         scopes: Default::default(),
         kind: kanade::backend::auth::CredentialKind::Token,
     };
-    let approved = backend.approve(&waiting.exec_id, &approver).await.unwrap();
+    let approved = backend
+        .approve(&waiting.exec_id, &approver, None)
+        .await
+        .unwrap();
     assert_eq!(approved.status, "pending");
     let done = finished(backend, &waiting.exec_id).await;
     assert_eq!((done.succeeded, done.failed), (2, 0));

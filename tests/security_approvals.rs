@@ -158,7 +158,41 @@ async fn approvals_need_m_distinct_approvers_and_survive_a_restart() {
     );
     let row = api.backend.db().execution(&late).unwrap().unwrap();
     assert_eq!(row.status, "expired");
+    // An unattended request is ended by the reaper's sweep.
+    let (_, row) = api
+        .call(
+            "POST",
+            "/api/jobs/careful/exec",
+            Some(&alice),
+            Some(json!({"all": true})),
+        )
+        .await;
+    let unattended = row["exec_id"].as_str().unwrap().to_owned();
+    api.clock.store(2 * 3601, Ordering::SeqCst);
+    assert_eq!(api.backend.expire_approvals().await.unwrap(), 1);
+    let row = api.backend.db().execution(&unattended).unwrap().unwrap();
+    assert_eq!(row.status, "expired");
     assert!(quiet(&mut sent).await, "denial and expiry publish nothing");
+    let audit = api.audit();
+    let expired: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "execution.expire")
+        .map(|e| (e.actor.as_str(), e.target.as_deref()))
+        .collect();
+    assert!(
+        expired.contains(&("backend", Some(unattended.as_str()))),
+        "{expired:?}"
+    );
+    // Each vote is one entry (written in the vote's transaction).
+    let bobs_votes = audit
+        .iter()
+        .filter(|e| {
+            e.actor == "bob"
+                && e.action == "execution.approve"
+                && e.outcome.as_deref() == Some("ok")
+        })
+        .count();
+    assert_eq!(bobs_votes, 1, "one stored vote, one entry");
     let steps: Vec<_> = api
         .audit()
         .into_iter()

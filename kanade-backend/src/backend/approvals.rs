@@ -7,7 +7,10 @@
 use super::core::Backend;
 use super::error::BackendError;
 use super::fanout::PendingCommand;
+use kanade_core::wire::AuditSource;
+
 use crate::approval::{decide_approval, Vote};
+use crate::audit::{AuditDraft, OUTCOME_OK};
 use crate::auth::{Denial, Principal};
 use crate::db::{ApprovalRequest, ExecutionRow, AWAITING_APPROVAL};
 
@@ -20,15 +23,47 @@ impl Backend {
         let mut out = Vec::new();
         for request in waiting {
             if now >= request.rule.expires_at {
-                let db = self.db.clone();
-                let id = request.execution.exec_id.clone();
-                self.run_db(move || db.end_approval(&id, "expired", None, now))
-                    .await?;
+                self.expire(&request.execution.exec_id).await?;
             } else {
                 out.push(request);
             }
         }
         Ok(out)
+    }
+
+    /// Ends every request past its TTL as `expired` (the reaper calls this
+    /// each round, so an unattended request does not wait forever).
+    /// Returns how many ended.
+    pub async fn expire_approvals(&self) -> Result<usize, BackendError> {
+        let before = {
+            let db = self.db.clone();
+            self.run_db(move || db.awaiting_approvals()).await?.len()
+        };
+        if before == 0 {
+            return Ok(0);
+        }
+        let after = self.awaiting_approvals().await?.len();
+        Ok(before - after)
+    }
+
+    /// Ends `exec_id` as `expired`, audited as the backend's own step.
+    async fn expire(&self, exec_id: &str) -> Result<bool, BackendError> {
+        let now = self.now();
+        let mut audit = AuditDraft::new(
+            now,
+            "backend",
+            AuditSource {
+                ip: None,
+                kind: "backend".into(),
+            },
+            "execution.expire",
+            OUTCOME_OK,
+        );
+        audit.target = Some(exec_id.to_owned());
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || db.end_approval(&id, "expired", None, now, Some(audit)))
+            .await
     }
 
     /// The request of `exec_id`, still waiting (an expired one is ended
@@ -50,10 +85,7 @@ impl Backend {
         }
         let now = self.now();
         if now >= request.rule.expires_at {
-            let db = self.db.clone();
-            let id = exec_id.to_owned();
-            self.run_db(move || db.end_approval(&id, "expired", None, now))
-                .await?;
+            self.expire(exec_id).await?;
             return Err(BackendError::Invalid(format!(
                 "the approval request of execution {exec_id} expired at {}",
                 request.rule.expires_at.to_rfc3339()
@@ -62,8 +94,9 @@ impl Backend {
         Ok(request)
     }
 
-    /// Approves `exec_id` as `approver`. When this vote reaches the
-    /// quorum, the stored command is published (once: the move out of
+    /// Approves `exec_id` as `approver`, the vote and its audit entry
+    /// (when given) in one transaction. When this vote reaches the quorum,
+    /// the stored command is published (once: the move out of
     /// `awaiting_approval` happens in the vote's transaction).
     ///
     /// # Errors
@@ -74,6 +107,7 @@ impl Backend {
         &self,
         exec_id: &str,
         approver: &Principal,
+        audit: Option<AuditDraft>,
     ) -> Result<ExecutionRow, BackendError> {
         let request = self.waiting_request(exec_id).await?;
         let now = self.now();
@@ -88,9 +122,17 @@ impl Backend {
         let id = exec_id.to_owned();
         let name = approver.name.clone();
         let quorum = vote == Vote::Quorum;
-        let moved = self
-            .run_db(move || db.record_approval(&id, &name, quorum, now))
+        let (stored, moved) = self
+            .run_db(move || db.record_approval(&id, &name, quorum, now, audit))
             .await?;
+        if !stored {
+            // Raced: another call decided the request, or this principal's
+            // vote landed twice.
+            return Err(BackendError::Invalid(format!(
+                "execution {exec_id} no longer takes this vote (decided, or already approved by {})",
+                approver.name
+            )));
+        }
         if moved {
             let pending: PendingCommand =
                 serde_json::from_str(&request.pending_command).map_err(|source| {
@@ -101,12 +143,6 @@ impl Backend {
                 })?;
             self.publish_command(&pending.command, &pending.subjects)
                 .await?;
-        } else if quorum {
-            return Err(Denial::Approval(format!(
-                "{} has already approved this execution",
-                approver.name
-            ))
-            .into());
         }
         let db = self.db.clone();
         let id = exec_id.to_owned();
@@ -123,6 +159,7 @@ impl Backend {
         exec_id: &str,
         by: &Principal,
         reason: &str,
+        audit: Option<AuditDraft>,
     ) -> Result<ExecutionRow, BackendError> {
         let request = self.waiting_request(exec_id).await?;
         if by.role < request.rule.role && by.name != request.requested_by {
@@ -137,8 +174,14 @@ impl Backend {
         let id = exec_id.to_owned();
         let who = by.name.clone();
         let why = reason.to_owned();
-        self.run_db(move || db.end_approval(&id, "denied", Some((&who, &why)), now))
+        let ended = self
+            .run_db(move || db.end_approval(&id, "denied", Some((&who, &why)), now, audit))
             .await?;
+        if !ended {
+            return Err(BackendError::Invalid(format!(
+                "execution {exec_id} was decided meanwhile"
+            )));
+        }
         let db = self.db.clone();
         let id = exec_id.to_owned();
         self.run_db(move || db.execution(&id))

@@ -1,5 +1,6 @@
 //! The reaper: closes runs whose agent started them but never reported a
-//! result, so their executions complete.
+//! result, so their executions complete, and ends approval requests past
+//! their TTL.
 
 use chrono::Utc;
 use kanade_core::wire::ExecResult;
@@ -12,6 +13,9 @@ use super::core::Backend;
 pub(super) async fn reaper(backend: Backend) {
     loop {
         tokio::time::sleep(backend.settings.reap_interval).await;
+        if let Err(e) = backend.expire_approvals().await {
+            tracing::warn!("reaper: expiring approval requests: {e}");
+        }
         let db = backend.db.clone();
         let now = backend.now();
         let overdue = match backend.run_db(move || db.overdue_runs(now)).await {

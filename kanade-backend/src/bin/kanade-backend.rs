@@ -153,16 +153,15 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
                 },
                 expires_at,
             };
-            let (row, token) = db
-                .create_token(&new, "kanade-backend", now)
-                .map_err(|e| e.to_string())?;
             let entry = offline_entry(
                 now,
                 "token.create",
-                Some(row.name.clone()),
-                serde_json::json!({"name": row.name, "role": row.role, "scopes": row.scopes, "expires_at": row.expires_at}),
+                Some(new.name.clone()),
+                serde_json::json!({"name": new.name, "role": new.role, "scopes": new.scopes, "expires_at": new.expires_at}),
             );
-            db.append_audit(entry).map_err(|e| e.to_string())?;
+            let (row, token) = db
+                .create_token_audited(&new, "kanade-backend", now, Some(entry))
+                .map_err(|e| e.to_string())?;
             eprintln!(
                 "created {} token {:?} (shown once; only its hash is stored)",
                 row.role, row.name
@@ -191,16 +190,18 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
         Offline::Token {
             action: TokenCmd::Revoke { name },
         } => {
-            if !db.revoke_token(&name).map_err(|e| e.to_string())? {
-                return Err(format!("no token named {name:?}"));
-            }
             let entry = offline_entry(
                 now,
                 "token.revoke",
                 Some(name.clone()),
                 serde_json::json!({"name": name}),
             );
-            db.append_audit(entry).map_err(|e| e.to_string())?;
+            if !db
+                .revoke_token_audited(&name, Some(entry))
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no token named {name:?}"));
+            }
             eprintln!("revoked {name}");
         }
         Offline::Audit {

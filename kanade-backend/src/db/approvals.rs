@@ -6,9 +6,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
+use super::audit::append_audit_in;
 use super::core::{Db, DbError};
 use super::executions::ExecutionRow;
 use crate::approval::ApprovalRule;
+use crate::audit::AuditDraft;
 
 /// The status of an execution waiting for approvals.
 pub const AWAITING_APPROVAL: &str = "awaiting_approval";
@@ -101,24 +103,38 @@ impl Db {
         Ok(out)
     }
 
-    /// Stores an approval; with `quorum`, moves the execution from
-    /// `awaiting_approval` to `pending` in the same transaction. Returns
-    /// whether this call made that move (exactly one caller can). A
-    /// principal's second vote stores nothing and returns `false`.
+    /// Stores an approval (and its audit entry) while the execution still
+    /// waits; with `quorum`, moves it from `awaiting_approval` to
+    /// `pending` in the same transaction. Returns whether the vote was
+    /// stored and whether this call made the move (exactly one caller
+    /// can). A principal's second vote, or a vote on a request no longer
+    /// waiting, stores nothing.
     pub fn record_approval(
         &self,
         exec_id: &str,
         approver: &str,
         quorum: bool,
         now: DateTime<Utc>,
-    ) -> Result<bool, DbError> {
+        audit: Option<AuditDraft>,
+    ) -> Result<(bool, bool), DbError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let waiting: bool = tx
+            .query_row(
+                "SELECT status = ?2 FROM executions WHERE exec_id = ?1",
+                params![exec_id, AWAITING_APPROVAL],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+        if !waiting {
+            return Ok((false, false));
+        }
         let inserted = tx.execute(
             "INSERT OR IGNORE INTO approvals (exec_id, approver, decision, at) VALUES (?1, ?2, 'approve', ?3)",
             params![exec_id, approver, now.to_rfc3339()],
-        )?;
-        let moved = if inserted == 1 && quorum {
+        )? == 1;
+        let moved = if inserted && quorum {
             tx.execute(
                 "UPDATE executions SET status = 'pending' WHERE exec_id = ?1 AND status = ?2",
                 params![exec_id, AWAITING_APPROVAL],
@@ -126,21 +142,33 @@ impl Db {
         } else {
             false
         };
+        let audited = match (inserted, audit) {
+            (true, Some(draft)) => {
+                append_audit_in(&tx, draft)?;
+                true
+            }
+            _ => false,
+        };
         tx.commit()?;
-        Ok(moved)
+        if audited {
+            self.notify_audit_appended();
+        }
+        Ok((inserted, moved))
     }
 
     /// Ends a waiting request as `denied` (with the denier's vote and
-    /// reason) or `expired`. Returns whether it was still waiting.
+    /// reason) or `expired`, with its audit entry in the same transaction.
+    /// Returns whether it was still waiting.
     pub fn end_approval(
         &self,
         exec_id: &str,
         status: &str,
         by: Option<(&str, &str)>,
         now: DateTime<Utc>,
+        audit: Option<AuditDraft>,
     ) -> Result<bool, DbError> {
         let mut conn = self.lock();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let moved = tx.execute(
             "UPDATE executions SET status = ?2 WHERE exec_id = ?1 AND status = ?3",
             params![exec_id, status, AWAITING_APPROVAL],
@@ -151,7 +179,17 @@ impl Db {
                 params![exec_id, who, reason, now.to_rfc3339()],
             )?;
         }
+        let audited = match (moved, audit) {
+            (true, Some(draft)) => {
+                append_audit_in(&tx, draft)?;
+                true
+            }
+            _ => false,
+        };
         tx.commit()?;
+        if audited {
+            self.notify_audit_appended();
+        }
         Ok(moved)
     }
 }

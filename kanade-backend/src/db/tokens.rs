@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::audit::append_audit_in;
 use super::core::{Db, DbError};
+use crate::audit::AuditDraft;
 use crate::auth::{CredentialKind, Principal, Role, Scopes};
 
 /// The prefix every kanade API token starts with.
@@ -135,6 +137,21 @@ impl Db {
         created_by: &str,
         now: DateTime<Utc>,
     ) -> Result<(TokenRow, String), TokenCreateError> {
+        self.create_token_audited(new, created_by, now, None)
+    }
+
+    /// [`Db::create_token`] with its audit entry appended in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// As [`Db::create_token`].
+    pub fn create_token_audited(
+        &self,
+        new: &NewToken,
+        created_by: &str,
+        now: DateTime<Utc>,
+        audit: Option<AuditDraft>,
+    ) -> Result<(TokenRow, String), TokenCreateError> {
         if !valid_name(&new.name) {
             return Err(TokenCreateError::InvalidName(new.name.clone()));
         }
@@ -155,8 +172,11 @@ impl Db {
             revoked: false,
         };
         let scopes = serde_json::to_string(&row.scopes).unwrap_or_else(|_| "{}".into());
-        let conn = self.lock();
-        let taken: bool = conn
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(DbError::from)?;
+        let taken: bool = tx
             .query_row(
                 "SELECT 1 FROM api_tokens WHERE name = ?1",
                 [&row.name],
@@ -168,7 +188,7 @@ impl Db {
         if taken {
             return Err(TokenCreateError::NameTaken(row.name));
         }
-        conn.execute(
+        tx.execute(
             "INSERT INTO api_tokens (id, name, secret_sha256, role, scopes, created_by, created_at, expires_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -183,6 +203,14 @@ impl Db {
             ],
         )
         .map_err(DbError::from)?;
+        let audited = audit.is_some();
+        if let Some(draft) = audit {
+            append_audit_in(&tx, draft)?;
+        }
+        tx.commit().map_err(DbError::from)?;
+        if audited {
+            self.notify_audit_appended();
+        }
         Ok((row, format!("{TOKEN_PREFIX}{id}_{secret}")))
     }
 
@@ -213,11 +241,34 @@ impl Db {
 
     /// Revokes the token with this name or id; `false` when none matched.
     pub fn revoke_token(&self, name_or_id: &str) -> Result<bool, DbError> {
-        let changed = self.lock().execute(
+        self.revoke_token_audited(name_or_id, None)
+    }
+
+    /// [`Db::revoke_token`] with its audit entry appended in the same
+    /// transaction (only when a token was revoked).
+    pub fn revoke_token_audited(
+        &self,
+        name_or_id: &str,
+        audit: Option<AuditDraft>,
+    ) -> Result<bool, DbError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
             "UPDATE api_tokens SET revoked = 1 WHERE name = ?1 OR id = ?1",
             [name_or_id],
-        )?;
-        Ok(changed > 0)
+        )? > 0;
+        let audited = match (changed, audit) {
+            (true, Some(draft)) => {
+                append_audit_in(&tx, draft)?;
+                true
+            }
+            _ => false,
+        };
+        tx.commit()?;
+        if audited {
+            self.notify_audit_appended();
+        }
+        Ok(changed)
     }
 
     /// Whether any token could authenticate someone now (not revoked, not

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 use super::routes::{changes_state, rule_for, RouteRule};
+use crate::audit::PendingAudit;
 use crate::auth::oidc::{looks_like_jwt, OidcVerifier};
 use crate::auth::{require_role, Principal};
 use crate::db::TOKEN_PREFIX;
@@ -205,12 +206,16 @@ pub(super) async fn guard(
         return response;
     }
     let actor = principal.name.clone();
+    let pending = PendingAudit::new(audit.draft(&actor, StatusCode::OK));
     parts.extensions.insert(principal);
+    parts.extensions.insert(pending.clone());
     let response = next
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     let status = response.status();
-    if changes_state(method.as_str()) || status == StatusCode::FORBIDDEN {
+    // A handler whose change is a SQLite transaction recorded the entry in
+    // it; everything else is recorded here.
+    if (changes_state(method.as_str()) || status == StatusCode::FORBIDDEN) && !pending.recorded() {
         audit.record(&actor, status).await;
     }
     response
@@ -231,7 +236,21 @@ impl AuditContext {
     /// Appends the call's entry. A failure to record is logged, never
     /// turned into the caller's answer (the change already happened).
     async fn record(&self, actor: &str, status: StatusCode) {
-        let draft = crate::audit::AuditDraft {
+        let draft = self.draft(actor, status);
+        let db = self.backend.db().clone();
+        let recorded = tokio::task::spawn_blocking(move || db.append_audit(draft)).await;
+        match recorded {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(action = %self.action, "audit entry not recorded: {e}"),
+            Err(e) => tracing::error!(action = %self.action, "audit entry not recorded: {e}"),
+        }
+    }
+
+    /// The call's entry as `actor` answered with `status`. The id comes
+    /// from the `Idempotency-Key` (with the actor and the action, so two
+    /// callers' keys never collide).
+    fn draft(&self, actor: &str, status: StatusCode) -> crate::audit::AuditDraft {
+        crate::audit::AuditDraft {
             id: self
                 .idempotency_key
                 .as_ref()
@@ -247,13 +266,6 @@ impl AuditContext {
             outcome: outcome(status).to_owned(),
             params: self.params.clone(),
             details: json!({"status": status.as_u16()}),
-        };
-        let db = self.backend.db().clone();
-        let recorded = tokio::task::spawn_blocking(move || db.append_audit(draft)).await;
-        match recorded {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::error!(action = %self.action, "audit entry not recorded: {e}"),
-            Err(e) => tracing::error!(action = %self.action, "audit entry not recorded: {e}"),
         }
     }
 }

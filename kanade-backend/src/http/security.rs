@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::blocking::db;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, PathParams, QueryParams};
+use crate::audit::{PendingAudit, OUTCOME_OK};
 use crate::auth::Principal;
 use crate::db::{ApprovalRequest, ExecutionRow, NewToken, TokenCreateError, TokenRow};
 use crate::{Backend, BackendError};
@@ -53,16 +54,24 @@ pub(super) async fn tokens(State(backend): State<Backend>) -> ApiResult<Vec<Toke
 pub(super) async fn create_token(
     State(backend): State<Backend>,
     Extension(principal): Extension<Principal>,
+    Extension(pending): Extension<PendingAudit>,
     Body(new): Body<NewToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
     let store = backend.db().clone();
     let now = backend.now();
     let by = principal.name.clone();
-    let created = tokio::task::spawn_blocking(move || store.create_token(&new, &by, now))
-        .await
-        .map_err(BackendError::DbTask)?;
+    let mut audit = pending.draft(OUTCOME_OK);
+    audit.target = Some(new.name.clone());
+    let created = tokio::task::spawn_blocking(move || {
+        store.create_token_audited(&new, &by, now, Some(audit))
+    })
+    .await
+    .map_err(BackendError::DbTask)?;
     match created {
-        Ok((row, token)) => Ok((StatusCode::CREATED, Json(TokenCreated { row, token }))),
+        Ok((row, token)) => {
+            pending.mark_recorded();
+            Ok((StatusCode::CREATED, Json(TokenCreated { row, token })))
+        }
         Err(TokenCreateError::Db(e)) => Err(BackendError::from(e).into()),
         Err(other) => Err(BackendError::Invalid(other.to_string()).into()),
     }
@@ -70,10 +79,17 @@ pub(super) async fn create_token(
 
 pub(super) async fn revoke_token(
     State(backend): State<Backend>,
+    Extension(pending): Extension<PendingAudit>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
     let lookup = name.clone();
-    if db(&backend, move |db| db.revoke_token(&lookup)).await? {
+    let audit = pending.draft(OUTCOME_OK);
+    if db(&backend, move |db| {
+        db.revoke_token_audited(&lookup, Some(audit))
+    })
+    .await?
+    {
+        pending.mark_recorded();
         Ok(Json(serde_json::json!({"token": name, "revoked": true})))
     } else {
         Err(BackendError::NotFound(format!("token {name}")).into())
@@ -122,19 +138,29 @@ pub(super) async fn approvals(State(backend): State<Backend>) -> ApiResult<Vec<A
 pub(super) async fn approve(
     State(backend): State<Backend>,
     Extension(principal): Extension<Principal>,
+    Extension(pending): Extension<PendingAudit>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<ExecutionRow> {
     super::scope::require_execution(&backend, &principal, &id).await?;
-    Ok(Json(backend.approve(&id, &principal).await?))
+    let row = backend
+        .approve(&id, &principal, Some(pending.draft(OUTCOME_OK)))
+        .await?;
+    pending.mark_recorded();
+    Ok(Json(row))
 }
 
 pub(super) async fn deny(
     State(backend): State<Backend>,
     Extension(principal): Extension<Principal>,
+    Extension(pending): Extension<PendingAudit>,
     PathParams(id): PathParams<String>,
     Body(decision): Body<ApprovalDecision>,
 ) -> ApiResult<ExecutionRow> {
     super::scope::require_execution(&backend, &principal, &id).await?;
     let reason = decision.reason.unwrap_or_default();
-    Ok(Json(backend.deny(&id, &principal, &reason).await?))
+    let row = backend
+        .deny(&id, &principal, &reason, Some(pending.draft(OUTCOME_OK)))
+        .await?;
+    pending.mark_recorded();
+    Ok(Json(row))
 }

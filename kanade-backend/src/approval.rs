@@ -126,17 +126,21 @@ pub enum Vote {
 }
 
 /// Decides an approval by `approver` of a request by `requester` under
-/// `rule`, with `approvers` the principals who approved already. Pure:
-/// the caller stores the vote and acts on the answer.
+/// `rule`, with `approvers` the principals who approved already and
+/// `approver_creator` who created the approver's API token (a requester
+/// cannot approve through a token they minted). Pure: the caller stores
+/// the vote and acts on the answer.
 ///
 /// # Errors
 /// [`Denial::Approval`]: the request has expired, the approver is the
-/// requester, has already approved, or lacks the rule's role.
+/// requester or holds a token the requester created, has already
+/// approved, or lacks the rule's role.
 pub fn decide_approval(
     rule: &ApprovalRule,
     requester: &str,
     approvers: &[String],
     approver: &Principal,
+    approver_creator: Option<&str>,
     now: DateTime<Utc>,
 ) -> Result<Vote, Denial> {
     if now >= rule.expires_at {
@@ -148,6 +152,12 @@ pub fn decide_approval(
     if approver.name == requester {
         return Err(Denial::Approval(format!(
             "{} requested this execution and cannot approve it",
+            approver.name
+        )));
+    }
+    if approver_creator == Some(requester) {
+        return Err(Denial::Approval(format!(
+            "{} holds a token {requester} created, and {requester} requested this execution",
             approver.name
         )));
     }
@@ -215,29 +225,29 @@ mod tests {
         let bob = who("bob", Role::Admin);
         let viewer = who("val", Role::Viewer);
         assert!(
-            decide_approval(&rule, "alice", &[], &alice, now).is_err(),
+            decide_approval(&rule, "alice", &[], &alice, None, now).is_err(),
             "self-approval"
         );
         assert!(
-            decide_approval(&rule, "carol", &[], &viewer, now).is_err(),
+            decide_approval(&rule, "carol", &[], &viewer, None, now).is_err(),
             "role"
         );
         assert_eq!(
-            decide_approval(&rule, "carol", &[], &alice, now),
+            decide_approval(&rule, "carol", &[], &alice, None, now),
             Ok(Vote::Counted(1))
         );
         let approved = vec!["alice".to_owned()];
         assert!(
-            decide_approval(&rule, "carol", &approved, &alice, now).is_err(),
+            decide_approval(&rule, "carol", &approved, &alice, None, now).is_err(),
             "twice"
         );
         assert_eq!(
-            decide_approval(&rule, "carol", &approved, &bob, now),
+            decide_approval(&rule, "carol", &approved, &bob, None, now),
             Ok(Vote::Quorum)
         );
         let late = rule.expires_at;
         assert!(
-            decide_approval(&rule, "carol", &[], &bob, late).is_err(),
+            decide_approval(&rule, "carol", &[], &bob, None, late).is_err(),
             "expired"
         );
     }

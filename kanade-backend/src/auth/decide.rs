@@ -116,6 +116,38 @@ pub fn require_target(principal: &Principal, target: &Target) -> Result<(), Deni
     Ok(())
 }
 
+/// Whether `inner` is no wider than `outer`: on every axis `outer`
+/// narrows (jobs/tags, groups/pcs), `inner` narrows too, to a subset. An
+/// unrestricted `outer` contains everything; a scoped admin can therefore
+/// only mint and revoke tokens inside its own scope.
+pub fn scopes_within(inner: &Scopes, outer: &Scopes) -> bool {
+    let subset = |a: &[String], b: &[String]| a.iter().all(|x| b.contains(x));
+    let jobs_ok = !outer.narrows_jobs()
+        || (inner.narrows_jobs()
+            && subset(&inner.jobs, &outer.jobs)
+            && subset(&inner.tags, &outer.tags));
+    let targets_ok = !outer.narrows_targets()
+        || (inner.narrows_targets()
+            && subset(&inner.groups, &outer.groups)
+            && subset(&inner.pcs, &outer.pcs));
+    jobs_ok && targets_ok
+}
+
+/// Refuses a token (to create or revoke) wider than `principal` itself:
+/// a higher role, or scopes outside its own.
+///
+/// # Errors
+/// [`Denial::Approval`] naming the principal's limits.
+pub fn require_within(principal: &Principal, role: Role, scopes: &Scopes) -> Result<(), Denial> {
+    if role > principal.role || !scopes_within(scopes, &principal.scopes) {
+        return Err(Denial::Approval(format!(
+            "{} may only manage tokens within its own role ({}) and scopes",
+            principal.name, principal.role
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +168,36 @@ mod tests {
             groups: groups.iter().map(|s| s.to_string()).collect(),
             pcs: pcs.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_scoped_principal_manages_only_narrower_tokens() {
+        let canary = Scopes {
+            groups: vec!["canary".into()],
+            ..Scopes::default()
+        };
+        let open = Scopes::default();
+        assert!(scopes_within(&canary, &open));
+        assert!(!scopes_within(&open, &canary), "unscoped is wider");
+        assert!(scopes_within(&canary, &canary));
+        let prod = Scopes {
+            groups: vec!["canary".into(), "prod".into()],
+            ..Scopes::default()
+        };
+        assert!(!scopes_within(&prod, &canary));
+        let pc_only = Scopes {
+            pcs: vec!["pc-1".into()],
+            ..Scopes::default()
+        };
+        assert!(
+            !scopes_within(&pc_only, &canary),
+            "a pc outside the groups list"
+        );
+        let admin = principal(Role::Admin, canary.clone());
+        assert!(require_within(&admin, Role::Admin, &canary).is_ok());
+        assert!(require_within(&admin, Role::Viewer, &open).is_err());
+        let operator = principal(Role::Operator, open.clone());
+        assert!(require_within(&operator, Role::Admin, &open).is_err());
     }
 
     #[test]

@@ -9,9 +9,9 @@ use super::error::BackendError;
 use super::fanout::PendingCommand;
 use kanade_core::wire::AuditSource;
 
-use crate::approval::{decide_approval, Vote};
+use crate::approval::decide_approval;
 use crate::audit::{AuditDraft, OUTCOME_OK};
-use crate::auth::{Denial, Principal};
+use crate::auth::{CredentialKind, Denial, Principal};
 use crate::db::{ApprovalRequest, ExecutionRow, AWAITING_APPROVAL};
 
 impl Backend {
@@ -111,19 +111,27 @@ impl Backend {
     ) -> Result<ExecutionRow, BackendError> {
         let request = self.waiting_request(exec_id).await?;
         let now = self.now();
-        let vote = decide_approval(
+        let creator = if approver.kind == CredentialKind::Token {
+            let db = self.db.clone();
+            let name = approver.name.clone();
+            self.run_db(move || db.token_creator(&name)).await?
+        } else {
+            None
+        };
+        decide_approval(
             &request.rule,
             &request.requested_by,
             &request.approvers,
             approver,
+            creator.as_deref(),
             now,
         )?;
         let db = self.db.clone();
         let id = exec_id.to_owned();
         let name = approver.name.clone();
-        let quorum = vote == Vote::Quorum;
+        let needed = request.rule.approvals;
         let (stored, moved) = self
-            .run_db(move || db.record_approval(&id, &name, quorum, now, audit))
+            .run_db(move || db.record_approval(&id, &name, needed, now, audit))
             .await?;
         if !stored {
             // Raced: another call decided the request, or this principal's

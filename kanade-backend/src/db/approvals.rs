@@ -104,8 +104,10 @@ impl Db {
     }
 
     /// Stores an approval (and its audit entry) while the execution still
-    /// waits; with `quorum`, moves it from `awaiting_approval` to
-    /// `pending` in the same transaction. Returns whether the vote was
+    /// waits; when the stored approvals (counted inside the transaction)
+    /// reach `needed`, moves it from `awaiting_approval` to `pending` in the
+    /// same transaction, so concurrent votes can neither both miss nor both
+    /// make the quorum. Returns whether the vote was
     /// stored and whether this call made the move (exactly one caller
     /// can). A principal's second vote, or a vote on a request no longer
     /// waiting, stores nothing.
@@ -113,7 +115,7 @@ impl Db {
         &self,
         exec_id: &str,
         approver: &str,
-        quorum: bool,
+        needed: u32,
         now: DateTime<Utc>,
         audit: Option<AuditDraft>,
     ) -> Result<(bool, bool), DbError> {
@@ -134,7 +136,12 @@ impl Db {
             "INSERT OR IGNORE INTO approvals (exec_id, approver, decision, at) VALUES (?1, ?2, 'approve', ?3)",
             params![exec_id, approver, now.to_rfc3339()],
         )? == 1;
-        let moved = if inserted && quorum {
+        let approvals: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM approvals WHERE exec_id = ?1 AND decision = 'approve'",
+            [exec_id],
+            |r| r.get(0),
+        )?;
+        let moved = if inserted && approvals >= i64::from(needed) {
             tx.execute(
                 "UPDATE executions SET status = 'pending' WHERE exec_id = ?1 AND status = ?2",
                 params![exec_id, AWAITING_APPROVAL],

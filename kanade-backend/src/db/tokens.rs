@@ -68,7 +68,7 @@ pub enum TokenCreateError {
     #[error("a token named {0:?} already exists")]
     NameTaken(String),
     /// The name is empty or not printable.
-    #[error("invalid token name {0:?}: use 1 to 64 letters, digits, '-', '_', '.', '@'")]
+    #[error("invalid token name {0:?}: use 1 to 64 letters, digits, '-', '_', '.', '@' (not 12 hex digits, the shape of a token id)")]
     InvalidName(String),
     /// The system's random source failed.
     #[error("no randomness for a token: {0}")]
@@ -104,7 +104,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
+    // A name shaped like a token id (12 hex digits) would make revoking
+    // by name or id ambiguous.
+    let id_shaped = name.len() == 12 && name.bytes().all(|b| b.is_ascii_hexdigit());
+    !id_shaped
+        && (1..=64).contains(&name.len())
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'))
@@ -271,6 +275,18 @@ impl Db {
         Ok(changed)
     }
 
+    /// Who created the token named `name` (`None`: no such token).
+    pub fn token_creator(&self, name: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT created_by FROM api_tokens WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Whether any token could authenticate someone now (not revoked, not
     /// expired): the backend refuses to start without one (or OIDC).
     pub fn has_usable_token(&self, now: DateTime<Utc>) -> Result<bool, DbError> {
@@ -324,13 +340,18 @@ impl Db {
         if revoked {
             return Ok(Err(TokenRejection::Revoked));
         }
-        let expired = expires_at
-            .as_deref()
-            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
-            .is_some_and(|at| at <= now);
+        // Stored data that does not read fails closed.
+        let expired = match expires_at.as_deref().map(DateTime::parse_from_rfc3339) {
+            None => false,
+            Some(Ok(at)) => at <= now,
+            Some(Err(_)) => true,
+        };
         if expired {
             return Ok(Err(TokenRejection::Expired));
         }
+        let Ok(scopes) = serde_json::from_str::<Scopes>(&scopes) else {
+            return Ok(Err(TokenRejection::Invalid));
+        };
         conn.execute(
             "UPDATE api_tokens SET last_used_at = ?2 WHERE id = ?1",
             params![id, now.to_rfc3339()],
@@ -341,7 +362,7 @@ impl Db {
         Ok(Ok(Principal {
             name,
             role,
-            scopes: serde_json::from_str(&scopes).unwrap_or_default(),
+            scopes,
             kind: CredentialKind::Token,
         }))
     }

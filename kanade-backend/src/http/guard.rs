@@ -53,7 +53,7 @@ pub(super) struct GuardState {
 }
 
 /// Largest request body the guard reads (job uploads carry scripts).
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub(super) const BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The caller's bearer credential, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -154,6 +154,30 @@ pub(super) async fn guard(
         .get("idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let mut audit = AuditContext {
+        backend: state.backend.clone(),
+        action: rule.map_or("api.unlisted", |r| r.action).to_owned(),
+        target: target_of(rule, uri.path()),
+        ip,
+        kind,
+        idempotency_key,
+        params: json!({
+            "method": method.as_str(),
+            "path": uri.path(),
+            "query": uri.query(),
+        }),
+    };
+
+    // Authenticate from the headers alone: an anonymous caller's body is
+    // never read.
+    let principal = match authenticate(&state, &parts.headers).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            let response = error.into_response();
+            audit.record("anonymous", response.status()).await;
+            return response;
+        }
+    };
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(bytes) => bytes,
         Err(_) => {
@@ -164,31 +188,13 @@ pub(super) async fn guard(
             .into_response()
         }
     };
-    let params = json!({
-        "method": method.as_str(),
-        "path": uri.path(),
-        "query": uri.query(),
-        "body": serde_json::from_slice::<Value>(&bytes)
-            .unwrap_or_else(|_| if bytes.is_empty() { Value::Null } else { json!({"sha256": sha256_hex(&bytes)}) }),
-    });
-    let audit = AuditContext {
-        backend: state.backend.clone(),
-        action: rule.map_or("api.unlisted", |r| r.action).to_owned(),
-        target: target_of(rule, uri.path()),
-        ip,
-        kind,
-        idempotency_key,
-        params,
-    };
-
-    let principal = match authenticate(&state, &parts.headers).await {
-        Ok(principal) => principal,
-        Err(error) => {
-            let response = error.into_response();
-            audit.record("anonymous", response.status()).await;
-            return response;
+    audit.params["body"] = serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|_| {
+        if bytes.is_empty() {
+            Value::Null
+        } else {
+            json!({"sha256": sha256_hex(&bytes)})
         }
-    };
+    });
     let Some(rule) = rule else {
         // Default deny: a route without a rule in the table.
         let response = ApiError::Forbidden(crate::auth::Denial::Approval(format!(
@@ -251,10 +257,19 @@ impl AuditContext {
     /// callers' keys never collide).
     fn draft(&self, actor: &str, status: StatusCode) -> crate::audit::AuditDraft {
         crate::audit::AuditDraft {
-            id: self
-                .idempotency_key
-                .as_ref()
-                .map(|key| sha256_hex(format!("{actor}\n{}\n{key}", self.action).as_bytes())),
+            // A key names one request: the same key with other parameters
+            // or another target is another entry, never hidden by the first.
+            id: self.idempotency_key.as_ref().map(|key| {
+                sha256_hex(
+                    format!(
+                        "{actor}\n{}\n{}\n{}\n{key}",
+                        self.action,
+                        self.target.as_deref().unwrap_or(""),
+                        crate::audit::chain::params_sha256(&self.params)
+                    )
+                    .as_bytes(),
+                )
+            }),
             at: self.backend.now(),
             actor: actor.to_owned(),
             source: kanade_core::wire::AuditSource {

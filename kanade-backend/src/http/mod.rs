@@ -76,7 +76,8 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         )
         .route("/api/audit", get(security::audit))
         .route("/api/audit/verify", get(security::audit_verify))
-        .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard));
+        .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard))
+        .layer(axum::extract::DefaultBodyLimit::max(guard::BODY_LIMIT));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
         .merge(api)
@@ -110,7 +111,7 @@ async fn apply_job(
     Extension(principal): Extension<Principal>,
     Body(upload): Body<JobUpload>,
 ) -> ApiResult<crate::manifest::Job> {
-    scope::require_job_upload(&principal, &upload)?;
+    scope::require_job_upload(&backend, &principal, &upload).await?;
     Ok(Json(
         backend
             .apply_job(&upload.yaml, &upload.script_files)
@@ -215,15 +216,19 @@ async fn preview(
 
 async fn enable(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<crate::manifest::Schedule> {
+    scope::require_schedule(&backend, &principal, &id).await?;
     Ok(Json(backend.set_schedule_enabled(&id, true).await?))
 }
 
 async fn disable(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<crate::manifest::Schedule> {
+    scope::require_schedule(&backend, &principal, &id).await?;
     Ok(Json(backend.set_schedule_enabled(&id, false).await?))
 }
 
@@ -233,8 +238,10 @@ async fn freeze_status(State(backend): State<Backend>) -> ApiResult<Option<crate
 
 async fn freeze_set(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     Body(request): Body<FreezeRequest>,
 ) -> ApiResult<Option<crate::db::Freeze>> {
+    scope::require_unscoped(&principal, "the freeze")?;
     let until = match &request.until {
         Some(text) => Some(
             chrono::DateTime::parse_from_rfc3339(text)
@@ -250,7 +257,11 @@ async fn freeze_set(
     Ok(Json(db(&backend, |db| db.freeze()).await?))
 }
 
-async fn freeze_clear(State(backend): State<Backend>) -> ApiResult<Option<crate::db::Freeze>> {
+async fn freeze_clear(
+    State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
+) -> ApiResult<Option<crate::db::Freeze>> {
+    scope::require_unscoped(&principal, "the freeze")?;
     db(&backend, |db| db.clear_freeze()).await?;
     Ok(Json(None))
 }

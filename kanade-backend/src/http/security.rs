@@ -57,6 +57,7 @@ pub(super) async fn create_token(
     Extension(pending): Extension<PendingAudit>,
     Body(new): Body<NewToken>,
 ) -> Result<(StatusCode, Json<TokenCreated>), ApiError> {
+    crate::auth::require_within(&principal, new.role, &new.scopes)?;
     let store = backend.db().clone();
     let now = backend.now();
     let by = principal.name.clone();
@@ -79,9 +80,17 @@ pub(super) async fn create_token(
 
 pub(super) async fn revoke_token(
     State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
     Extension(pending): Extension<PendingAudit>,
     PathParams(name): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
+    if !principal.scopes.is_unrestricted() {
+        let all = db(&backend, |db| db.tokens()).await?;
+        let Some(row) = all.iter().find(|t| t.name == name || t.id == name) else {
+            return Err(BackendError::NotFound(format!("token {name}")).into());
+        };
+        crate::auth::require_within(&principal, row.role, &row.scopes)?;
+    }
     let lookup = name.clone();
     let audit = pending.draft(OUTCOME_OK);
     if db(&backend, move |db| {

@@ -105,11 +105,12 @@ enum Cmd {
         #[command(subcommand)]
         action: FreezeCmd,
     },
-    /// Save a token for later commands (mode 0600).
+    /// Save a token for later commands (mode 0600). Without --token it is
+    /// read from stdin, which keeps it out of the process list and history.
     Login {
         /// The token (`kanade-backend token create` or `kanade token create` printed it).
         #[arg(long)]
-        token: String,
+        token: Option<String>,
     },
     /// API tokens (admin).
     Token {
@@ -254,7 +255,20 @@ fn script_files_next_to(manifest: &std::path::Path, yaml: &str) -> BTreeMap<Stri
 
 fn run(args: Args) -> Result<ExitCode, String> {
     if let Cmd::Login { token } = &args.command {
-        security::login(token)?;
+        let token = match token {
+            Some(token) => token.clone(),
+            None => {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .map_err(|e| format!("reading the token from stdin: {e}"))?;
+                line
+            }
+        };
+        if token.trim().is_empty() {
+            return Err("no token given: kanade login --token <token>, or on stdin".into());
+        }
+        security::login(&token)?;
         return Ok(ExitCode::SUCCESS);
     }
     let token = match args.token.clone() {

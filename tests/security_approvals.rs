@@ -212,3 +212,44 @@ async fn approvals_need_m_distinct_approvers_and_survive_a_restart() {
         "{steps:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approved_command_a_stop_left_unsent_goes_out_once() {
+    let mut api = Api::start(ApiAuth::default()).await;
+    api.backend
+        .apply_job(
+            "id: careful\nversion: 1\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\nrequire_approval: true\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let alice = api.token("alice", Role::Operator, Scopes::default());
+    let (_, row) = api
+        .call(
+            "POST",
+            "/api/jobs/careful/exec",
+            Some(&alice),
+            Some(json!({"all": true})),
+        )
+        .await;
+    let exec = row["exec_id"].as_str().unwrap().to_owned();
+    // The quorum's transaction committed, then the backend stopped before
+    // publishing: the row is `pending`, its command unsent.
+    rusqlite::Connection::open(&api.db_path)
+        .unwrap()
+        .execute(
+            "UPDATE executions SET status = 'pending' WHERE exec_id = ?1",
+            [&exec],
+        )
+        .unwrap();
+    api.restart().await;
+    let mut sent = commands(&api.transport).await;
+    assert_eq!(api.backend.send_approved_unsent().await.unwrap(), 1);
+    let command = tokio::time::timeout(Duration::from_secs(5), sent.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(command.subject, "commands.all");
+    assert_eq!(api.backend.send_approved_unsent().await.unwrap(), 0);
+    assert!(quiet(&mut sent).await, "sent once");
+}

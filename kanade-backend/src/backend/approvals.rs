@@ -151,12 +151,39 @@ impl Backend {
                 })?;
             self.publish_command(&pending.command, &pending.subjects)
                 .await?;
+            let db = self.db.clone();
+            let id = exec_id.to_owned();
+            self.run_db(move || db.mark_command_published(&id)).await?;
         }
         let db = self.db.clone();
         let id = exec_id.to_owned();
         self.run_db(move || db.execution(&id))
             .await?
             .ok_or_else(|| BackendError::NotFound(format!("execution {exec_id}")))
+    }
+
+    /// Publishes the commands of approved executions that never went out
+    /// (the backend stopped between the quorum's commit and the publish).
+    /// Agents admit a `request_id` once, so a command that did go out
+    /// before the stop runs once all the same. Returns how many were sent.
+    pub async fn send_approved_unsent(&self) -> Result<usize, BackendError> {
+        let db = self.db.clone();
+        let unsent = self.run_db(move || db.approved_unsent()).await?;
+        let mut sent = 0;
+        for (exec_id, pending) in unsent {
+            let pending: PendingCommand =
+                serde_json::from_str(&pending).map_err(|source| BackendError::Corrupt {
+                    what: format!("pending command of execution {exec_id}"),
+                    source,
+                })?;
+            self.publish_command(&pending.command, &pending.subjects)
+                .await?;
+            let db = self.db.clone();
+            self.run_db(move || db.mark_command_published(&exec_id))
+                .await?;
+            sent += 1;
+        }
+        Ok(sent)
     }
 
     /// Denies `exec_id`: it ends `denied` and nothing is published. Any

@@ -1,6 +1,6 @@
 //! The reaper: closes runs whose agent started them but never reported a
-//! result, so their executions complete, and ends approval requests past
-//! their TTL.
+//! result, so their executions complete; ends approval requests past
+//! their TTL; sends approved commands a stop left unsent.
 
 use chrono::Utc;
 use kanade_core::wire::ExecResult;
@@ -15,6 +15,13 @@ pub(super) async fn reaper(backend: Backend) {
         tokio::time::sleep(backend.settings.reap_interval).await;
         if let Err(e) = backend.expire_approvals().await {
             tracing::warn!("reaper: expiring approval requests: {e}");
+        }
+        match backend.send_approved_unsent().await {
+            Ok(0) => {}
+            Ok(sent) => {
+                tracing::info!(sent, "reaper: sent approved commands left unsent by a stop")
+            }
+            Err(e) => tracing::warn!("reaper: sending approved commands: {e}"),
         }
         let db = backend.db.clone();
         let now = backend.now();

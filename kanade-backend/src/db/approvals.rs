@@ -42,8 +42,8 @@ impl Db {
     ) -> Result<(), DbError> {
         let rule = serde_json::to_string(rule).unwrap_or_default();
         self.lock().execute(
-            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs, requested_by, approval, pending_command)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs, requested_by, approval, pending_command, command_published)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
             params![row.exec_id, row.job_id, row.version, row.request_id, row.target, row.targeted, AWAITING_APPROVAL, row.created_at, row.reap_after_secs, requested_by, rule, pending_command],
         )?;
         Ok(())
@@ -161,6 +161,31 @@ impl Db {
             self.notify_audit_appended();
         }
         Ok((inserted, moved))
+    }
+
+    /// Records that an approved execution's command went out.
+    pub fn mark_command_published(&self, exec_id: &str) -> Result<(), DbError> {
+        self.lock().execute(
+            "UPDATE executions SET command_published = 1 WHERE exec_id = ?1",
+            [exec_id],
+        )?;
+        Ok(())
+    }
+
+    /// Approved executions whose command has not gone out yet (the backend
+    /// stopped between the quorum and the publish): `(exec_id, pending
+    /// command JSON)`, oldest first.
+    pub fn approved_unsent(&self) -> Result<Vec<(String, String)>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT exec_id, pending_command FROM executions
+             WHERE command_published = 0 AND status = 'pending' AND pending_command IS NOT NULL
+             ORDER BY created_at",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Ends a waiting request as `denied` (with the denier's vote and

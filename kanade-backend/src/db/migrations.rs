@@ -128,5 +128,8 @@ pub(super) fn migrations() -> Migrations<'static> {
         ALTER TABLE executions ADD COLUMN approval TEXT;
         ALTER TABLE executions ADD COLUMN pending_command TEXT;",
         ),
+        // Approved commands not yet sent (a crash between the quorum and
+        // the publish): republished at start.
+        M::up("ALTER TABLE executions ADD COLUMN command_published INTEGER NOT NULL DEFAULT 1;"),
     ])
 }

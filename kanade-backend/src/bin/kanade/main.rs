@@ -117,10 +117,16 @@ enum Cmd {
         #[command(subcommand)]
         action: security::TokenCmd,
     },
-    /// The audit trail (admin).
+    /// The audit trail (admin): without a subcommand, the entries.
     Audit {
         #[command(subcommand)]
-        action: security::AuditCmd,
+        action: Option<security::AuditCmd>,
+        /// From this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this actor.
+        #[arg(long)]
+        actor: Option<String>,
     },
     /// Executions waiting for approvals.
     Approvals,
@@ -276,7 +282,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         None => credentials::load()?,
     };
     let api = Api::new(&args.server, token);
-    if let Cmd::Audit { action } = args.command {
+    if let Cmd::Audit {
+        action,
+        since,
+        actor,
+    } = args.command
+    {
+        let action = action.unwrap_or(security::AuditCmd::List { since, actor });
         return security::audit(&api, args.json, action);
     }
     run_with(&api, args).map(|()| ExitCode::SUCCESS)

@@ -356,12 +356,6 @@ async fn a_pin_holds_and_approval_jobs_wait_for_their_approvers() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("requires approval"), "{err}");
-    let err = backend
-        .apply_schedule("id: nightly-careful\njob_id: careful\nwhen:\n  per_target: once\ntarget:\n  all: true\n")
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("requires approval"), "{err}");
     let approver = kanade::backend::auth::Principal {
         name: "alice".into(),
         role: kanade::backend::auth::Role::Operator,

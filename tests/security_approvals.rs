@@ -253,3 +253,106 @@ async fn an_approved_command_a_stop_left_unsent_goes_out_once() {
     assert_eq!(api.backend.send_approved_unsent().await.unwrap(), 0);
     assert!(quiet(&mut sent).await, "sent once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_of_a_gated_job_fires_only_once_approved_per_job_version() {
+    let api = Api::start(ApiAuth::default()).await;
+    let gated = "id: careful\nversion: 1\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\nrequire_approval: {approvals: 2, role: operator, ttl: 1h}\n";
+    api.backend
+        .apply_job(gated, &Default::default())
+        .await
+        .unwrap();
+    let alice = api.token("alice", Role::Operator, Scopes::default());
+    let bob = api.token("bob", Role::Operator, Scopes::default());
+    let carol = api.token("carol", Role::Operator, Scopes::default());
+    let schedule =
+        "id: hourly\njob_id: careful\nwhen:\n  per_target: {every: 1h}\ntarget:\n  all: true\n";
+    let (status, body) = api
+        .call(
+            "POST",
+            "/api/schedules",
+            Some(&alice),
+            Some(json!({"yaml": schedule})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, waiting) = api
+        .call("GET", "/api/schedule-approvals", Some(&bob), None)
+        .await;
+    assert_eq!(waiting[0]["schedule_id"], "hourly", "{waiting}");
+    assert_eq!(waiting[0]["version"], "1", "{waiting}");
+
+    let scheduler = kanade::backend::Scheduler::new(api.backend.clone());
+    let mut sent = commands(&api.transport).await;
+    assert!(
+        scheduler.tick_once().await.unwrap().is_empty(),
+        "not approved: no fire"
+    );
+    assert!(quiet(&mut sent).await);
+
+    let approve = "/api/schedules/hourly/approve";
+    let (status, _) = api.call("POST", approve, Some(&alice), None).await;
+    assert_eq!(status, 403, "the requester cannot approve");
+    let (status, body) = api.call("POST", approve, Some(&bob), None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("awaiting_approval")),
+        "{body}"
+    );
+    assert!(
+        scheduler.tick_once().await.unwrap().is_empty(),
+        "one of two: no fire"
+    );
+    let (status, body) = api.call("POST", approve, Some(&carol), None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    assert_eq!(
+        scheduler.tick_once().await.unwrap().len(),
+        1,
+        "approved: it fires"
+    );
+    let command = tokio::time::timeout(Duration::from_secs(5), sent.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(command.subject, "commands.all");
+
+    // A new job version is a new request: the schedule waits again.
+    api.backend
+        .apply_job(
+            &gated.replace("version: 1", "version: 2"),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/schedules",
+            Some(&alice),
+            Some(json!({"yaml": schedule})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, waiting) = api
+        .call("GET", "/api/schedule-approvals", Some(&bob), None)
+        .await;
+    assert_eq!(waiting[0]["version"], "2", "{waiting}");
+    api.clock.store(3 * 3600, Ordering::SeqCst);
+    let scheduler = kanade::backend::Scheduler::with_clock(
+        api.backend.clone(),
+        security_common::clock_fn(api.clock.clone()),
+        Duration::from_secs(60),
+    );
+    assert!(
+        scheduler.tick_once().await.unwrap().is_empty(),
+        "version 2 not approved"
+    );
+    let audit = api.audit();
+    assert!(audit
+        .iter()
+        .any(|e| e.actor == "carol" && e.action == "schedule.approve"));
+}

@@ -100,6 +100,10 @@ impl Scheduler {
             }),
             jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
             exec_id: Some(self.backend.new_id()),
+            // `consider` fires a schedule of a job that requires approval
+            // only once its current version is approved; later rollout
+            // waves belong to such a fire.
+            approved: true,
         }
     }
 
@@ -233,7 +237,19 @@ impl Scheduler {
         }
         let plan = lower(&schedule.when)?;
         let blocked = schedule_blocked(schedule, now, frozen);
-        let version = self.backend.job(&schedule.job_id).await?.version;
+        let job = self.backend.job(&schedule.job_id).await?;
+        let version = job.version;
+        if job.require_approval.required() {
+            let (id, v) = (schedule.id.clone(), version.clone());
+            if !self.db(move |db| db.schedule_approved(&id, &v)).await? {
+                tracing::debug!(
+                    schedule = schedule.id,
+                    version,
+                    "awaiting approval: not fired"
+                );
+                return Ok(None);
+            }
+        }
         let id = schedule.id.clone();
         match &plan {
             Plan::AgentSide => Ok(None),

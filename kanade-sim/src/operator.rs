@@ -159,6 +159,7 @@ impl Operator {
                 retry: kind.retry(),
                 jitter_secs: Some(kind.jitter_secs()),
                 exec_id: None,
+                approved: false,
             };
             self.after_faults_of_this_instant().await;
             match self.backend.fire(kind.job_id(), &target, options).await {

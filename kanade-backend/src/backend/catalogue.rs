@@ -14,6 +14,7 @@ use kanade_core::transport::ObjectStoreConfig;
 
 use super::core::Backend;
 use super::error::BackendError;
+use crate::auth::Principal;
 use crate::manifest::{parse_job, parse_schedule, Job, Schedule};
 
 impl Backend {
@@ -81,8 +82,22 @@ impl Backend {
             .ok_or_else(|| BackendError::NotFound(format!("job {id}")))
     }
 
-    /// Validates and stores a schedule (fired by the scheduler).
+    /// Validates and stores a schedule (fired by the scheduler), applied by
+    /// the backend itself: see [`Backend::apply_schedule_as`].
     pub async fn apply_schedule(&self, yaml: &str) -> Result<Schedule, BackendError> {
+        self.apply_schedule_as(yaml, &Principal::local("backend"))
+            .await
+    }
+
+    /// Validates and stores a schedule for `requester`. When its job
+    /// requires approval, the schedule waits for its approvers (once per
+    /// job version: [`Backend::approve_schedule`]); the scheduler fires it
+    /// only once approved.
+    pub async fn apply_schedule_as(
+        &self,
+        yaml: &str,
+        requester: &Principal,
+    ) -> Result<Schedule, BackendError> {
         let schedule = parse_schedule(yaml)?;
         // A missing job is the caller's mistake; a store that cannot answer
         // (or answers garbage) is not.
@@ -93,14 +108,7 @@ impl Backend {
             )),
             other => other,
         })?;
-        // The scheduler fires without a person; a job that needs approvers
-        // is run with exec, which waits for them.
-        if job.require_approval.required() {
-            return Err(BackendError::Invalid(format!(
-                "schedule {} names job {}, which requires approval: scheduled fires cannot wait for approvers; run it with exec",
-                schedule.id, schedule.job_id
-            )));
-        }
+        let approval = job.require_approval.rule_at(self.now());
         self.bucket(BUCKET_SCHEDULES)
             .await?
             .put_json(&schedule.id, &schedule)
@@ -109,6 +117,17 @@ impl Backend {
             .await?
             .put(&schedule.id, Bytes::from(yaml.to_owned()))
             .await?;
+        if let Some(rule) = approval {
+            let db = self.db.clone();
+            let (id, version, by, now) = (
+                schedule.id.clone(),
+                job.version.clone(),
+                requester.name.clone(),
+                self.now(),
+            );
+            self.run_db(move || db.request_schedule_approval(&id, &version, &by, &rule, now))
+                .await?;
+        }
         Ok(schedule)
     }
 

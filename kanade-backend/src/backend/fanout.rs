@@ -29,6 +29,9 @@ pub struct FireOptions {
     pub jitter_secs: Option<u64>,
     /// Use this execution id (the scheduler records it before firing).
     pub exec_id: Option<String>,
+    /// The job requires approval and the scheduler checked that this
+    /// schedule's approvers approved its current version.
+    pub approved: bool,
 }
 
 impl Backend {
@@ -101,18 +104,19 @@ impl Backend {
     }
 
     /// [`Backend::exec`] with the options a schedule lowers onto the
-    /// command. A job that requires approval is refused: a schedule of one
-    /// cannot be applied, and the scheduler never fires without a person.
+    /// command. A job that requires approval is refused unless
+    /// [`FireOptions::approved`] says its schedule was approved.
     pub async fn fire(
         &self,
         job_id: &str,
         target: &Target,
         options: FireOptions,
     ) -> Result<ExecutionRow, BackendError> {
+        let approved = options.approved;
         let prepared = self.prepare(job_id, target, options).await?;
-        if prepared.job.require_approval.required() {
+        if prepared.job.require_approval.required() && !approved {
             return Err(BackendError::Invalid(format!(
-                "job {job_id} requires approval: run it with exec, which waits for the approvals"
+                "job {job_id} requires approval: run it with exec, or from a schedule its approvers approved"
             )));
         }
         self.send(prepared).await

@@ -6,7 +6,7 @@
 //! `catalogue` (jobs and schedules in the key-value buckets), `fanout`
 //! (targets and commands), `stop` (revoke, activate, pin, kill),
 //! `projectors` (results, start events, heartbeats into SQLite) and
-//! `reaper` (runs that never reported), `approvals` (the M-of-N workflow). `error` holds [`BackendError`].
+//! `reaper` (runs that never reported), `approvals` and `schedule_approvals` (the M-of-N workflow). `error` holds [`BackendError`].
 
 mod approvals;
 mod catalogue;
@@ -15,6 +15,7 @@ mod error;
 mod fanout;
 mod projectors;
 mod reaper;
+mod schedule_approvals;
 mod stop;
 
 pub use self::core::{Backend, BackendSettings, IdFn, NowFn};

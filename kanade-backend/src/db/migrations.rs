@@ -131,5 +131,18 @@ pub(super) fn migrations() -> Migrations<'static> {
         // Approved commands not yet sent (a crash between the quorum and
         // the publish): republished at start.
         M::up("ALTER TABLE executions ADD COLUMN command_published INTEGER NOT NULL DEFAULT 1;"),
+        // A schedule of a job that requires approval waits for its
+        // approvers once per job version.
+        M::up(
+            "CREATE TABLE schedule_approvals (
+            schedule_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            approval TEXT NOT NULL,
+            status TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (schedule_id, version)
+        );",
+        ),
     ])
 }

@@ -14,6 +14,7 @@ mod executions;
 mod heartbeats;
 mod migrations;
 mod results;
+mod schedule_approvals;
 mod schedules;
 mod tokens;
 
@@ -23,5 +24,6 @@ pub use self::core::{Db, DbError};
 pub use self::executions::ExecutionRow;
 pub use self::heartbeats::AgentRow;
 pub use self::results::{OverdueRun, ResultRow};
+pub use self::schedule_approvals::{ScheduleApproval, APPROVED};
 pub use self::schedules::{Freeze, PlannedWave};
 pub use self::tokens::{NewToken, TokenCreateError, TokenRejection, TokenRow, TOKEN_PREFIX};

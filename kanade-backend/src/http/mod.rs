@@ -63,6 +63,12 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         .route("/api/schedules/{id}/enable", post(enable))
         .route("/api/schedules/{id}/disable", post(disable))
         .route(
+            "/api/schedules/{id}/approve",
+            post(security::approve_schedule),
+        )
+        .route("/api/schedules/{id}/deny", post(security::deny_schedule))
+        .route("/api/schedule-approvals", get(security::schedule_approvals))
+        .route(
             "/api/freeze",
             get(freeze_status).post(freeze_set).delete(freeze_clear),
         )
@@ -129,7 +135,9 @@ async fn apply_schedule(
     Body(upload): Body<ScheduleUpload>,
 ) -> ApiResult<crate::manifest::Schedule> {
     scope::require_schedule_upload(&backend, &principal, &upload).await?;
-    Ok(Json(backend.apply_schedule(&upload.yaml).await?))
+    Ok(Json(
+        backend.apply_schedule_as(&upload.yaml, &principal).await?,
+    ))
 }
 
 async fn exec(

@@ -75,6 +75,24 @@ pub const ROUTES: &[RouteRule] = &[
         Role::Operator,
         "schedule.disable",
     ),
+    rule(
+        "POST",
+        "/api/schedules/{id}/approve",
+        Role::Operator,
+        "schedule.approve",
+    ),
+    rule(
+        "POST",
+        "/api/schedules/{id}/deny",
+        Role::Operator,
+        "schedule.deny",
+    ),
+    rule(
+        "GET",
+        "/api/schedule-approvals",
+        Role::Viewer,
+        "schedule_approvals.list",
+    ),
     rule("GET", "/api/executions", Role::Viewer, "executions.list"),
     rule(
         "GET",

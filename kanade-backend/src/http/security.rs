@@ -12,7 +12,9 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{Body, PathParams, QueryParams};
 use crate::audit::{PendingAudit, OUTCOME_OK};
 use crate::auth::Principal;
-use crate::db::{ApprovalRequest, ExecutionRow, NewToken, TokenCreateError, TokenRow};
+use crate::db::{
+    ApprovalRequest, ExecutionRow, NewToken, ScheduleApproval, TokenCreateError, TokenRow,
+};
 use crate::{Backend, BackendError};
 
 /// The answer to `POST /api/tokens`: the token, shown this once.
@@ -172,4 +174,38 @@ pub(super) async fn deny(
         .await?;
     pending.mark_recorded();
     Ok(Json(row))
+}
+
+pub(super) async fn schedule_approvals(
+    State(backend): State<Backend>,
+) -> ApiResult<Vec<ScheduleApproval>> {
+    Ok(Json(backend.awaiting_schedule_approvals().await?))
+}
+
+pub(super) async fn approve_schedule(
+    State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
+    Extension(pending): Extension<PendingAudit>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<ScheduleApproval> {
+    super::scope::require_schedule(&backend, &principal, &id).await?;
+    let request = backend
+        .approve_schedule(&id, &principal, Some(pending.draft(OUTCOME_OK)))
+        .await?;
+    pending.mark_recorded();
+    Ok(Json(request))
+}
+
+pub(super) async fn deny_schedule(
+    State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
+    Extension(pending): Extension<PendingAudit>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<ScheduleApproval> {
+    super::scope::require_schedule(&backend, &principal, &id).await?;
+    let request = backend
+        .deny_schedule(&id, &principal, Some(pending.draft(OUTCOME_OK)))
+        .await?;
+    pending.mark_recorded();
+    Ok(Json(request))
 }

@@ -130,15 +130,23 @@ enum Cmd {
     },
     /// Executions waiting for approvals.
     Approvals,
-    /// Approve an execution waiting for approvals.
+    /// Approve an execution (or, with --schedule, a schedule) waiting for approvals.
     Approve {
         /// Execution id.
-        exec: String,
+        #[arg(required_unless_present = "schedule")]
+        exec: Option<String>,
+        /// A schedule id instead (its job's current version).
+        #[arg(long, conflicts_with = "exec")]
+        schedule: Option<String>,
     },
-    /// Deny an execution waiting for approvals.
+    /// Deny an execution (or, with --schedule, a schedule) waiting for approvals.
     Deny {
         /// Execution id.
-        exec: String,
+        #[arg(required_unless_present = "schedule")]
+        exec: Option<String>,
+        /// A schedule id instead.
+        #[arg(long, conflicts_with = "exec")]
+        schedule: Option<String>,
         /// Why.
         #[arg(long)]
         reason: String,
@@ -299,8 +307,12 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
         Cmd::Login { .. } | Cmd::Audit { .. } => Ok(()),
         Cmd::Token { action } => security::token(api, args.json, action),
         Cmd::Approvals => security::approvals(api, args.json),
-        Cmd::Approve { exec } => security::decide(api, args.json, &exec, None),
-        Cmd::Deny { exec, reason } => security::decide(api, args.json, &exec, Some(reason)),
+        Cmd::Approve { exec, schedule } => security::decide(api, args.json, exec, schedule, None),
+        Cmd::Deny {
+            exec,
+            schedule,
+            reason,
+        } => security::decide(api, args.json, exec, schedule, Some(reason)),
         Cmd::Job {
             action: JobCmd::Apply { file },
         } => {
@@ -342,8 +354,17 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
             let schedule: Schedule = api
                 .post("/api/schedules", &ScheduleUpload { yaml })
                 .map_err(|e| format!("{}: {e}", file.display()))?;
+            let waiting: Vec<kanade_backend::db::ScheduleApproval> =
+                api.get("/api/schedule-approvals").unwrap_or_default();
+            let awaits = waiting.iter().any(|w| w.schedule_id == schedule.id);
             print(args.json, &schedule, || {
-                println!("applied schedule {} (job {})", schedule.id, schedule.job_id)
+                println!("applied schedule {} (job {})", schedule.id, schedule.job_id);
+                if awaits {
+                    println!(
+                        "its job requires approval: it fires once approved (kanade approve --schedule {})",
+                        schedule.id
+                    );
+                }
             })
         }
         Cmd::Schedule {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 use kanade_backend::auth::{Role, Scopes};
-use kanade_backend::db::{ApprovalRequest, ExecutionRow, NewToken, TokenRow};
+use kanade_backend::db::{ApprovalRequest, ExecutionRow, NewToken, ScheduleApproval, TokenRow};
 use kanade_backend::http::{ApprovalDecision, TokenCreated};
 use kanade_core::wire::AuditEvent;
 
@@ -208,7 +208,34 @@ pub fn audit(api: &Api, json: bool, action: AuditCmd) -> Result<ExitCode, String
 
 pub fn approvals(api: &Api, json: bool) -> Result<(), String> {
     let pending: Vec<ApprovalRequest> = api.get("/api/approvals")?;
-    print(json, &pending, || {
+    let schedules: Vec<ScheduleApproval> = api.get("/api/schedule-approvals")?;
+    if json {
+        return print(
+            true,
+            &serde_json::json!({"executions": pending, "schedules": schedules}),
+            || {},
+        );
+    }
+    if !schedules.is_empty() {
+        println!(
+            "{:<24} {:<12} {:<14} {:>9} {:<9} expires",
+            "schedule", "version", "requested by", "approvals", "role"
+        );
+        for s in &schedules {
+            println!(
+                "{:<24} {:<12} {:<14} {:>4} of {:<2} {:<9} {}",
+                s.schedule_id,
+                s.version,
+                s.requested_by,
+                s.approvers.len(),
+                s.rule.approvals,
+                s.rule.role,
+                s.rule.expires_at.to_rfc3339()
+            );
+        }
+        println!();
+    }
+    print(false, &pending, || {
         println!(
             "{:<38} {:<16} {:<14} {:>9} {:<9} expires",
             "execution", "job", "requested by", "approvals", "role"
@@ -228,7 +255,36 @@ pub fn approvals(api: &Api, json: bool) -> Result<(), String> {
     })
 }
 
-pub fn decide(api: &Api, json: bool, exec: &str, deny: Option<String>) -> Result<(), String> {
+pub fn decide(
+    api: &Api,
+    json: bool,
+    exec: Option<String>,
+    schedule: Option<String>,
+    deny: Option<String>,
+) -> Result<(), String> {
+    if let Some(schedule) = schedule {
+        let verb = if deny.is_some() { "deny" } else { "approve" };
+        let request: ScheduleApproval = match &deny {
+            None => api.post(&format!("/api/schedules/{schedule}/{verb}"), &())?,
+            Some(reason) => api.post(
+                &format!("/api/schedules/{schedule}/{verb}"),
+                &ApprovalDecision {
+                    reason: Some(reason.clone()),
+                },
+            )?,
+        };
+        return print(json, &request, || {
+            println!(
+                "schedule {} (job version {}): {} ({} of {} approvals)",
+                request.schedule_id,
+                request.version,
+                request.status,
+                request.approvers.len(),
+                request.rule.approvals
+            )
+        });
+    }
+    let exec = exec.ok_or("name an execution, or --schedule")?;
     let row: ExecutionRow = match deny {
         None => api.post(&format!("/api/executions/{exec}/approve"), &())?,
         Some(reason) => api.post(

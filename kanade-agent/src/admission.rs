@@ -166,3 +166,47 @@ async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
     };
     publish_result(inner, &request, result).await;
 }
+
+/// A command refused by an enforcing host (its signature did not verify):
+/// answered with exit 123, `skipped: false`, stderr `refused: <reason>`,
+/// under a result id of its own (`<request>-<pc>-refused`), so the request
+/// id is not consumed: the same request properly signed still runs, and
+/// its result is not hidden behind the refusal's.
+pub(crate) async fn refuse_unverified(
+    inner: &Arc<Inner>,
+    payload: &[u8],
+    refusal: &kanade_core::policy::signature::SignatureRefusal,
+) {
+    let value: Option<serde_json::Value> = serde_json::from_slice(payload).ok();
+    let field = |name: &str| {
+        value
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    tracing::warn!(request_id = ?field("request_id"), "command refused: {refusal}");
+    let Some(request) =
+        field("request_id").and_then(|id| SubjectToken::new(TokenKind::RequestId, id).ok())
+    else {
+        return;
+    };
+    let now = inner.clock.now();
+    let result = ExecResult {
+        result_id: format!("{}-refused", result_id(&request, inner)),
+        request_id: request.to_string(),
+        exec_id: field("exec_id"),
+        pc_id: inner.settings.pc_id.to_string(),
+        exit_code: exit_codes::SIGNATURE_REFUSED,
+        skipped: false,
+        stdout: String::new(),
+        stderr: format!("refused: {refusal}"),
+        started_at: now,
+        finished_at: now,
+        stdout_object: None,
+        stderr_object: None,
+        manifest_id: field("id"),
+        attempts: 0,
+    };
+    publish_result(inner, &request, result).await;
+}

@@ -79,6 +79,9 @@ impl Agent {
         tasks.spawn(ping_responder(inner.clone()));
         tasks.spawn(kill_listener(inner.clone()));
         tasks.spawn(intake(inner.clone()));
+        if inner.settings.trust.keys_file.is_some() {
+            tasks.spawn(crate::trust::watch_ring(inner.trust.clone()));
+        }
         if inner.settings.inventory {
             tasks.spawn(inventory_loop(inner.clone()));
         }

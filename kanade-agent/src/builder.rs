@@ -90,6 +90,7 @@ impl AgentBuilder {
             Some(seed) => fastrand::Rng::with_seed(seed),
             None => fastrand::Rng::new(),
         };
+        let trust = Arc::new(crate::trust::Trust::load(&settings.trust)?);
         let live = Live {
             groups: settings.groups.clone(),
             ever_connected: self.connected.is_none(),
@@ -111,6 +112,7 @@ impl AgentBuilder {
                 kills: Mutex::new(HashMap::new()),
                 rng: Mutex::new(rng),
                 connected: self.connected,
+                trust,
                 cpus,
                 in_flight: AtomicUsize::new(0),
                 all_done: Notify::new(),

@@ -11,6 +11,7 @@ use kanade_core::names::SubjectToken;
 use kanade_core::policy::exit_codes;
 use kanade_core::policy::retry::{next_attempt, AttemptOutcome, RetryDecision};
 use kanade_core::policy::{evaluate_gates, Delivery, GateDecision, GateInputs};
+use kanade_core::transport::Headers;
 use kanade_core::wire::Command;
 use tokio::sync::watch;
 
@@ -20,6 +21,7 @@ use crate::report::{emit_events, finish, publish_started, stopped, Outcome};
 use crate::runner::{RunEnd, RunSpec};
 use crate::script::resolve_script;
 use crate::state::{InFlight, Inner};
+use crate::trust::Verdict;
 use crate::SCRIPT_FAILURE_EXIT;
 
 /// Runs an admitted command in the background, counted as in flight.
@@ -42,14 +44,52 @@ pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: Subjec
 }
 
 /// Handles one command message from a live subscription.
-pub(crate) async fn handle(inner: Arc<Inner>, payload: Bytes) {
-    admit_and_spawn(inner, payload).await;
+pub(crate) async fn handle(inner: Arc<Inner>, headers: Headers, payload: Bytes) {
+    admit_and_spawn(inner, &headers, payload).await;
 }
 
-/// Admits a command (at most once per request id) and runs it in the background.
-pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, payload: Bytes) {
+/// Checks the command's signature against the host's trust (before any
+/// gate, and before its request id is admitted), then admits it (at most
+/// once per request id) and runs it in the background.
+pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, headers: &Headers, payload: Bytes) {
+    let now_ms = inner.clock.now().timestamp_millis();
+    match inner.trust.check(headers, &payload, now_ms) {
+        Verdict::Run { report } => {
+            if let Some(kind) = report {
+                crate::report::publish_signature_event(&inner, kind).await;
+            }
+        }
+        Verdict::Refuse(refusal) => {
+            crate::admission::refuse_unverified(&inner, &payload, &refusal).await;
+            return;
+        }
+    }
     if let Some((command, request)) = admit(&inner, &payload).await {
         spawn_execute(inner, command, request);
+    }
+}
+
+/// Why a kill request is not obeyed on an enforcing host (`None`: obey).
+/// A kill's signed body is its execution id, so a signature cannot be
+/// moved onto another execution's kill subject.
+pub(crate) fn kill_refusal(
+    inner: &Inner,
+    message: &kanade_core::transport::Message,
+    exec_id: &str,
+) -> Option<String> {
+    if !inner.trust.enforcing() {
+        return None;
+    }
+    let now_ms = inner.clock.now().timestamp_millis();
+    match inner
+        .trust
+        .check(&message.headers, &message.payload, now_ms)
+    {
+        Verdict::Refuse(refusal) => Some(refusal.to_string()),
+        Verdict::Run { .. } if message.payload.as_ref() != exec_id.as_bytes() => {
+            Some(format!("the signed body does not name execution {exec_id}"))
+        }
+        Verdict::Run { .. } => None,
     }
 }
 

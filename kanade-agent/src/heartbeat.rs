@@ -23,8 +23,8 @@ fn heartbeat(inner: &Inner) -> Heartbeat {
         agent_arch: Some(std::env::consts::ARCH.to_owned()),
         agent_cpu_pct: None,
         agent_rss_bytes: process_facts().rss_bytes,
-        enforcing: Some(false),
-        command_keys: None,
+        enforcing: Some(inner.trust.enforcing()),
+        command_keys: inner.trust.fingerprints(),
     }
 }
 

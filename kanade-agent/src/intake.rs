@@ -70,6 +70,10 @@ async fn listen_for_kills(inner: &Arc<Inner>, kills: &mut Subscription) {
             .next()
             .unwrap_or_default()
             .to_owned();
+        if let Some(reason) = crate::fire::kill_refusal(inner, &message, &exec_id) {
+            tracing::warn!(exec_id, "kill refused: {reason}");
+            continue;
+        }
         let switches = inner
             .kills
             .lock()
@@ -101,9 +105,9 @@ pub(crate) async fn intake(inner: Arc<Inner>) {
                     let mut sub = subscribe_retrying(&inner, &filter).await;
                     while let Some(message) = sub.next().await {
                         let inner = inner.clone();
-                        tokio::spawn(
-                            async move { crate::fire::handle(inner, message.payload).await },
-                        );
+                        tokio::spawn(async move {
+                            crate::fire::handle(inner, message.headers, message.payload).await
+                        });
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -150,7 +154,12 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
             Ok(delivery) => {
                 // Admission is what must not be lost; the run itself is
                 // tracked by the ledger.
-                crate::fire::admit_and_spawn(inner.clone(), delivery.message.payload.clone()).await;
+                crate::fire::admit_and_spawn(
+                    inner.clone(),
+                    &delivery.message.headers,
+                    delivery.message.payload.clone(),
+                )
+                .await;
                 let _ = delivery.ack().await;
             }
             Err(e) => {

@@ -42,6 +42,7 @@ mod script;
 pub mod scripted;
 mod settings;
 mod state;
+pub mod trust;
 
 pub use agent::{Agent, SHUTDOWN_GRACE};
 pub use builder::AgentBuilder;
@@ -55,7 +56,7 @@ pub use runner::{
     command_line, find_on_path, kill_requested, CappedCapture, KillSignal, ProcessRunner, RunEnd,
     RunOutput, RunSpec, ScriptRunner,
 };
-pub use settings::{AgentSettings, FileConfig};
+pub use settings::{AgentSettings, FileConfig, TrustFileConfig};
 
 /// Exit code reported when a command could not be started or its script
 /// could not be resolved (bad digest, body too large, not UTF-8, missing

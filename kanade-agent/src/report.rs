@@ -207,3 +207,31 @@ pub(crate) async fn publish_started(inner: &Arc<Inner>, command: &Command, reque
         tracing::warn!("start event not written: {e}");
     }
 }
+
+/// Reports a change of signature outcome on an observing host as an
+/// `ObsEvent` of that kind (`command_signature_ok`, `…_absent`, …).
+pub(crate) async fn publish_signature_event(inner: &Arc<Inner>, kind: &'static str) {
+    let event = kanade_core::wire::ObsEvent {
+        pc_id: inner.settings.pc_id.to_string(),
+        at: inner.clock.now(),
+        kind: kind.to_owned(),
+        source: "agent".into(),
+        event_record_id: None,
+        payload: serde_json::Value::Null,
+    };
+    let Ok(payload) = serde_json::to_string(&event) else {
+        return;
+    };
+    let entry = OutboxEntry {
+        subject: subjects::obs(&inner.settings.pc_id),
+        message_id: format!(
+            "sig-{}-{kind}-{}",
+            inner.settings.pc_id,
+            event.at.timestamp_nanos_opt().unwrap_or_default()
+        ),
+        payload,
+    };
+    if let Err(e) = inner.outbox.send(entry).await {
+        tracing::warn!("signature event not written: {e}");
+    }
+}

@@ -33,6 +33,9 @@ pub struct AgentSettings {
     /// Commands run at once while `agent_config` sets no limit (`None`: the
     /// CPU count). Simulations pin it so results do not depend on the host.
     pub default_concurrency: Option<usize>,
+    /// Which commands this host trusts: the command-key ring and the
+    /// signature mode (local configuration only, never from the broker).
+    pub trust: crate::trust::TrustSettings,
 }
 
 impl AgentSettings {
@@ -49,6 +52,7 @@ impl AgentSettings {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             inventory: true,
             default_concurrency: None,
+            trust: crate::trust::TrustSettings::default(),
         }
     }
 }
@@ -62,6 +66,10 @@ impl AgentSettings {
 /// state_dir = "/var/lib/kanade-agent"
 /// transport = "nats://nats-1:4222,nats://nats-2:4222"
 /// replay = true
+///
+/// [trust]
+/// keys = "/etc/kanade/command-keys.json"   # the reference's ring format
+/// mode = "enforce"                          # off | observe | enforce
 /// ```
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -77,6 +85,19 @@ pub struct FileConfig {
     pub transport: Option<String>,
     /// Replay EXEC on start.
     pub replay: Option<bool>,
+    /// `[trust]`: the command-key ring and the signature mode.
+    #[serde(default)]
+    pub trust: Option<TrustFileConfig>,
+}
+
+/// The `[trust]` table of the config file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrustFileConfig {
+    /// The key-ring file.
+    pub keys: Option<PathBuf>,
+    /// `off`, `observe` or `enforce`.
+    pub mode: Option<crate::trust::SignatureMode>,
 }
 
 impl FileConfig {

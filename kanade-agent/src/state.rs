@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
     pub rng: Mutex<fastrand::Rng>,
     pub connected: Option<watch::Receiver<bool>>,
+    pub trust: Arc<crate::trust::Trust>,
     pub cpus: usize,
     pub in_flight: AtomicUsize,
     pub all_done: Notify,

@@ -39,6 +39,13 @@ struct Args {
     /// Do not replay the EXEC stream on start.
     #[arg(long)]
     no_replay: bool,
+    /// The command-key ring (JSON array of {kid, public_key, label?,
+    /// max_age_secs?}; must not be writable by group or others).
+    #[arg(long)]
+    command_keys: Option<PathBuf>,
+    /// off | observe | enforce (default off, or the config's [trust] mode).
+    #[arg(long)]
+    signature_mode: Option<kanade_agent::trust::SignatureMode>,
     /// More logging (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -146,6 +153,9 @@ async fn run(args: Args) -> Result<(), String> {
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
     settings.groups = groups;
     settings.replay = !args.no_replay && file.replay.unwrap_or(true);
+    let trust_file = file.trust.clone().unwrap_or_default();
+    settings.trust.keys_file = args.command_keys.clone().or(trust_file.keys);
+    settings.trust.mode = args.signature_mode.or(trust_file.mode).unwrap_or_default();
     let mut builder = Agent::builder(settings, transport);
     if let Some(connected) = connected {
         builder = builder.connection_state(connected);

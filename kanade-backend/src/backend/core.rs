@@ -28,6 +28,11 @@ pub struct BackendSettings {
     /// deterministic and avoids a thread hand-off per call); a server keeps
     /// the default, `false`.
     pub inline_database: bool,
+    /// Signs every command and kill the backend publishes (DESIGN §6).
+    /// `None`: they go out unsigned, as the reference does without a key,
+    /// and enforcing agents refuse them (the binary warns, `/healthz`
+    /// reports it).
+    pub signer: Option<Arc<kanade_core::policy::signature::CommandSigner>>,
 }
 
 impl BackendSettings {
@@ -39,6 +44,7 @@ impl BackendSettings {
             reap_grace: Duration::from_secs(120),
             reap_interval: Duration::from_secs(30),
             inline_database: false,
+            signer: None,
         }
     }
 }
@@ -139,6 +145,23 @@ impl Backend {
         work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
     ) -> Result<T, BackendError> {
         run_db(self.settings.inline_database, work).await
+    }
+
+    /// Whether commands and kills go out signed.
+    pub fn signing(&self) -> bool {
+        self.settings.signer.is_some()
+    }
+
+    /// The signature headers for `body` published now (empty without a
+    /// signing key).
+    pub(super) fn signature_headers(&self, body: &[u8]) -> kanade_core::transport::Headers {
+        match &self.settings.signer {
+            Some(signer) => signer
+                .sign(body, self.now().timestamp_millis())
+                .into_iter()
+                .collect(),
+            None => kanade_core::transport::Headers::new(),
+        }
     }
 
     /// The SQLite store.

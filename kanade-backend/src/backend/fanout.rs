@@ -9,7 +9,7 @@ use kanade_core::names::{
     subjects, SubjectToken, BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT, OBJECT_SCRIPTS,
 };
 use kanade_core::transport::ext::to_json_bytes;
-use kanade_core::transport::{Headers, ObjectStoreConfig};
+use kanade_core::transport::ObjectStoreConfig;
 use kanade_core::wire::{AgentGroups, Command};
 
 use super::core::Backend;
@@ -233,10 +233,12 @@ impl Backend {
                 .await?;
         }
         let payload = to_json_bytes("command", command)?;
+        // Signed once: the same bytes and headers go to every subject.
+        let headers = self.signature_headers(&payload);
         for subject in subjects_to {
             if let Err(e) = self
                 .log
-                .publish(subject, Headers::new(), payload.clone())
+                .publish(subject, headers.clone(), payload.clone())
                 .await
             {
                 let db = self.db.clone();

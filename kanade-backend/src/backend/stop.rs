@@ -6,7 +6,6 @@ use kanade_core::names::{
     subjects, SubjectToken, TokenKind, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS,
     SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
 };
-use kanade_core::transport::Headers;
 
 use super::core::Backend;
 use super::error::BackendError;
@@ -50,8 +49,12 @@ impl Backend {
         if self.run_db(move || db.execution(&id)).await?.is_none() {
             return Err(BackendError::NotFound(format!("execution {exec_id}")));
         }
+        // The body names the execution, so a signed kill cannot be moved
+        // onto another execution's subject.
+        let body = Bytes::from(exec_id.to_owned());
+        let headers = self.signature_headers(&body);
         self.log
-            .publish(&subjects::kill(&token), Headers::new(), Bytes::new())
+            .publish(&subjects::kill(&token), headers, body)
             .await?;
         let db = self.db.clone();
         let id = exec_id.to_owned();

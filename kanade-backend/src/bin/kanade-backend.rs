@@ -14,6 +14,7 @@ use kanade_backend::auth::{Role, Scopes};
 use kanade_backend::db::{Db, NewToken};
 use kanade_backend::http::ApiAuth;
 use kanade_backend::{http, Backend, BackendSettings};
+use kanade_core::policy::signature::CommandSigner;
 use kanade_core::transport::Transport;
 use kanade_transport_nats::provision::provision;
 
@@ -34,6 +35,11 @@ struct Args {
     /// role_claim, role_map, scopes_claim).
     #[arg(long)]
     oidc_config: Option<PathBuf>,
+    /// The Ed25519 key commands and kills are signed with (a file
+    /// `kanade-backend keygen` wrote; mode 0600). Without it they go out
+    /// unsigned and enforcing agents refuse them.
+    #[arg(long, env = "KANADE_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
     /// Accept every API call without a credential, as an admin. Only with a
     /// loopback --listen, for demos; calls are still audited.
     #[arg(long)]
@@ -57,6 +63,23 @@ enum Offline {
     Audit {
         #[command(subcommand)]
         action: AuditCmd,
+    },
+    /// Generate a command-signing key: writes the private key (mode 0600)
+    /// and prints the key-ring entry for agents (`command-keys.json`).
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long)]
+        out: PathBuf,
+        /// Key id (default: `k-<date>`).
+        #[arg(long)]
+        kid: Option<String>,
+        /// A label for the ring entry.
+        #[arg(long)]
+        label: Option<String>,
+        /// Agents refuse signatures older than this (`90d`; a break-glass
+        /// key should have a short one).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_age: Option<std::time::Duration>,
     },
 }
 
@@ -119,7 +142,74 @@ fn open_db(path: &Path) -> Result<Db, String> {
     Db::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Writes a new signing key to `out` (0600, never over an existing file)
+/// and prints its ring entry.
+fn keygen(
+    out: &Path,
+    kid: Option<String>,
+    label: Option<String>,
+    max_age: Option<std::time::Duration>,
+) -> Result<ExitCode, String> {
+    use std::io::Write;
+    let kid = kid.unwrap_or_else(|| format!("k-{}", chrono::Utc::now().format("%Y%m%d")));
+    let signer = CommandSigner::generate(kid).map_err(|e| e.to_string())?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(out)
+        .map_err(|e| format!("{}: {e} (keygen never overwrites a key)", out.display()))?;
+    file.write_all(signer.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("{}: {e}", out.display()))?;
+    let entry = signer.ring_entry(label, max_age.map(|d| d.as_secs()));
+    eprintln!(
+        "wrote the private key {} (mode 0600); add this entry to the agents' key ring:",
+        out.display()
+    );
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&entry).map_err(|e| e.to_string())?
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads the signing key, refusing a file others can read.
+fn load_signer(path: &Path) -> Result<CommandSigner, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("signing key {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "signing key {} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("signing key {}: {e}", path.display()))?;
+    CommandSigner::from_file_text(&text).map_err(|e| format!("signing key {}: {e}", path.display()))
+}
+
 fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
+    if let Offline::Keygen {
+        out,
+        kid,
+        label,
+        max_age,
+    } = command
+    {
+        return keygen(&out, kid, label, max_age);
+    }
     let db = open_db(db_path)?;
     let now = chrono::Utc::now();
     match command {
@@ -204,6 +294,7 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
             }
             eprintln!("revoked {name}");
         }
+        Offline::Keygen { .. } => {}
         Offline::Audit {
             action: AuditCmd::Verify,
         } => match db.verify_audit().map_err(|e| e.to_string())? {
@@ -300,8 +391,22 @@ async fn serve(args: Args) -> Result<(), String> {
             ));
         }
     }
+    let mut settings = BackendSettings::new(&args.db);
+    match &args.signing_key {
+        Some(path) => {
+            let signer = load_signer(path)?;
+            tracing::info!(kid = signer.kid(), "signing commands and kills");
+            settings.signer = Some(Arc::new(signer));
+        }
+        None => {
+            tracing::warn!(
+                "no --signing-key: commands go out unsigned, and enforcing agents refuse them"
+            );
+            eprintln!("kanade-backend: WARNING: no --signing-key: commands go out unsigned (enforcing agents refuse them)");
+        }
+    }
     let transport = open_transport(&args.transport).await?;
-    let backend = Backend::open(transport, BackendSettings::new(&args.db))
+    let backend = Backend::open(transport, settings)
         .await
         .map_err(|e| e.to_string())?;
     let listener = tokio::net::TcpListener::bind(listen)

@@ -84,8 +84,14 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         .route("/api/audit/verify", get(security::audit_verify))
         .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard))
         .layer(axum::extract::DefaultBodyLimit::max(guard::BODY_LIMIT));
+    // Health says whether commands go out signed (enforcing agents refuse
+    // unsigned ones).
+    let signing = backend.signing();
     Router::new()
-        .route("/healthz", get(|| async { Json(json!({"ok": true})) }))
+        .route(
+            "/healthz",
+            get(move || async move { Json(json!({"ok": true, "signing": signing})) }),
+        )
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

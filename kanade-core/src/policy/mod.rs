@@ -6,6 +6,7 @@
 //! - [`config`]: layer `global` → `groups.<g>` → `pcs.<pc>` into one config.
 //! - [`script`]: is a fetched script body the one the operator approved?
 //! - [`overflow`]: which output goes to the object store, and where.
+//! - [`signature`]: is a command signed by a key this host trusts?
 
 pub mod config;
 pub mod exit_codes;
@@ -13,6 +14,7 @@ pub mod gates;
 pub mod overflow;
 pub mod retry;
 pub mod script;
+pub mod signature;
 
 pub use gates::{
     evaluate_gates, Delivery, GateDecision, GateInputs, GateStop, HostSupport, StopReason,

@@ -1,0 +1,232 @@
+//! Which commands this host trusts (DESIGN §6, §10): the command-key ring
+//! and the enforcement mode come from local configuration only — never
+//! from the broker — and every command (and kill) is checked against them
+//! before any gate runs.
+//!
+//! - `off`: nothing is checked (the default, as the reference).
+//! - `observe`: everything runs; each change of outcome
+//!   (`command_signature_ok | absent | unknown_key | invalid | stale |
+//!   clock_ahead`) is reported as an `ObsEvent`.
+//! - `enforce`: a command that does not verify is refused with exit 123
+//!   (`skipped: false`, stderr `refused: <reason>`) without consuming its
+//!   request id; a kill that does not verify is ignored and logged.
+//!
+//! The ring file must not be writable by group or others and must belong
+//! to root or to the agent's user (Unix); otherwise an enforcing agent
+//! refuses to start and an observing one warns. It is re-read when it
+//! changes; a broken file never replaces a working ring.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use kanade_core::policy::signature::{verify, KeyRing, SignatureRefusal, OBS_SIGNATURE_OK};
+use kanade_core::transport::Headers;
+use serde::Deserialize;
+
+use crate::AgentError;
+
+/// How strictly this host checks command signatures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureMode {
+    /// Nothing is checked.
+    #[default]
+    Off,
+    /// Everything runs; outcomes are reported.
+    Observe,
+    /// Only verified commands run (123 otherwise).
+    Enforce,
+}
+
+impl FromStr for SignatureMode {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "off" => Ok(SignatureMode::Off),
+            "observe" => Ok(SignatureMode::Observe),
+            "enforce" => Ok(SignatureMode::Enforce),
+            other => Err(format!(
+                "unknown signature mode {other:?}: use off, observe or enforce"
+            )),
+        }
+    }
+}
+
+/// The trust settings of an agent (local configuration only).
+#[derive(Debug, Clone, Default)]
+pub struct TrustSettings {
+    /// Enforcement mode.
+    pub mode: SignatureMode,
+    /// The key-ring file (a JSON array of `{kid, public_key, label?,
+    /// max_age_secs?}`, the reference's `command-keys.json`).
+    pub keys_file: Option<PathBuf>,
+    /// A ring given directly (embedders, tests); used when no file is set.
+    pub ring: Option<KeyRing>,
+}
+
+/// What to do with a command or kill.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Run it. `report`: an outcome change to report (observe mode).
+    Run { report: Option<&'static str> },
+    /// Refuse it (enforce mode).
+    Refuse(SignatureRefusal),
+}
+
+/// The trust state of a running agent.
+pub(crate) struct Trust {
+    pub mode: SignatureMode,
+    keys_file: Option<PathBuf>,
+    ring: RwLock<KeyRing>,
+    loaded_at: Mutex<Option<SystemTime>>,
+    last_outcome: Mutex<Option<&'static str>>,
+}
+
+/// Reads and checks a ring file: permissions first (Unix), then the JSON.
+pub fn load_ring(path: &Path) -> Result<KeyRing, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let meta =
+            std::fs::metadata(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "key ring {} is writable by group or others (mode {:o}): chmod go-w it",
+                path.display(),
+                meta.mode() & 0o777
+            ));
+        }
+        let me = nix::unistd::geteuid().as_raw();
+        if meta.uid() != 0 && meta.uid() != me {
+            return Err(format!(
+                "key ring {} belongs to uid {}, neither root nor this agent's user ({me})",
+                path.display(),
+                meta.uid()
+            ));
+        }
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
+    KeyRing::from_json(&text).map_err(|e| format!("key ring {}: {e}", path.display()))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+impl Trust {
+    /// The trust state `settings` describe. An enforcing agent whose ring
+    /// cannot be loaded does not start; an observing one warns.
+    pub fn load(settings: &TrustSettings) -> Result<Self, AgentError> {
+        let ring = match (&settings.keys_file, &settings.ring) {
+            (Some(path), _) => match load_ring(path) {
+                Ok(ring) => ring,
+                Err(reason) if settings.mode == SignatureMode::Enforce => {
+                    return Err(AgentError::Config {
+                        setting: "trust.keys",
+                        reason,
+                    })
+                }
+                Err(reason) => {
+                    if settings.mode == SignatureMode::Observe {
+                        tracing::warn!("{reason}; observing with an empty ring");
+                    }
+                    KeyRing::default()
+                }
+            },
+            (None, Some(ring)) => ring.clone(),
+            (None, None) => KeyRing::default(),
+        };
+        if settings.mode == SignatureMode::Enforce && ring.is_empty() {
+            return Err(AgentError::Config {
+                setting: "trust.keys",
+                reason: "enforce mode needs a key ring with at least one key".into(),
+            });
+        }
+        Ok(Self {
+            mode: settings.mode,
+            loaded_at: Mutex::new(settings.keys_file.as_deref().and_then(modified)),
+            keys_file: settings.keys_file.clone(),
+            ring: RwLock::new(ring),
+            last_outcome: Mutex::new(None),
+        })
+    }
+
+    /// Whether this host refuses what does not verify.
+    pub fn enforcing(&self) -> bool {
+        self.mode == SignatureMode::Enforce
+    }
+
+    /// The ring's key fingerprints (for heartbeats); `None` when off.
+    pub fn fingerprints(&self) -> Option<Vec<String>> {
+        (self.mode != SignatureMode::Off).then(|| {
+            self.ring
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .fingerprints()
+        })
+    }
+
+    /// Checks a message's signature at `now_ms`.
+    pub fn check(&self, headers: &Headers, body: &[u8], now_ms: i64) -> Verdict {
+        if self.mode == SignatureMode::Off {
+            return Verdict::Run { report: None };
+        }
+        let outcome = {
+            let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+            verify(&ring, headers, body, now_ms)
+        };
+        let kind = match &outcome {
+            Ok(_) => OBS_SIGNATURE_OK,
+            Err(refusal) => refusal.obs_kind(),
+        };
+        match (self.mode, outcome) {
+            (SignatureMode::Enforce, Err(refusal)) => Verdict::Refuse(refusal),
+            (SignatureMode::Enforce, Ok(_)) => Verdict::Run { report: None },
+            _ => {
+                let mut last = self.last_outcome.lock().unwrap_or_else(|p| p.into_inner());
+                let changed = *last != Some(kind);
+                *last = Some(kind);
+                Verdict::Run {
+                    report: changed.then_some(kind),
+                }
+            }
+        }
+    }
+
+    /// Re-reads the ring file when it changed; keeps the working ring when
+    /// the new file is broken or insecure.
+    pub fn reload_if_changed(&self) {
+        let Some(path) = &self.keys_file else {
+            return;
+        };
+        let now = modified(path);
+        {
+            let mut loaded = self.loaded_at.lock().unwrap_or_else(|p| p.into_inner());
+            if *loaded == now {
+                return;
+            }
+            *loaded = now;
+        }
+        match load_ring(path) {
+            Ok(ring) if !(ring.is_empty() && self.enforcing()) => {
+                tracing::info!(keys = ?ring.fingerprints(), "command key ring reloaded");
+                *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+            }
+            Ok(_) => tracing::error!("the new key ring is empty; keeping the working ring"),
+            Err(reason) => tracing::error!("{reason}; keeping the working ring"),
+        }
+    }
+}
+
+/// Watches the ring file (every 2 s) while the agent runs; only started
+/// when a file is configured.
+pub(crate) async fn watch_ring(trust: Arc<Trust>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        trust.reload_if_changed();
+    }
+}

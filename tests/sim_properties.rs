@@ -231,3 +231,50 @@ fn a_scheduled_fleet_day_keeps_every_property() {
         );
     }
 }
+
+#[test]
+fn forged_commands_never_run_on_enforcing_agents() {
+    // Every simulated agent enforces signatures; the backend signs. An
+    // attacker on the bus publishes unsigned and mis-signed commands, some
+    // while an agent is cut off (it replays nothing forged either).
+    let secs = Duration::from_secs;
+    let schedule = FaultSchedule {
+        faults: vec![
+            Fault::Forge { at: secs(3) },
+            Fault::Partition {
+                at: secs(10),
+                pc: 1,
+                for_: secs(20),
+            },
+            Fault::Forge { at: secs(15) },
+            Fault::CrashRestart {
+                at: secs(40),
+                pc: 2,
+            },
+            Fault::Forge { at: secs(41) },
+        ],
+        network: NetworkRates::default(),
+    };
+    println!("{schedule}");
+    let outcome = run(11, &schedule);
+    let (violations, tally) = outcome.check();
+    assert!(violations.is_empty(), "{}", outcome.report(&violations));
+    assert!(tally.delivered > 0);
+    let refusals = outcome
+        .trace
+        .iter()
+        .filter(|line| line.contains("forged-") && line.contains("exit 123"))
+        .count();
+    assert!(
+        refusals >= 6,
+        "enforcing agents answered the forged commands with 123:\n{}",
+        outcome.trace.join("\n")
+    );
+    assert!(
+        !outcome
+            .invocations
+            .iter()
+            .any(|i| i.request_id.starts_with("forged-")),
+        "nothing forged ran"
+    );
+}

@@ -5,8 +5,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use kanade_agent::trust::SignatureMode;
 use kanade_agent::{Agent, AgentSettings, Clock};
 use kanade_core::names::SubjectToken;
+use kanade_core::policy::signature::KeyRing;
 use kanade_core::transport::Transport;
 
 use crate::error::SimError;
@@ -32,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) runner: Arc<SimRunner>,
     /// The plan's seed.
     pub(crate) seed: u64,
+    /// The fleet's command-key ring: every agent enforces signatures.
+    pub(crate) ring: KeyRing,
 }
 
 /// Builds agent `index` on `transport` with its state in `state` and
@@ -50,6 +54,9 @@ pub(crate) fn start_agent(
     settings.jitter_seed = Some(shared.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
     // Not the host's CPU count: the same plan behaves the same anywhere.
     settings.default_concurrency = Some(SIM_CONCURRENCY);
+    // Every simulated agent enforces command signatures (the backend signs).
+    settings.trust.mode = SignatureMode::Enforce;
+    settings.trust.ring = Some(shared.ring.clone());
     let agent = Agent::builder(settings, transport)
         .runner(shared.runner.for_agent(&pc))
         .clock(shared.clock.clone())

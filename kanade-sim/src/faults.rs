@@ -35,6 +35,10 @@ pub(crate) struct Links {
     partitioned_until: Vec<Duration>,
     broker_down_until: Duration,
     crashes: Vec<(usize, Duration)>,
+    /// The bus itself, for an attacker's client (no link, no faults).
+    memory: MemoryTransport,
+    /// Forged commands published so far.
+    forged: u64,
 }
 
 /// Where the fault side starts from.
@@ -98,6 +102,8 @@ impl Links {
             transports,
             agents: running,
             recorder,
+            memory: memory.clone(),
+            forged: 0,
             partitioned_until: vec![Duration::ZERO; agents],
             broker_down_until: Duration::ZERO,
             crashes: Vec::new(),
@@ -170,9 +176,42 @@ impl Links {
                     injector.disconnect();
                 }
             }
+            Fault::Forge { .. } => self.forge().await,
             _ => {}
         }
         Ok(())
+    }
+
+    /// Publishes one unsigned and one mis-signed command on
+    /// `commands.all`, as an attacker's client would (straight on the bus).
+    async fn forge(&mut self) {
+        let attacker =
+            kanade_core::policy::signature::CommandSigner::from_seed("sim-fleet", [0xA5; 32]);
+        for signed in [false, true] {
+            self.forged += 1;
+            let request = format!(
+                "{}{}-{}",
+                crate::plan::FORGED_PREFIX,
+                self.forged,
+                if signed { "missigned" } else { "unsigned" }
+            );
+            let body = serde_json::json!({
+                "id": "forged-job", "version": "1", "request_id": request,
+                "shell": "sh", "script": "sleep=1;exit=0", "timeout_secs": 60,
+            })
+            .to_string();
+            let headers = if signed {
+                let at = self.shared.clock.now().timestamp_millis();
+                attacker.sign(body.as_bytes(), at).into_iter().collect()
+            } else {
+                kanade_core::transport::Headers::new()
+            };
+            let _ = self
+                .memory
+                .messages()
+                .publish("commands.all", headers, bytes::Bytes::from(body))
+                .await;
+        }
     }
 
     /// Brings back every link whose outages are all over.

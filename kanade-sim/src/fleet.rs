@@ -117,6 +117,8 @@ impl Fleet {
         }
         // One thread, no hand-offs: database calls in a fixed order.
         settings.inline_database = true;
+        let signer = crate::plan::fleet_signer(plan.seed);
+        settings.signer = Some(Arc::new(signer.clone()));
         let backend = Backend::open(Arc::new(backend_faulty), settings)
             .await
             .map_err(SimError::backend("backend"))?
@@ -178,6 +180,10 @@ impl Fleet {
             runner: SimRunner::new(clock.clone()),
             clock,
             seed: plan.seed,
+            ring: kanade_core::policy::signature::KeyRing::from_entries(vec![
+                signer.ring_entry(None, None)
+            ])
+            .map_err(|e| SimError::Runtime(std::io::Error::other(e.to_string())))?,
         };
         let links = Links::start(
             LinksStart {

@@ -141,12 +141,38 @@ impl FleetOutcome {
         let published = self.published();
         let mut runs: BTreeMap<(&str, &str), Vec<&Invocation>> = BTreeMap::new();
         for invocation in &self.invocations {
+            if invocation
+                .request_id
+                .starts_with(crate::plan::FORGED_PREFIX)
+            {
+                violations.push(Violation::ForgedRan {
+                    pc: invocation.pc.clone(),
+                    request_id: invocation.request_id.clone(),
+                });
+            }
             runs.entry((&invocation.pc, &invocation.request_id))
                 .or_default()
                 .push(invocation);
         }
         for (i, (execution, fired_at)) in published.iter().enumerate() {
-            let superseded_at = published.get(i + 1).map(|(_, at)| *at);
+            // A later command on the same subject supersedes this one in
+            // EXEC (keep-last per subject) — a forged one too: without
+            // broker permissions, an attacker can evict a command from
+            // replay (a denial of service), though never run one.
+            let next_legit = published.get(i + 1).map(|(_, at)| *at);
+            let next_forge = self
+                .schedule
+                .faults
+                .iter()
+                .filter_map(|f| match f {
+                    crate::schedule::Fault::Forge { at } if at >= fired_at => Some(*at),
+                    _ => None,
+                })
+                .min();
+            let superseded_at = match (next_legit, next_forge) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             let kind = JobKind::from_job_id(&execution.job_id);
             let results = self
                 .results

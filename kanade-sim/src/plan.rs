@@ -197,3 +197,15 @@ pub const SIM_CONCURRENCY: usize = 4;
 /// How long after the faults end the fleet gets to settle (outbox
 /// backoff, consumer redeliveries, the reaper's grace).
 pub const DRAIN: Duration = Duration::from_secs(600);
+
+/// The fleet's command-signing key: derived from the plan's seed, so runs
+/// are reproducible (a simulation key, never a real one).
+pub(crate) fn fleet_signer(seed: u64) -> kanade_core::policy::signature::CommandSigner {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&seed.to_be_bytes());
+    bytes[8..16].copy_from_slice(b"kanade-s");
+    kanade_core::policy::signature::CommandSigner::from_seed("sim-fleet", bytes)
+}
+
+/// The prefix of every forged command's request id.
+pub const FORGED_PREFIX: &str = "forged-";

@@ -45,6 +45,13 @@ pub enum Fault {
         /// How long it is down.
         for_: Duration,
     },
+    /// An attacker client on the broker publishes forged commands on
+    /// `commands.all`: one unsigned, one signed by a key of its own under
+    /// the fleet's key id. Enforcing agents must run neither.
+    Forge {
+        /// When.
+        at: Duration,
+    },
 }
 
 impl Fault {
@@ -53,7 +60,8 @@ impl Fault {
         match self {
             Fault::Partition { at, .. }
             | Fault::CrashRestart { at, .. }
-            | Fault::BrokerRestart { at, .. } => *at,
+            | Fault::BrokerRestart { at, .. }
+            | Fault::Forge { at } => *at,
         }
     }
 
@@ -63,7 +71,7 @@ impl Fault {
             Fault::Partition { at, for_, .. } | Fault::BrokerRestart { at, for_ } => {
                 at.saturating_add(*for_)
             }
-            Fault::CrashRestart { at, .. } => *at,
+            Fault::CrashRestart { at, .. } | Fault::Forge { at } => *at,
         }
     }
 }
@@ -88,6 +96,11 @@ impl fmt::Display for Fault {
             Fault::BrokerRestart { at, for_ } => {
                 write!(f, "at {}: broker restart ({} down)", time(*at), time(*for_))
             }
+            Fault::Forge { at } => write!(
+                f,
+                "at {}: forged commands on commands.all (unsigned, mis-signed)",
+                time(*at)
+            ),
         }
     }
 }
@@ -266,6 +279,9 @@ pub fn fault_strategy(agents: usize, window: Duration) -> impl Strategy<Value = 
         1 => (0..window, 1u64..20).prop_map(|(at, secs)| Fault::BrokerRestart {
             at: Duration::from_secs(at),
             for_: Duration::from_secs(secs),
+        }),
+        1 => (0..window).prop_map(|at| Fault::Forge {
+            at: Duration::from_secs(at),
         }),
     ]
 }

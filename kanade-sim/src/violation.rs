@@ -9,6 +9,15 @@ use humantime::format_duration;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Violation {
+    /// A forged command (unsigned or signed by a key outside the ring) ran
+    /// on an enforcing agent.
+    #[error("forged command {request_id} ran on {pc}")]
+    ForgedRan {
+        /// The agent.
+        pc: String,
+        /// The forged request.
+        request_id: String,
+    },
     /// A stored result has more attempts than the job's `1 + max`.
     #[error("{exec_id} on {pc}: {attempts} attempts, more than 1 + max")]
     TooManyAttempts {

@@ -39,6 +39,10 @@ struct Args {
     /// Do not replay the EXEC stream on start.
     #[arg(long)]
     no_replay: bool,
+    /// This agent's NATS NKey seed file (`kanade-backend nats-auth` writes
+    /// one per agent; mode 0600).
+    #[arg(long, env = "KANADE_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
     /// The command-key ring (JSON array of {kid, public_key, label?,
     /// max_age_secs?}; must not be writable by group or others).
     #[arg(long)]
@@ -72,12 +76,38 @@ fn init_logging(args: &Args) {
     }
 }
 
+/// Reads an NKey seed file, refusing one others can read.
+fn read_seed(path: &std::path::Path) -> Result<String, String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path)
+            .map_err(|e| format!("NKey seed {}: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "NKey seed {} is readable by others (mode {:o}): chmod 600 it",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let seed =
+        std::fs::read_to_string(path).map_err(|e| format!("NKey seed {}: {e}", path.display()))?;
+    Ok(seed.trim().to_owned())
+}
+
 async fn open_transport(
     spec: &str,
+    nkey: Option<String>,
 ) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
     let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-agent".into());
         options.retry_on_initial_connect = true;
+        if let Some(seed) = nkey {
+            options.auth = kanade_transport_nats::Auth::NKey(seed);
+        }
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -149,7 +179,11 @@ async fn run(args: Args) -> Result<(), String> {
         .clone()
         .or(file.transport.clone())
         .unwrap_or_else(|| "memory".into());
-    let (transport, connected) = open_transport(&transport_spec).await?;
+    let nkey = match &args.nats_nkey {
+        Some(path) => Some(read_seed(path)?),
+        None => None,
+    };
+    let (transport, connected) = open_transport(&transport_spec, nkey).await?;
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
     settings.groups = groups;
     settings.replay = !args.no_replay && file.replay.unwrap_or(true);

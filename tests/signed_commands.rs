@@ -277,3 +277,81 @@ async fn an_observing_agent_runs_everything_and_reports_outcome_changes() {
     let ring = KeyRing::from_json(&std::fs::read_to_string(&host.ring_file).unwrap()).unwrap();
     assert_eq!(ring.fingerprints().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_command_is_checked_again_when_the_agent_restarts_enforcing() {
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    transport
+        .messages()
+        .create_stream(StreamConfig::from_spec(&StreamSpec::RESULTS))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = CommandSigner::from_seed("k1", [3; 32]);
+    let settings = |mode: SignatureMode| {
+        let mut settings =
+            AgentSettings::new(SubjectToken::pc("pc-1").unwrap(), dir.path().join("state"));
+        settings.inventory = false;
+        settings.replay = false;
+        settings.default_concurrency = Some(1);
+        settings.trust.mode = mode;
+        settings.trust.ring =
+            Some(KeyRing::from_entries(vec![key.ring_entry(None, None)]).unwrap());
+        settings
+    };
+    // Not enforcing: one command holds the only slot, the next one waits
+    // admitted (pending) in the ledger.
+    let agent = Agent::builder(settings(SignatureMode::Off), transport.clone())
+        .build()
+        .unwrap();
+    let running = agent.clone();
+    let task = tokio::spawn(async move { running.run(std::future::pending()).await });
+    let mut results = transport.messages().subscribe("results.>").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (request, script) in [("busy", "sleep 30"), ("waiting", "echo unsigned-ran")] {
+        transport
+            .messages()
+            .publish(
+                "commands.pc.pc-1",
+                Headers::new(),
+                Bytes::from(serde_json::to_vec(&command(request, script)).unwrap()),
+            )
+            .await
+            .unwrap();
+        // `busy` takes the slot before `waiting` arrives.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    agent.halt();
+    task.abort();
+    let _ = task.await;
+
+    // Restarted enforcing: the pending unsigned command is refused, not run.
+    let agent = Agent::builder(settings(SignatureMode::Enforce), transport.clone())
+        .build()
+        .unwrap();
+    tokio::spawn(async move { agent.run(std::future::pending()).await });
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = tokio::time::timeout(Duration::from_secs(20), results.next())
+            .await
+            .expect("results after the restart")
+            .unwrap();
+        let result: ExecResult = serde_json::from_slice(&message.payload).unwrap();
+        seen.push((
+            result.request_id.clone(),
+            result.exit_code,
+            result.stderr.clone(),
+        ));
+    }
+    seen.sort();
+    assert_eq!((seen[0].0.as_str(), seen[0].1), ("busy", 121), "{seen:?}");
+    assert_eq!(
+        (seen[1].0.as_str(), seen[1].1),
+        ("waiting", 123),
+        "{seen:?}"
+    );
+    assert!(
+        seen[1].2.starts_with("refused: the command is not signed"),
+        "{seen:?}"
+    );
+}

@@ -11,7 +11,7 @@ use kanade_core::policy::exit_codes;
 use kanade_core::policy::script::sha256_hex;
 use kanade_core::wire::{Command, ExecResult};
 
-use crate::ledger::{Admission, Stage};
+use crate::ledger::{Admission, NewEntry, Stage};
 use crate::report::{publish_result, result_id};
 use crate::state::Inner;
 use crate::SCRIPT_FAILURE_EXIT;
@@ -22,6 +22,19 @@ use crate::SCRIPT_FAILURE_EXIT;
 pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> {
     let mut resume = Vec::new();
     for entry in inner.ledger.in_stage(Stage::Pending) {
+        // Admitted under the trust of the time; checked again under today's
+        // (a mode turned to enforce, a key removed from the ring).
+        if let Some(refusal) = recheck(inner, &entry) {
+            tracing::warn!(
+                request_id = entry.request_id,
+                "pending command refused at restart: {refusal}"
+            );
+            inner.ledger.forget(&entry.request_id);
+            if let Some(text) = &entry.command {
+                refuse_unverified(inner, text.as_bytes(), &refusal).await;
+            }
+            continue;
+        }
         let stored = entry
             .command
             .as_deref()
@@ -69,7 +82,11 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
 
 /// Decodes and admits a command: `None` if it is malformed (answered
 /// when it names a request id), a duplicate, a conflict or not recorded.
-pub(crate) async fn admit(inner: &Arc<Inner>, payload: &[u8]) -> Option<(Command, SubjectToken)> {
+pub(crate) async fn admit(
+    inner: &Arc<Inner>,
+    headers: &kanade_core::transport::Headers,
+    payload: &[u8],
+) -> Option<(Command, SubjectToken)> {
     let command: Command = match serde_json::from_slice(payload) {
         Ok(command) => command,
         Err(e) => {
@@ -86,11 +103,14 @@ pub(crate) async fn admit(inner: &Arc<Inner>, payload: &[u8]) -> Option<(Command
     };
     let digest = sha256_hex(payload);
     let admission = inner.ledger.admit(
-        request.as_str(),
-        &digest,
-        command.exec_id.clone(),
-        Some(command.id.clone()),
-        Some(String::from_utf8_lossy(payload).into_owned()),
+        NewEntry {
+            request_id: request.to_string(),
+            command_sha256: digest.clone(),
+            exec_id: command.exec_id.clone(),
+            manifest_id: Some(command.id.clone()),
+            command: Some(String::from_utf8_lossy(payload).into_owned()),
+            signature: signature_headers(headers),
+        },
         inner.clock.now(),
     );
     match admission {
@@ -135,11 +155,11 @@ async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
     if inner
         .ledger
         .admit(
-            request.as_str(),
-            &sha256_hex(payload),
-            None,
-            None,
-            None,
+            NewEntry {
+                request_id: request.to_string(),
+                command_sha256: sha256_hex(payload),
+                ..NewEntry::default()
+            },
             inner.clock.now(),
         )
         .ok()
@@ -165,6 +185,34 @@ async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
         attempts: 1,
     };
     publish_result(inner, &request, result).await;
+}
+
+/// The signature headers of a message (what the ledger keeps).
+fn signature_headers(
+    headers: &kanade_core::transport::Headers,
+) -> std::collections::BTreeMap<String, String> {
+    headers
+        .iter()
+        .filter(|(name, _)| name.starts_with("Kanade-Sig"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
+/// Why a pending ledger entry may no longer run on this host (`None`:
+/// it may).
+fn recheck(
+    inner: &Inner,
+    entry: &crate::ledger::Entry,
+) -> Option<kanade_core::policy::signature::SignatureRefusal> {
+    if !inner.trust.enforcing() {
+        return None;
+    }
+    let body = entry.command.as_deref().unwrap_or_default().as_bytes();
+    let now_ms = inner.clock.now().timestamp_millis();
+    match inner.trust.check(&entry.signature, body, now_ms) {
+        crate::trust::Verdict::Refuse(refusal) => Some(refusal),
+        crate::trust::Verdict::Run { .. } => None,
+    }
 }
 
 /// A command refused by an enforcing host (its signature did not verify):
@@ -195,7 +243,9 @@ pub(crate) async fn refuse_unverified(
     let result = ExecResult {
         result_id: format!("{}-refused", result_id(&request, inner)),
         request_id: request.to_string(),
-        exec_id: field("exec_id"),
+        // Nothing from an unverified body is trusted: no execution id (it
+        // would move that execution's counters) and no job id.
+        exec_id: None,
         pc_id: inner.settings.pc_id.to_string(),
         exit_code: exit_codes::SIGNATURE_REFUSED,
         skipped: false,
@@ -205,7 +255,7 @@ pub(crate) async fn refuse_unverified(
         finished_at: now,
         stdout_object: None,
         stderr_object: None,
-        manifest_id: field("id"),
+        manifest_id: None,
         attempts: 0,
     };
     publish_result(inner, &request, result).await;

@@ -64,7 +64,7 @@ pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, headers: &Headers, payloa
             return;
         }
     }
-    if let Some((command, request)) = admit(&inner, &payload).await {
+    if let Some((command, request)) = admit(&inner, headers, &payload).await {
         spawn_execute(inner, command, request);
     }
 }

@@ -54,6 +54,27 @@ pub struct Entry {
     /// resumed after a restart.
     #[serde(default)]
     pub command: Option<String>,
+    /// Its signature headers as received (`Kanade-Sig*`), so work resumed
+    /// after a restart is checked again against the host's trust then.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub signature: std::collections::BTreeMap<String, String>,
+}
+
+/// A request to admit (see [`Ledger::admit`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewEntry {
+    /// The request id (a safe token).
+    pub request_id: String,
+    /// sha256 of the command bytes as received.
+    pub command_sha256: String,
+    /// Execution id.
+    pub exec_id: Option<String>,
+    /// Job id.
+    pub manifest_id: Option<String>,
+    /// The command as received.
+    pub command: Option<String>,
+    /// Its `Kanade-Sig*` headers.
+    pub signature: std::collections::BTreeMap<String, String>,
 }
 
 /// The outcome of [`Ledger::admit`].
@@ -127,15 +148,16 @@ impl Ledger {
 
     /// Records a new request, atomically with respect to other deliveries.
     /// `request_id` must already be a safe token (it names a file).
-    pub fn admit(
-        &self,
-        request_id: &str,
-        command_sha256: &str,
-        exec_id: Option<String>,
-        manifest_id: Option<String>,
-        command: Option<String>,
-        now: DateTime<Utc>,
-    ) -> Result<Admission, AgentError> {
+    pub fn admit(&self, new: NewEntry, now: DateTime<Utc>) -> Result<Admission, AgentError> {
+        let NewEntry {
+            request_id,
+            command_sha256,
+            exec_id,
+            manifest_id,
+            command,
+            signature,
+        } = new;
+        let (request_id, command_sha256) = (request_id.as_str(), command_sha256.as_str());
         let mut entries = self.lock();
         if let Some(existing) = entries.get(request_id) {
             return Ok(if existing.command_sha256 == command_sha256 {
@@ -154,12 +176,18 @@ impl Ledger {
             exec_id,
             manifest_id,
             command,
+            signature,
         };
         self.save(&entry)?;
         entries.insert(request_id.to_owned(), entry);
         drop(entries);
         self.enforce_bound();
         Ok(Admission::Admitted)
+    }
+
+    /// Whether `request_id` is recorded (in any stage).
+    pub fn contains(&self, request_id: &str) -> bool {
+        self.lock().contains_key(request_id)
     }
 
     /// Moves a request to `stage`.

@@ -48,7 +48,7 @@ pub use agent::{Agent, SHUTDOWN_GRACE};
 pub use builder::AgentBuilder;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use intake::{REPLAY_ACK_WAIT, REPLY_TO_HEADER};
-pub use ledger::{Admission, Ledger, Stage};
+pub use ledger::{Admission, Ledger, NewEntry, Stage};
 pub use limiter::Limiter;
 pub use outbox::{Outbox, OutboxEntry};
 pub use presence::{collect_hw_inventory, parse_emitted_events, process_status_kib};

@@ -81,17 +81,50 @@ pub(crate) struct Trust {
     pub mode: SignatureMode,
     keys_file: Option<PathBuf>,
     ring: RwLock<KeyRing>,
-    loaded_at: Mutex<Option<SystemTime>>,
+    loaded_at: Mutex<Option<FileStamp>>,
     last_outcome: Mutex<Option<&'static str>>,
 }
 
-/// Reads and checks a ring file: permissions first (Unix), then the JSON.
+/// Refuses a signature older than the ledger keeps request ids (whatever
+/// the key's own `max_age_secs`): past it, a replayed command would no
+/// longer be recognised as run.
+fn within_retention(headers: &Headers, now_ms: i64) -> Result<(), SignatureRefusal> {
+    let retention = crate::ledger::RETENTION.as_secs();
+    let at_ms = headers
+        .get(kanade_core::policy::signature::HEADER_AT)
+        .and_then(|at| at.parse::<i64>().ok())
+        .unwrap_or(i64::MIN);
+    let age_secs = (i128::from(now_ms) - i128::from(at_ms)) / 1000;
+    if age_secs > i128::from(retention) {
+        return Err(SignatureRefusal::Stale {
+            age_secs: i64::try_from(age_secs).unwrap_or(i64::MAX),
+            max_age_secs: retention,
+        });
+    }
+    Ok(())
+}
+
+/// Reads and checks a ring file: not a symlink, permissions and owner
+/// checked on the opened handle (what is read is what was checked), then
+/// the JSON.
 pub fn load_ring(path: &Path) -> Result<KeyRing, String> {
+    use std::io::Read;
+    let link =
+        std::fs::symlink_metadata(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
+    if link.file_type().is_symlink() {
+        return Err(format!(
+            "key ring {} is a symbolic link: point the setting at the file itself",
+            path.display()
+        ));
+    }
+    let mut file =
+        std::fs::File::open(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
-        let meta =
-            std::fs::metadata(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("key ring {}: {e}", path.display()))?;
         if meta.mode() & 0o022 != 0 {
             return Err(format!(
                 "key ring {} is writable by group or others (mode {:o}): chmod go-w it",
@@ -108,14 +141,28 @@ pub fn load_ring(path: &Path) -> Result<KeyRing, String> {
             ));
         }
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("key ring {}: {e}", path.display()))?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("key ring {}: {e}", path.display()))?;
     KeyRing::from_json(&text).map_err(|e| format!("key ring {}: {e}", path.display()))
 }
 
-fn modified(path: &Path) -> Option<SystemTime> {
-    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+/// What identifies a version of the ring file: modification time, size
+/// and (Unix) inode and change time, so a replacement that keeps the
+/// mtime (`cp -p`, `rsync -a`) is still noticed.
+fn modified(path: &Path) -> Option<FileStamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let extra = {
+        use std::os::unix::fs::MetadataExt;
+        (meta.ino(), meta.ctime(), meta.ctime_nsec())
+    };
+    #[cfg(not(unix))]
+    let extra = (0, 0, 0);
+    Some((meta.modified().ok()?, meta.len(), extra))
 }
+
+type FileStamp = (SystemTime, u64, (u64, i64, i64));
 
 impl Trust {
     /// The trust state `settings` describe. An enforcing agent whose ring
@@ -178,6 +225,7 @@ impl Trust {
         let outcome = {
             let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
             verify(&ring, headers, body, now_ms)
+                .and_then(|kid| within_retention(headers, now_ms).map(|()| kid))
         };
         let kind = match &outcome {
             Ok(_) => OBS_SIGNATURE_OK,

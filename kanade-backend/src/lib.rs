@@ -24,6 +24,7 @@ mod backend;
 pub mod db;
 pub mod http;
 pub mod manifest;
+pub mod nats_auth;
 pub mod schedule;
 pub mod scheduler;
 pub mod when;

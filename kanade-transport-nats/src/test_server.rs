@@ -23,6 +23,8 @@ pub struct NatsServer {
     port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
+    /// Config text appended to the generated one (authorization, logging).
+    extra: String,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -88,6 +90,23 @@ impl NatsServer {
 
     /// Starts a server.
     pub fn try_start() -> Result<Self, String> {
+        Self::try_start_with_config("")
+    }
+
+    /// Starts a server whose config ends with `extra` (for example an
+    /// `authorization { … }` block inline — `include` would resolve
+    /// relative to the config file in the server's temp dir — and
+    /// `logfile: "…"` to read the "Publish Violation" / "Subscription
+    /// Violation" lines), panicking as [`start`](Self::start) does.
+    pub fn start_with_config(extra: &str) -> Self {
+        match Self::try_start_with_config(extra) {
+            Ok(server) => server,
+            Err(e) => panic!("cannot start a NATS server for this test: {e}"),
+        }
+    }
+
+    /// Like [`start_with_config`](Self::start_with_config), returning errors.
+    pub fn try_start_with_config(extra: &str) -> Result<Self, String> {
         let binary = find_nats_server()?;
         let store = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let mut server = Self {
@@ -95,6 +114,7 @@ impl NatsServer {
             port: free_port(),
             store,
             child: None,
+            extra: extra.to_owned(),
         };
         server.launch()?;
         Ok(server)
@@ -107,9 +127,10 @@ impl NatsServer {
     fn launch(&mut self) -> Result<(), String> {
         let store_dir = self.store.path().join("jetstream");
         let config = format!(
-            "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n",
+            "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{}\n",
             self.port,
-            store_dir.display().to_string()
+            store_dir.display().to_string(),
+            self.extra
         );
         std::fs::write(self.config_path(), config).map_err(|e| format!("writing config: {e}"))?;
         let child = Command::new(&self.binary)

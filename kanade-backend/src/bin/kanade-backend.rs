@@ -35,6 +35,10 @@ struct Args {
     /// role_claim, role_map, scopes_claim).
     #[arg(long)]
     oidc_config: Option<PathBuf>,
+    /// The backend's NATS NKey seed file (`kanade-backend nats-auth` writes
+    /// it; mode 0600).
+    #[arg(long, env = "KANADE_NATS_NKEY")]
+    nats_nkey: Option<PathBuf>,
     /// The Ed25519 key commands and kills are signed with (a file
     /// `kanade-backend keygen` wrote; mode 0600). Without it they go out
     /// unsigned and enforcing agents refuse them.
@@ -81,6 +85,21 @@ enum Offline {
         #[arg(long, value_parser = humantime::parse_duration)]
         max_age: Option<std::time::Duration>,
     },
+    /// Generate NATS NKey identities (backend + one per agent; seeds
+    /// `DIR/<name>.nk`, mode 0600, never overwritten) and the server's
+    /// `authorization` block `DIR/authorization.conf`, rebuilt from every
+    /// seed in DIR (kanade_backend::nats_auth documents the permissions).
+    NatsAuth {
+        /// Directory of the seeds and of authorization.conf.
+        #[arg(long)]
+        out: PathBuf,
+        /// Agents' pc ids (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        agents: Vec<String>,
+        /// One more agent (repeatable); existing seeds are kept.
+        #[arg(long)]
+        agent: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,9 +144,12 @@ enum AuditCmd {
     Verify,
 }
 
-async fn open_transport(spec: &str) -> Result<Arc<dyn Transport>, String> {
+async fn open_transport(spec: &str, nkey: Option<String>) -> Result<Arc<dyn Transport>, String> {
     let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-backend".into());
+        if let Some(seed) = nkey {
+            options.auth = kanade_transport_nats::Auth::NKey(seed);
+        }
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -178,25 +200,53 @@ fn keygen(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the signing key, refusing a file others can read.
-fn load_signer(path: &Path) -> Result<CommandSigner, String> {
+/// `nats-auth`: seeds for the backend and `agents`, and the server's
+/// authorization block.
+fn nats_auth(out: &Path, agents: impl Iterator<Item = String>) -> Result<ExitCode, String> {
+    use kanade_backend::nats_auth;
+    let agents = agents
+        .map(|pc| kanade_core::names::SubjectToken::pc(pc).map_err(|e| e.to_string()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let made = nats_auth::generate(out, &agents).map_err(|e| e.to_string())?;
+    for name in &made.created {
+        eprintln!(
+            "created {} (mode 0600)",
+            nats_auth::seed_path(out, name).display()
+        );
+    }
+    eprintln!(
+        "wrote {} for the backend and {} agent(s); include it from nats-server.conf and \
+         start each binary with --nats-nkey <its seed file>",
+        made.authorization.display(),
+        made.agents.len()
+    );
+    println!("{}", made.authorization.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads a file holding a secret, refusing one others can read.
+fn read_secret(path: &Path, what: &str) -> Result<String, String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path)
-            .map_err(|e| format!("signing key {}: {e}", path.display()))?
+            .map_err(|e| format!("{what} {}: {e}", path.display()))?
             .permissions()
             .mode();
         if mode & 0o077 != 0 {
             return Err(format!(
-                "signing key {} is readable by others (mode {:o}): chmod 600 it",
+                "{what} {} is readable by others (mode {:o}): chmod 600 it",
                 path.display(),
                 mode & 0o777
             ));
         }
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("signing key {}: {e}", path.display()))?;
+    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
+/// Reads the signing key, refusing a file others can read.
+fn load_signer(path: &Path) -> Result<CommandSigner, String> {
+    let text = read_secret(path, "signing key")?;
     CommandSigner::from_file_text(&text).map_err(|e| format!("signing key {}: {e}", path.display()))
 }
 
@@ -209,6 +259,9 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
     } = command
     {
         return keygen(&out, kid, label, max_age);
+    }
+    if let Offline::NatsAuth { out, agents, agent } = command {
+        return nats_auth(&out, agents.into_iter().chain(agent));
     }
     let db = open_db(db_path)?;
     let now = chrono::Utc::now();
@@ -294,7 +347,7 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
             }
             eprintln!("revoked {name}");
         }
-        Offline::Keygen { .. } => {}
+        Offline::Keygen { .. } | Offline::NatsAuth { .. } => {}
         Offline::Audit {
             action: AuditCmd::Verify,
         } => match db.verify_audit().map_err(|e| e.to_string())? {
@@ -405,7 +458,11 @@ async fn serve(args: Args) -> Result<(), String> {
             eprintln!("kanade-backend: WARNING: no --signing-key: commands go out unsigned (enforcing agents refuse them)");
         }
     }
-    let transport = open_transport(&args.transport).await?;
+    let nkey = match &args.nats_nkey {
+        Some(path) => Some(read_secret(path, "NKey seed")?.trim().to_owned()),
+        None => None,
+    };
+    let transport = open_transport(&args.transport, nkey).await?;
     let backend = Backend::open(transport, settings)
         .await
         .map_err(|e| e.to_string())?;

@@ -43,6 +43,16 @@ struct Args {
     /// one per agent; mode 0600).
     #[arg(long, env = "KANADE_NATS_NKEY")]
     nats_nkey: Option<PathBuf>,
+    /// CA certificate (PEM) the NATS servers' certificates chain to; with
+    /// it, TLS is required.
+    #[arg(long, env = "KANADE_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients.
+    #[arg(long, env = "KANADE_NATS_CERT", requires = "nats_key")]
+    nats_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "KANADE_NATS_KEY", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
     /// The command-key ring (JSON array of {kid, public_key, label?,
     /// max_age_secs?}; must not be writable by group or others).
     #[arg(long)]
@@ -101,6 +111,7 @@ fn read_seed(path: &std::path::Path) -> Result<String, String> {
 async fn open_transport(
     spec: &str,
     nkey: Option<String>,
+    tls: kanade_transport_nats::TlsOptions,
 ) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
     let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-agent".into());
@@ -108,6 +119,7 @@ async fn open_transport(
         if let Some(seed) = nkey {
             options.auth = kanade_transport_nats::Auth::NKey(seed);
         }
+        options.tls = tls;
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -183,7 +195,12 @@ async fn run(args: Args) -> Result<(), String> {
         Some(path) => Some(read_seed(path)?),
         None => None,
     };
-    let (transport, connected) = open_transport(&transport_spec, nkey).await?;
+    let tls = kanade_transport_nats::TlsOptions {
+        required: args.nats_ca.is_some() || args.nats_cert.is_some(),
+        root_certificates: args.nats_ca.clone(),
+        client_certificate: args.nats_cert.clone().zip(args.nats_key.clone()),
+    };
+    let (transport, connected) = open_transport(&transport_spec, nkey, tls).await?;
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
     settings.groups = groups;
     settings.replay = !args.no_replay && file.replay.unwrap_or(true);

@@ -31,6 +31,12 @@ struct Args {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: String,
+    /// Serve the API over TLS with this certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The TLS certificate's private key (PEM; mode 0600).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// OIDC issuer settings (TOML: issuer, audience, jwks_file or jwks_url,
     /// role_claim, role_map, scopes_claim).
     #[arg(long)]
@@ -39,6 +45,16 @@ struct Args {
     /// it; mode 0600).
     #[arg(long, env = "KANADE_NATS_NKEY")]
     nats_nkey: Option<PathBuf>,
+    /// CA certificate (PEM) the NATS servers' certificates chain to; with
+    /// it, TLS is required.
+    #[arg(long, env = "KANADE_NATS_CA")]
+    nats_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for NATS servers that verify clients.
+    #[arg(long, env = "KANADE_NATS_CERT", requires = "nats_key")]
+    nats_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "KANADE_NATS_KEY", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
     /// The Ed25519 key commands and kills are signed with (a file
     /// `kanade-backend keygen` wrote; mode 0600). Without it they go out
     /// unsigned and enforcing agents refuse them.
@@ -144,12 +160,17 @@ enum AuditCmd {
     Verify,
 }
 
-async fn open_transport(spec: &str, nkey: Option<String>) -> Result<Arc<dyn Transport>, String> {
+async fn open_transport(
+    spec: &str,
+    nkey: Option<String>,
+    tls: kanade_transport_nats::TlsOptions,
+) -> Result<Arc<dyn Transport>, String> {
     let opened = kanade_transport_nats::open_with(spec, |options| {
         options.name = Some("kanade-backend".into());
         if let Some(seed) = nkey {
             options.auth = kanade_transport_nats::Auth::NKey(seed);
         }
+        options.tls = tls;
     })
     .await
     .map_err(|e| e.to_string())?;
@@ -369,6 +390,75 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A TLS acceptor for the API from PEM files (rustls, ring).
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!(
+            "TLS certificate {}: no certificate in it",
+            cert.display()
+        ));
+    }
+    let key_pem = read_secret(key, "TLS key")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("TLS certificate and key: {e}"))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves `app` over TLS until Ctrl-C: one task per connection, the peer
+/// address handed to the guard as `ConnectInfo`. A failed handshake only
+/// ends that connection.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> Result<(), String> {
+    use axum::extract::ConnectInfo;
+    let shutdown = tokio::signal::ctrl_c();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept: {e}");
+                    continue;
+                }
+            },
+        };
+        let acceptor = acceptor.clone();
+        let service = app.clone().layer(axum::Extension(ConnectInfo(peer)));
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(%peer, "connection: {e}");
+            }
+        });
+    }
+}
+
 /// An audit entry for an offline change (actor `kanade-backend`, source
 /// `cli` on this host).
 fn offline_entry(
@@ -462,15 +552,28 @@ async fn serve(args: Args) -> Result<(), String> {
         Some(path) => Some(read_secret(path, "NKey seed")?.trim().to_owned()),
         None => None,
     };
-    let transport = open_transport(&args.transport, nkey).await?;
+    let tls = kanade_transport_nats::TlsOptions {
+        required: args.nats_ca.is_some() || args.nats_cert.is_some(),
+        root_certificates: args.nats_ca.clone(),
+        client_certificate: args.nats_cert.clone().zip(args.nats_key.clone()),
+    };
+    let transport = open_transport(&args.transport, nkey, tls).await?;
     let backend = Backend::open(transport, settings)
         .await
         .map_err(|e| e.to_string())?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+        _ => None,
+    };
+    if tls.is_none() && !listen.ip().is_loopback() {
+        tracing::warn!(%listen, "the API is served without TLS: bearer tokens cross the network in clear (use --tls-cert/--tls-key)");
+    }
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("listening on {listen}: {e}"))?;
     eprintln!(
-        "kanade-backend: API on http://{}",
+        "kanade-backend: API on {}://{}",
+        if tls.is_some() { "https" } else { "http" },
         listener.local_addr().map_err(|e| e.to_string())?
     );
     let projectors = tokio::spawn(backend.clone().run(std::future::pending()));
@@ -481,15 +584,18 @@ async fn serve(args: Args) -> Result<(), String> {
         insecure_no_auth: args.insecure_no_auth,
     };
     let app = http::router_with(backend, auth);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    match tls {
+        Some(acceptor) => serve_tls(listener, app, acceptor).await?,
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())?,
+    }
     projectors.abort();
     scheduler.abort();
     Ok(())

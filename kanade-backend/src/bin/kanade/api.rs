@@ -12,16 +12,45 @@ pub struct Api {
 }
 
 impl Api {
-    pub fn new(base: &str, token: Option<String>) -> Self {
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .user_agent(concat!("kanade-cli/", env!("CARGO_PKG_VERSION")))
-            .build();
-        Self {
-            base: base.trim_end_matches('/').to_owned(),
-            agent: config.into(),
-            token,
+    /// A client of `base`; `ca` (PEM) replaces the public roots for an
+    /// `https://` backend whose certificate a private CA issued. A token is
+    /// never sent over plain HTTP to another host.
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        ca: Option<&std::path::Path>,
+    ) -> Result<Self, String> {
+        let base = base.trim_end_matches('/').to_owned();
+        if token.is_some() && base.starts_with("http://") && !is_loopback_url(&base) {
+            return Err(format!(
+                "refusing to send a bearer token over plain HTTP to {base}: serve the API with --tls-cert and use https://"
+            ));
         }
+        let mut config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .user_agent(concat!("kanade-cli/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("--ca {}: {e}", ca.display()))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
+                    _ => None,
+                })
+                .collect::<Vec<_>>();
+            if certs.is_empty() {
+                return Err(format!("--ca {}: no certificate in it", ca.display()));
+            }
+            config = config.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                    .build(),
+            );
+        }
+        Ok(Self {
+            base,
+            agent: config.build().into(),
+            token,
+        })
     }
 
     fn authorise<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
@@ -88,4 +117,25 @@ impl Api {
         let request = self.authorise(self.agent.delete(&format!("{}{path}", self.base)));
         self.decode(request.call())
     }
+}
+
+/// Whether an `http://` URL names this machine.
+fn is_loopback_url(url: &str) -> bool {
+    let host = url
+        .trim_start_matches("http://")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or_default();
+    let host = host.rsplit_once(':').map_or(host, |(h, port)| {
+        if port.chars().all(|c| c.is_ascii_digit()) {
+            h
+        } else {
+            host
+        }
+    });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }

@@ -32,6 +32,9 @@ struct Args {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// CA certificate (PEM) to trust for an https:// backend.
+    #[arg(long, env = "KANADE_CA", global = true)]
+    ca: Option<PathBuf>,
     /// Bearer token (else KANADE_TOKEN, else the file `kanade login` wrote).
     #[arg(long, env = "KANADE_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -289,7 +292,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Some(token) => Some(token),
         None => credentials::load()?,
     };
-    let api = Api::new(&args.server, token);
+    let api = Api::new(&args.server, token, args.ca.as_deref())?;
     if let Cmd::Audit {
         action,
         since,

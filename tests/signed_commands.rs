@@ -355,3 +355,43 @@ async fn a_pending_command_is_checked_again_when_the_agent_restarts_enforcing() 
         "{seen:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_use_of_a_break_glass_key_is_audited() {
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let dir = tempfile::tempdir().unwrap();
+    let key = CommandSigner::from_seed("emergency", [4; 32]).with_break_glass(true);
+    let file = CommandSigner::from_file_text(&key.to_file_text()).unwrap();
+    assert!(file.break_glass(), "the key file keeps the mark");
+    let mut settings = BackendSettings::new(dir.path().join("backend.db"));
+    settings.signer = Some(Arc::new(key));
+    let backend = Backend::open(transport, settings).await.unwrap();
+    backend
+        .apply_job(
+            "id: fix\nversion: 1\nexecute:\n  shell: sh\n  script: echo fix\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let all = Target {
+        all: true,
+        ..Target::default()
+    };
+    let exec = backend.exec("fix", &all).await.unwrap();
+    backend.kill(&exec.exec_id).await.unwrap();
+    let uses: Vec<_> = backend
+        .db()
+        .audit_events(None, None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "signature.break_glass")
+        .map(|e| e.target.unwrap_or_default())
+        .collect();
+    assert_eq!(
+        uses,
+        [
+            format!("execution {}", exec.exec_id),
+            format!("kill of execution {}", exec.exec_id)
+        ]
+    );
+}

@@ -153,15 +153,41 @@ impl Backend {
     }
 
     /// The signature headers for `body` published now (empty without a
-    /// signing key).
-    pub(super) fn signature_headers(&self, body: &[u8]) -> kanade_core::transport::Headers {
-        match &self.settings.signer {
-            Some(signer) => signer
-                .sign(body, self.now().timestamp_millis())
-                .into_iter()
-                .collect(),
-            None => kanade_core::transport::Headers::new(),
+    /// signing key). A break-glass key's every use is audited (`what`:
+    /// the command or kill it signs).
+    pub(super) async fn signature_headers(
+        &self,
+        body: &[u8],
+        what: &str,
+    ) -> kanade_core::transport::Headers {
+        let Some(signer) = &self.settings.signer else {
+            return kanade_core::transport::Headers::new();
+        };
+        let headers = signer
+            .sign(body, self.now().timestamp_millis())
+            .into_iter()
+            .collect();
+        if signer.break_glass() {
+            let source = kanade_core::wire::AuditSource {
+                ip: None,
+                kind: "backend".into(),
+            };
+            let mut entry = crate::audit::AuditDraft::new(
+                self.now(),
+                "backend",
+                source,
+                "signature.break_glass",
+                crate::audit::OUTCOME_OK,
+            );
+            entry.target = Some(what.to_owned());
+            entry.params = serde_json::json!({"kid": signer.kid()});
+            let db = self.db.clone();
+            if let Err(e) = self.run_db(move || db.append_audit(entry)).await {
+                tracing::error!("break-glass signature not audited: {e}");
+            }
+            tracing::warn!(kid = signer.kid(), what, "signed with the break-glass key");
         }
+        headers
     }
 
     /// The SQLite store.

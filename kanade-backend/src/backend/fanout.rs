@@ -234,7 +234,11 @@ impl Backend {
         }
         let payload = to_json_bytes("command", command)?;
         // Signed once: the same bytes and headers go to every subject.
-        let headers = self.signature_headers(&payload);
+        let what = format!(
+            "execution {}",
+            command.exec_id.as_deref().unwrap_or(&command.request_id)
+        );
+        let headers = self.signature_headers(&payload, &what).await;
         for subject in subjects_to {
             if let Err(e) = self
                 .log

@@ -52,7 +52,9 @@ impl Backend {
         // The body names the execution, so a signed kill cannot be moved
         // onto another execution's subject.
         let body = Bytes::from(exec_id.to_owned());
-        let headers = self.signature_headers(&body);
+        let headers = self
+            .signature_headers(&body, &format!("kill of execution {exec_id}"))
+            .await;
         self.log
             .publish(&subjects::kill(&token), headers, body)
             .await?;

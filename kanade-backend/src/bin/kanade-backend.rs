@@ -55,11 +55,12 @@ struct Args {
     /// The client certificate's key (PEM).
     #[arg(long, env = "KANADE_NATS_KEY", requires = "nats_cert")]
     nats_key: Option<PathBuf>,
-    /// The Ed25519 key commands and kills are signed with (a file
-    /// `kanade-backend keygen` wrote; mode 0600). Without it they go out
-    /// unsigned and enforcing agents refuse them.
-    #[arg(long, env = "KANADE_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
+    /// An Ed25519 key commands and kills are signed with (a file
+    /// `kanade-backend keygen` wrote; mode 0600). Repeat it during a
+    /// rotation: every key is checked, the newest file signs. Without one
+    /// they go out unsigned and enforcing agents refuse them.
+    #[arg(long, env = "KANADE_SIGNING_KEY", value_delimiter = ',')]
+    signing_key: Vec<PathBuf>,
     /// Accept every API call without a credential, as an admin. Only with a
     /// loopback --listen, for demos; calls are still audited.
     #[arg(long)]
@@ -96,10 +97,14 @@ enum Offline {
         /// A label for the ring entry.
         #[arg(long)]
         label: Option<String>,
-        /// Agents refuse signatures older than this (`90d`; a break-glass
-        /// key should have a short one).
+        /// Agents refuse signatures older than this (`7d`; a break-glass
+        /// key needs a short one).
         #[arg(long, value_parser = humantime::parse_duration)]
         max_age: Option<std::time::Duration>,
+        /// An emergency key: every command or kill it signs is audited.
+        /// Needs --max-age.
+        #[arg(long, requires = "max_age")]
+        break_glass: bool,
     },
     /// Generate NATS NKey identities (backend + one per agent; seeds
     /// `DIR/<name>.nk`, mode 0600, never overwritten) and the server's
@@ -192,10 +197,13 @@ fn keygen(
     kid: Option<String>,
     label: Option<String>,
     max_age: Option<std::time::Duration>,
+    break_glass: bool,
 ) -> Result<ExitCode, String> {
     use std::io::Write;
     let kid = kid.unwrap_or_else(|| format!("k-{}", chrono::Utc::now().format("%Y%m%d")));
-    let signer = CommandSigner::generate(kid).map_err(|e| e.to_string())?;
+    let signer = CommandSigner::generate(kid)
+        .map_err(|e| e.to_string())?
+        .with_break_glass(break_glass);
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -265,6 +273,23 @@ fn read_secret(path: &Path, what: &str) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
+/// Loads every listed signing key (each must read) and returns the one
+/// whose file is newest: during a rotation the old and new keys are both
+/// listed, and the new one signs.
+fn newest_signer(paths: &[PathBuf]) -> Result<Option<CommandSigner>, String> {
+    let mut newest: Option<(std::time::SystemTime, CommandSigner)> = None;
+    for path in paths {
+        let signer = load_signer(path)?;
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(|e| format!("signing key {}: {e}", path.display()))?;
+        if newest.as_ref().is_none_or(|(at, _)| modified >= *at) {
+            newest = Some((modified, signer));
+        }
+    }
+    Ok(newest.map(|(_, signer)| signer))
+}
+
 /// Reads the signing key, refusing a file others can read.
 fn load_signer(path: &Path) -> Result<CommandSigner, String> {
     let text = read_secret(path, "signing key")?;
@@ -277,9 +302,10 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
         kid,
         label,
         max_age,
+        break_glass,
     } = command
     {
-        return keygen(&out, kid, label, max_age);
+        return keygen(&out, kid, label, max_age, break_glass);
     }
     if let Offline::NatsAuth { out, agents, agent } = command {
         return nats_auth(&out, agents.into_iter().chain(agent));
@@ -535,9 +561,14 @@ async fn serve(args: Args) -> Result<(), String> {
         }
     }
     let mut settings = BackendSettings::new(&args.db);
-    match &args.signing_key {
-        Some(path) => {
-            let signer = load_signer(path)?;
+    match newest_signer(&args.signing_key)? {
+        Some(signer) => {
+            if signer.break_glass() {
+                tracing::warn!(
+                    kid = signer.kid(),
+                    "signing with the BREAK-GLASS key: every use is audited"
+                );
+            }
             tracing::info!(kid = signer.kid(), "signing commands and kills");
             settings.signer = Some(Arc::new(signer));
         }

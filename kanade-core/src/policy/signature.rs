@@ -226,6 +226,8 @@ impl KeyRing {
 struct SignerFile {
     kid: String,
     secret_key: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    break_glass: bool,
 }
 
 /// A private signing key with its kid. The key file is JSON
@@ -236,6 +238,7 @@ struct SignerFile {
 pub struct CommandSigner {
     kid: String,
     key: SigningKey,
+    break_glass: bool,
 }
 
 impl fmt::Debug for CommandSigner {
@@ -267,6 +270,7 @@ impl CommandSigner {
         Self {
             kid: kid.into(),
             key: SigningKey::from_bytes(&seed),
+            break_glass: false,
         }
     }
 
@@ -276,7 +280,7 @@ impl CommandSigner {
             serde_json::from_str(text).map_err(|e| RingError::Json(e.to_string()))?;
         check_kid(&file.kid)?;
         let seed = decode_32(&file.kid, &file.secret_key)?;
-        Ok(Self::from_seed(file.kid, seed))
+        Ok(Self::from_seed(file.kid, seed).with_break_glass(file.break_glass))
     }
 
     /// The key file text (pretty JSON). It holds the secret: write it with
@@ -285,9 +289,23 @@ impl CommandSigner {
         let file = SignerFile {
             kid: self.kid.clone(),
             secret_key: STANDARD.encode(self.key.to_bytes()),
+            break_glass: self.break_glass,
         };
         // Serialising two strings cannot fail.
         serde_json::to_string_pretty(&file).unwrap_or_default() + "\n"
+    }
+
+    /// Marks (or unmarks) this as a break-glass key: one kept for
+    /// emergencies, with a short `max_age` in the rings, whose every use
+    /// the backend audits. Stored in the key file (`"break_glass": true`).
+    pub fn with_break_glass(mut self, break_glass: bool) -> Self {
+        self.break_glass = break_glass;
+        self
+    }
+
+    /// Whether this is a break-glass key.
+    pub fn break_glass(&self) -> bool {
+        self.break_glass
     }
 
     /// The key id.

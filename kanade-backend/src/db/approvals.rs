@@ -6,7 +6,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::audit::append_audit_in;
 use super::core::{Db, DbError};
 use super::executions::ExecutionRow;
 use crate::approval::ApprovalRule;
@@ -149,17 +148,7 @@ impl Db {
         } else {
             false
         };
-        let audited = match (inserted, audit) {
-            (true, Some(draft)) => {
-                append_audit_in(&tx, draft)?;
-                true
-            }
-            _ => false,
-        };
-        tx.commit()?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, inserted, audit)?;
         Ok((inserted, moved))
     }
 
@@ -211,17 +200,7 @@ impl Db {
                 params![exec_id, who, reason, now.to_rfc3339()],
             )?;
         }
-        let audited = match (moved, audit) {
-            (true, Some(draft)) => {
-                append_audit_in(&tx, draft)?;
-                true
-            }
-            _ => false,
-        };
-        tx.commit()?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, moved, audit)?;
         Ok(moved)
     }
 }

@@ -8,7 +8,6 @@ use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use super::approvals::AWAITING_APPROVAL;
-use super::audit::append_audit_in;
 use super::core::{Db, DbError};
 use crate::approval::ApprovalRule;
 use crate::audit::AuditDraft;
@@ -185,17 +184,7 @@ impl Db {
                 "UPDATE schedule_approvals SET status = ?3 WHERE schedule_id = ?1 AND version = ?2 AND status = ?4",
                 params![schedule_id, version, APPROVED, AWAITING_APPROVAL],
             )? == 1;
-        let audited = match (inserted, audit) {
-            (true, Some(draft)) => {
-                append_audit_in(&tx, draft)?;
-                true
-            }
-            _ => false,
-        };
-        tx.commit()?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, inserted, audit)?;
         Ok((inserted, approved))
     }
 
@@ -214,17 +203,7 @@ impl Db {
             "UPDATE schedule_approvals SET status = ?3 WHERE schedule_id = ?1 AND version = ?2 AND status = ?4",
             params![schedule_id, version, status, AWAITING_APPROVAL],
         )? == 1;
-        let audited = match (moved, audit) {
-            (true, Some(draft)) => {
-                append_audit_in(&tx, draft)?;
-                true
-            }
-            _ => false,
-        };
-        tx.commit()?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, moved, audit)?;
         Ok(moved)
     }
 

@@ -14,7 +14,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::audit::append_audit_in;
 use super::core::{Db, DbError};
 use crate::audit::AuditDraft;
 use crate::auth::{CredentialKind, Principal, Role, Scopes};
@@ -207,14 +206,7 @@ impl Db {
             ],
         )
         .map_err(DbError::from)?;
-        let audited = audit.is_some();
-        if let Some(draft) = audit {
-            append_audit_in(&tx, draft)?;
-        }
-        tx.commit().map_err(DbError::from)?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, true, audit)?;
         Ok((row, format!("{TOKEN_PREFIX}{id}_{secret}")))
     }
 
@@ -261,17 +253,7 @@ impl Db {
             "UPDATE api_tokens SET revoked = 1 WHERE name = ?1 OR id = ?1",
             [name_or_id],
         )? > 0;
-        let audited = match (changed, audit) {
-            (true, Some(draft)) => {
-                append_audit_in(&tx, draft)?;
-                true
-            }
-            _ => false,
-        };
-        tx.commit()?;
-        if audited {
-            self.notify_audit_appended();
-        }
+        self.commit_audited(tx, changed, audit)?;
         Ok(changed)
     }
 

@@ -14,9 +14,14 @@ use kanade_backend::auth::{Role, Scopes};
 use kanade_backend::db::{Db, NewToken};
 use kanade_backend::http::ApiAuth;
 use kanade_backend::{http, Backend, BackendSettings};
-use kanade_core::policy::signature::CommandSigner;
 use kanade_core::transport::Transport;
 use kanade_transport_nats::provision::provision;
+
+mod keys;
+mod tls;
+
+use keys::{keygen, newest_signer, read_secret};
+use tls::{serve_tls, tls_acceptor};
 
 /// Runs the kanade backend.
 #[derive(Debug, Parser)]
@@ -190,45 +195,6 @@ fn open_db(path: &Path) -> Result<Db, String> {
     Db::open(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// Writes a new signing key to `out` (0600, never over an existing file)
-/// and prints its ring entry.
-fn keygen(
-    out: &Path,
-    kid: Option<String>,
-    label: Option<String>,
-    max_age: Option<std::time::Duration>,
-    break_glass: bool,
-) -> Result<ExitCode, String> {
-    use std::io::Write;
-    let kid = kid.unwrap_or_else(|| format!("k-{}", chrono::Utc::now().format("%Y%m%d")));
-    let signer = CommandSigner::generate(kid)
-        .map_err(|e| e.to_string())?
-        .with_break_glass(break_glass);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(out)
-        .map_err(|e| format!("{}: {e} (keygen never overwrites a key)", out.display()))?;
-    file.write_all(signer.to_file_text().as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("{}: {e}", out.display()))?;
-    let entry = signer.ring_entry(label, max_age.map(|d| d.as_secs()));
-    eprintln!(
-        "wrote the private key {} (mode 0600); add this entry to the agents' key ring:",
-        out.display()
-    );
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&entry).map_err(|e| e.to_string())?
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `nats-auth`: seeds for the backend and `agents`, and the server's
 /// authorization block.
 fn nats_auth(out: &Path, agents: impl Iterator<Item = String>) -> Result<ExitCode, String> {
@@ -251,49 +217,6 @@ fn nats_auth(out: &Path, agents: impl Iterator<Item = String>) -> Result<ExitCod
     );
     println!("{}", made.authorization.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// Reads a file holding a secret, refusing one others can read.
-fn read_secret(path: &Path, what: &str) -> Result<String, String> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| format!("{what} {}: {e}", path.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            return Err(format!(
-                "{what} {} is readable by others (mode {:o}): chmod 600 it",
-                path.display(),
-                mode & 0o777
-            ));
-        }
-    }
-    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
-}
-
-/// Loads every listed signing key (each must read) and returns the one
-/// whose file is newest: during a rotation the old and new keys are both
-/// listed, and the new one signs.
-fn newest_signer(paths: &[PathBuf]) -> Result<Option<CommandSigner>, String> {
-    let mut newest: Option<(std::time::SystemTime, CommandSigner)> = None;
-    for path in paths {
-        let signer = load_signer(path)?;
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(|e| format!("signing key {}: {e}", path.display()))?;
-        if newest.as_ref().is_none_or(|(at, _)| modified >= *at) {
-            newest = Some((modified, signer));
-        }
-    }
-    Ok(newest.map(|(_, signer)| signer))
-}
-
-/// Reads the signing key, refusing a file others can read.
-fn load_signer(path: &Path) -> Result<CommandSigner, String> {
-    let text = read_secret(path, "signing key")?;
-    CommandSigner::from_file_text(&text).map_err(|e| format!("signing key {}: {e}", path.display()))
 }
 
 fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
@@ -414,75 +337,6 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
         },
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A TLS acceptor for the API from PEM files (rustls, ring).
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("TLS certificate {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!(
-            "TLS certificate {}: no certificate in it",
-            cert.display()
-        ));
-    }
-    let key_pem = read_secret(key, "TLS key")?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| format!("TLS key {}: {e}", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("TLS certificate and key: {e}"))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Serves `app` over TLS until Ctrl-C: one task per connection, the peer
-/// address handed to the guard as `ConnectInfo`. A failed handshake only
-/// ends that connection.
-async fn serve_tls(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    acceptor: tokio_rustls::TlsAcceptor,
-) -> Result<(), String> {
-    use axum::extract::ConnectInfo;
-    let shutdown = tokio::signal::ctrl_c();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept: {e}");
-                    continue;
-                }
-            },
-        };
-        let acceptor = acceptor.clone();
-        let service = app.clone().layer(axum::Extension(ConnectInfo(peer)));
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(stream).await {
-                Ok(tls) => tls,
-                Err(e) => {
-                    tracing::debug!(%peer, "TLS handshake failed: {e}");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, "connection: {e}");
-            }
-        });
-    }
 }
 
 /// An audit entry for an offline change (actor `kanade-backend`, source

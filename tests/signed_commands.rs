@@ -187,7 +187,7 @@ async fn an_enforcing_agent_runs_only_what_verifies() {
         serde_json::to_string(&[other.ring_entry(None, None)]).unwrap(),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
     let late = command("r-removed", "echo x");
     host.send(&late, signed(&key, &late, now_ms())).await;
     let result = host.result().await;
@@ -219,6 +219,12 @@ async fn kills_must_be_signed_on_an_enforcing_agent_and_the_backend_signs() {
         )
         .await
         .unwrap();
+    let mut started = host
+        .transport
+        .messages()
+        .subscribe("events.started.>")
+        .await
+        .unwrap();
     let exec = backend
         .exec(
             "long",
@@ -229,7 +235,11 @@ async fn kills_must_be_signed_on_an_enforcing_agent_and_the_backend_signs() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The run has started (its kill switch is armed).
+    tokio::time::timeout(Duration::from_secs(20), started.next())
+        .await
+        .expect("a start event")
+        .unwrap();
     // An unsigned kill from anyone on the broker is ignored...
     host.transport
         .messages()
@@ -240,7 +250,12 @@ async fn kills_must_be_signed_on_an_enforcing_agent_and_the_backend_signs() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), host.results.next())
+            .await
+            .is_err(),
+        "the unsigned kill was ignored: the run goes on"
+    );
     // ...the backend's signed kill stops the run.
     backend.kill(&exec.exec_id).await.unwrap();
     let result = host.result().await;
@@ -293,14 +308,14 @@ async fn a_pending_command_is_checked_again_when_the_agent_restarts_enforcing() 
             AgentSettings::new(SubjectToken::pc("pc-1").unwrap(), dir.path().join("state"));
         settings.inventory = false;
         settings.replay = false;
-        settings.default_concurrency = Some(1);
+        settings.jitter_seed = Some(7);
         settings.trust.mode = mode;
         settings.trust.ring =
             Some(KeyRing::from_entries(vec![key.ring_entry(None, None)]).unwrap());
         settings
     };
-    // Not enforcing: one command holds the only slot, the next one waits
-    // admitted (pending) in the ledger.
+    // Not enforcing: an unsigned command with a day of jitter is admitted
+    // and waits (pending) in the ledger.
     let agent = Agent::builder(settings(SignatureMode::Off), transport.clone())
         .build()
         .unwrap();
@@ -308,19 +323,18 @@ async fn a_pending_command_is_checked_again_when_the_agent_restarts_enforcing() 
     let task = tokio::spawn(async move { running.run(std::future::pending()).await });
     let mut results = transport.messages().subscribe("results.>").await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    for (request, script) in [("busy", "sleep 30"), ("waiting", "echo unsigned-ran")] {
-        transport
-            .messages()
-            .publish(
-                "commands.pc.pc-1",
-                Headers::new(),
-                Bytes::from(serde_json::to_vec(&command(request, script)).unwrap()),
-            )
-            .await
-            .unwrap();
-        // `busy` takes the slot before `waiting` arrives.
-        tokio::time::sleep(Duration::from_millis(600)).await;
-    }
+    let mut waiting = command("waiting", "echo unsigned-ran");
+    waiting.jitter_secs = Some(86_400);
+    transport
+        .messages()
+        .publish(
+            "commands.pc.pc-1",
+            Headers::new(),
+            Bytes::from(serde_json::to_vec(&waiting).unwrap()),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     agent.halt();
     task.abort();
     let _ = task.await;
@@ -330,29 +344,21 @@ async fn a_pending_command_is_checked_again_when_the_agent_restarts_enforcing() 
         .build()
         .unwrap();
     tokio::spawn(async move { agent.run(std::future::pending()).await });
-    let mut seen = Vec::new();
-    while seen.len() < 2 {
-        let message = tokio::time::timeout(Duration::from_secs(20), results.next())
-            .await
-            .expect("results after the restart")
-            .unwrap();
-        let result: ExecResult = serde_json::from_slice(&message.payload).unwrap();
-        seen.push((
-            result.request_id.clone(),
-            result.exit_code,
-            result.stderr.clone(),
-        ));
-    }
-    seen.sort();
-    assert_eq!((seen[0].0.as_str(), seen[0].1), ("busy", 121), "{seen:?}");
+    let message = tokio::time::timeout(Duration::from_secs(20), results.next())
+        .await
+        .expect("a result after the restart")
+        .unwrap();
+    let result: ExecResult = serde_json::from_slice(&message.payload).unwrap();
     assert_eq!(
-        (seen[1].0.as_str(), seen[1].1),
+        (result.request_id.as_str(), result.exit_code),
         ("waiting", 123),
-        "{seen:?}"
+        "{result:?}"
     );
     assert!(
-        seen[1].2.starts_with("refused: the command is not signed"),
-        "{seen:?}"
+        result
+            .stderr
+            .starts_with("refused: the command is not signed"),
+        "{result:?}"
     );
 }
 

@@ -417,3 +417,52 @@ async fn a_command_received_after_its_starting_deadline_is_skipped_with_125() {
     );
     running.abort();
 }
+
+/// Case 10 of the reliability issue: a freeze or a disabled schedule also
+/// holds rollout waves that come due; they go out when lifted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_10_waves_wait_out_a_freeze_and_a_disable() {
+    for hold in ["freeze", "disable"] {
+        let s = setup().await;
+        s.online(&["pc-1", "pc-2"]);
+        let groups = s
+            .transport
+            .key_value(kanade::core::transport::KvConfig::new("agent_groups"))
+            .await
+            .unwrap();
+        groups
+            .put("pc-1", bytes::Bytes::from(r#"{"groups":["canary"]}"#))
+            .await
+            .unwrap();
+        groups
+            .put("pc-2", bytes::Bytes::from(r#"{"groups":["rest"]}"#))
+            .await
+            .unwrap();
+        s.schedule(
+            "id: wave\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  groups: [canary, rest]\nrollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: rest\n      delay: 1h\n",
+        )
+        .await;
+        let mut sub = commands(&s.transport).await;
+        assert_eq!(s.tick().await.len(), 1, "{hold}: the first wave");
+        assert_eq!(next_command(&mut sub).await.0, "commands.group.canary");
+        match hold {
+            "freeze" => s.backend.db().set_freeze(None, Some("incident")).unwrap(),
+            _ => {
+                s.backend.set_schedule_enabled("wave", false).await.unwrap();
+            }
+        }
+        s.set("2026-06-01T10:30:00Z");
+        assert!(s.tick().await.is_empty(), "{hold}: the due wave is held");
+        match hold {
+            "freeze" => s.backend.db().clear_freeze().unwrap(),
+            _ => {
+                s.backend.set_schedule_enabled("wave", true).await.unwrap();
+            }
+        }
+        s.set("2026-06-01T10:31:00Z");
+        assert_eq!(s.tick().await.len(), 1, "{hold}: lifted, the wave goes out");
+        assert_eq!(next_command(&mut sub).await.0, "commands.group.rest");
+        s.set("2026-06-01T12:00:00Z");
+        assert!(s.tick().await.is_empty(), "{hold}: once");
+    }
+}

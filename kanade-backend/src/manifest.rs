@@ -232,6 +232,32 @@ fn yes() -> bool {
 /// The 1-based line of the key at `path` (e.g. `["execute", "timeout"]`),
 /// found by indentation.
 pub fn line_of(text: &str, path: &[&str]) -> Option<usize> {
+    block_line_of(text, path).or_else(|| flow_line_of(text, path))
+}
+
+/// A key inside flow-style YAML (`execute: { shell: sh, timeout: soon }`):
+/// the first line after the top key's line where `key:` stands after `{`,
+/// `,` or a blank; else the deepest ancestor's line. Every manifest error
+/// names a line, whatever the YAML style.
+fn flow_line_of(text: &str, path: &[&str]) -> Option<usize> {
+    let (top, rest) = path.split_first()?;
+    let start = block_line_of(text, &[top])?;
+    let mut found = start;
+    for key in rest {
+        match text
+            .lines()
+            .enumerate()
+            .skip(found - 1)
+            .find(|(_, line)| has_key(line, key))
+        {
+            Some((index, _)) => found = index + 1,
+            None => break,
+        }
+    }
+    Some(found)
+}
+
+fn block_line_of(text: &str, path: &[&str]) -> Option<usize> {
     let mut depth_indent: Option<usize> = None;
     let mut level = 0;
     for (number, line) in text.lines().enumerate() {
@@ -307,6 +333,59 @@ impl Problems<'_> {
     }
 }
 
+/// Refuses a manifest with a duplicate key anywhere, nested and free-form
+/// fields (`when:`, `check:`) included: a YAML mapping read as a generic
+/// value keeps every key and rejects a second one with its line, where a
+/// typed read of a free-form field would silently keep the last.
+fn refuse_duplicate_keys(text: &str) -> Result<(), ManifestErrors> {
+    let Err(error) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) else {
+        return Ok(());
+    };
+    let mut errors = parse_error(text, error);
+    // The parser points at the mapping; point at the second occurrence of
+    // the key, where the duplicate is.
+    for e in &mut errors.errors {
+        let Some(key) = e
+            .message
+            .split("duplicate entry with key \"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        else {
+            continue;
+        };
+        let from = e.line.unwrap_or(1);
+        if let Some(second) = text
+            .lines()
+            .enumerate()
+            .skip(from.saturating_sub(1))
+            .filter(|(_, line)| has_key(line, key))
+            .map(|(index, line)| (index, line.matches(&format!("{key}:")).count()))
+            .scan(0, |seen, (index, count)| {
+                *seen += count;
+                Some((index, *seen))
+            })
+            .find(|(_, seen)| *seen >= 2)
+            .map(|(index, _)| index + 1)
+        {
+            e.line = Some(second);
+        }
+    }
+    Err(errors)
+}
+
+/// Whether `line` has `key:` as a key (at its start, or after `{`, `,` or
+/// a blank, as in flow style).
+fn has_key(line: &str, key: &str) -> bool {
+    let needle = format!("{key}:");
+    line.match_indices(&needle).any(|(at, _)| {
+        at == 0
+            || line[..at]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c == '{' || c == ',' || c.is_whitespace())
+    })
+}
+
 fn parse_error(text: &str, error: serde_yaml_ng::Error) -> ManifestErrors {
     let line = error.location().map(|l| l.line());
     let message = error.to_string();
@@ -344,6 +423,7 @@ pub fn parse_job(
     text: &str,
     script_files: &BTreeMap<String, String>,
 ) -> Result<Job, ManifestErrors> {
+    refuse_duplicate_keys(text)?;
     let mut job: Job = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
     let mut p = Problems {
         text,
@@ -415,6 +495,7 @@ pub fn parse_job(
 
 /// Parses and validates a schedule.
 pub fn parse_schedule(text: &str) -> Result<Schedule, ManifestErrors> {
+    refuse_duplicate_keys(text)?;
     let schedule: Schedule = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
     let mut p = Problems {
         text,

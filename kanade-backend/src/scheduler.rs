@@ -73,7 +73,7 @@ impl Scheduler {
     pub async fn tick_once(&self) -> Result<Vec<String>, BackendError> {
         let now = (self.now)();
         let frozen = self.db(move |db| db.frozen(now)).await?;
-        let mut fired = self.fire_due_waves(now).await?;
+        let mut fired = self.fire_due_waves(now, frozen).await?;
         for schedule in self.backend.schedules().await? {
             match self.consider(&schedule, now, frozen).await {
                 Ok(Some(exec_id)) => fired.push(exec_id),
@@ -109,7 +109,19 @@ impl Scheduler {
 
     /// Fires the later waves whose delay has passed. A wave's execution id
     /// is fixed when it is planned, so a restart neither repeats nor drops it.
-    async fn fire_due_waves(&self, now: DateTime<Utc>) -> Result<Vec<String>, BackendError> {
+    ///
+    /// A fleet-wide freeze or a disabled schedule holds its due waves (the
+    /// rule of `schedule_blocked` for fires holds for waves too): they stay
+    /// planned and go out, late, once the freeze is lifted or the schedule
+    /// enabled again — the rollout's first waves already ran, so it is
+    /// finished rather than left half-done; a wave's `starting_deadline`
+    /// still counts from its planned time, so a wave held too long is
+    /// skipped by the agents with 125.
+    async fn fire_due_waves(
+        &self,
+        now: DateTime<Utc>,
+        frozen: bool,
+    ) -> Result<Vec<String>, BackendError> {
         let mut fired = Vec::new();
         for wave in self.db(move |db| db.due_waves(now)).await? {
             let schedule = match self.backend.schedule(&wave.schedule_id).await {
@@ -121,6 +133,16 @@ impl Scheduler {
                     continue;
                 }
             };
+            if frozen || !schedule.enabled {
+                tracing::debug!(
+                    schedule = schedule.id,
+                    wave = wave.wave,
+                    frozen,
+                    enabled = schedule.enabled,
+                    "wave held"
+                );
+                continue;
+            }
             let mut options = self.options(&schedule, wave.deadline_base);
             options.exec_id = Some(wave.exec_id.clone());
             let already = {

@@ -190,6 +190,12 @@ const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// One `days:` item as a cron day-of-week field: `mon`, `mon-fri`, `tue#2`
 /// (second Tuesday), `friL` (last Friday).
+///
+/// A range names days from its first to its last, forward through the
+/// week: it may end on Sunday (`sat-sun`, `mon-sun`) or wrap past it
+/// (`fri-mon` = Fri, Sat, Sun, Mon); it is spelled out as a list of day
+/// numbers, so no cron library's idea of range bounds can refuse it. A
+/// range from a day to itself is that day.
 pub fn day_field(item: &str) -> Result<String, WhenError> {
     let lower = item.trim().to_ascii_lowercase();
     let number = |name: &str| {
@@ -201,7 +207,12 @@ pub fn day_field(item: &str) -> Result<String, WhenError> {
             })
     };
     if let Some((from, to)) = lower.split_once('-') {
-        return Ok(format!("{}-{}", number(from)?, number(to)?));
+        let (from, to) = (number(from.trim())?, number(to.trim())?);
+        let span = (to + 7 - from) % 7;
+        return Ok((0..=span)
+            .map(|step| ((from + step) % 7).to_string())
+            .collect::<Vec<_>>()
+            .join(","));
     }
     if let Some((day, nth)) = lower.split_once('#') {
         let nth: u8 = nth.parse().map_err(|_| WhenError::NotAnNth {
@@ -306,7 +317,7 @@ mod tests {
     #[test]
     fn day_items_lower_to_cron_fields() {
         assert_eq!(day_field("mon").unwrap(), "1");
-        assert_eq!(day_field("mon-fri").unwrap(), "1-5");
+        assert_eq!(day_field("mon-fri").unwrap(), "1,2,3,4,5");
         assert_eq!(day_field("tue#2").unwrap(), "2#2");
         assert_eq!(day_field("friL").unwrap(), "5#L");
         assert!(day_field("funday").is_err());
@@ -314,10 +325,34 @@ mod tests {
     }
 
     #[test]
+    fn case_5_any_range_of_day_names_is_a_list_of_days() {
+        assert_eq!(day_field("sat-sun").unwrap(), "6,0");
+        assert_eq!(day_field("mon-sun").unwrap(), "1,2,3,4,5,6,0");
+        assert_eq!(day_field("sun-sat").unwrap(), "0,1,2,3,4,5,6");
+        assert_eq!(day_field("fri-mon").unwrap(), "5,6,0,1");
+        assert_eq!(day_field("Wed-Wed").unwrap(), "3");
+        assert_eq!(day_field(" sat - sun ").unwrap(), "6,0");
+        let err = day_field("sat-funday").unwrap_err().to_string();
+        assert!(
+            err.contains("sat-funday") && err.contains("funday"),
+            "{err}"
+        );
+        // Every range the rule accepts makes a pattern croner parses.
+        for from in DAYS {
+            for to in DAYS {
+                let (pattern, _) =
+                    calendar_pattern(&json!({"at": "09:00", "days": [format!("{from}-{to}")]}))
+                        .unwrap();
+                assert!(pattern.parse::<Cron>().is_ok(), "{from}-{to}: {pattern}");
+            }
+        }
+    }
+
+    #[test]
     fn calendar_forms_lower_to_patterns() {
         assert_eq!(
             calendar_pattern(&json!({"at": "09:05", "days": ["mon-fri"]})).unwrap(),
-            ("5 9 * * 1-5".into(), None)
+            ("5 9 * * 1,2,3,4,5".into(), None)
         );
         assert_eq!(
             calendar_pattern(&json!({"at": "2026-06-10 09:00"})).unwrap(),

@@ -154,3 +154,36 @@ fn schedule_errors_name_field_and_line() {
     assert!(message.contains("hourly"), "{message}");
     assert!(line.is_some());
 }
+
+/// Case 6 of the reliability issue: a duplicate key anywhere — top level,
+/// nested, inside free-form fields, in flow style — is refused with its line.
+#[test]
+fn case_6_duplicate_keys_are_refused_anywhere_with_their_line() {
+    let schedules = [
+        "id: s\njob_id: j\nwhen:\n  calendar:\n    at: \"09:00\"\n    at: \"10:00\"\n    days: [mon]\ntarget:\n  all: true\n",
+        "id: s\njob_id: j\nwhen: {calendar: {at: \"09:00\", at: \"10:00\", days: [mon]}}\ntarget:\n  all: true\n",
+        "id: s\njob_id: j\nwhen:\n  per_target: once\ntarget:\n  all: true\n  all: false\n",
+        "id: s\nid: t\njob_id: j\nwhen:\n  per_target: once\ntarget:\n  all: true\n",
+    ];
+    for text in schedules {
+        let err = parse_schedule(text).unwrap_err();
+        let first = &err.errors[0];
+        assert!(first.line.is_some(), "{text}: {first:?}");
+        assert!(first.message.contains("duplicate"), "{text}: {first:?}");
+    }
+    let job = "id: j\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  script: echo twice\n  timeout: 30s\n";
+    let err = parse_job(job, &Default::default()).unwrap_err();
+    assert_eq!(err.errors[0].line, Some(6), "{err:?}");
+}
+
+/// An error inside a flow-style mapping names its line too.
+#[test]
+fn flow_style_errors_name_their_line() {
+    let job = "id: j\nversion: 1\nexecute: { shell: sh, script: echo, timeout: soon }\n";
+    let err = parse_job(job, &Default::default()).unwrap_err();
+    assert_eq!(err.errors[0].line, Some(3), "{err:?}");
+    assert_eq!(err.errors[0].field, "execute.timeout");
+    let job = "id: j\nversion: 1\nexecute: {\n  shell: sh,\n  script: echo,\n  timeout: soon\n}\n";
+    let err = parse_job(job, &Default::default()).unwrap_err();
+    assert_eq!(err.errors[0].line, Some(6), "{err:?}");
+}

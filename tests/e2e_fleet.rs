@@ -370,3 +370,44 @@ async fn a_pin_holds_and_approval_jobs_wait_for_their_approvers() {
     let done = finished(backend, &waiting.exec_id).await;
     assert_eq!((done.succeeded, done.failed), (2, 0));
 }
+
+/// Case 3 of the reliability issue: output whose JSON is far larger than
+/// its bytes (control characters) overflows by its encoded size and
+/// reaches the backend whole; nothing is parked for its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn case_3_a_result_is_sized_by_its_encoding() {
+    let fleet = fleet().await;
+    let backend = &fleet.backend;
+    for (id, script, byte) in [
+        (
+            "escapes",
+            "head -c 200000 /dev/zero | tr '\\\\0' '\\\\033'",
+            0x1bu8,
+        ),
+        (
+            "quotes",
+            "head -c 200000 /dev/zero | tr '\\\\0' '\\\"'",
+            b'"',
+        ),
+    ] {
+        backend
+            .apply_job(
+                &format!("id: {id}\nversion: 1\nexecute:\n  shell: sh\n  script: \"{script}\"\n  timeout: 30s\n"),
+                &Default::default(),
+            )
+            .await
+            .unwrap();
+        let exec = backend.exec(id, &all()).await.unwrap();
+        let done = finished(backend, &exec.exec_id).await;
+        assert_eq!(done.succeeded, 2, "{id}: {done:?}");
+        for row in backend.db().results(&exec.exec_id).unwrap() {
+            assert_eq!(row.stdout.len(), 200_000, "{id}: the whole output arrived");
+            assert!(row.stdout.bytes().all(|b| b == byte), "{id}");
+        }
+    }
+    for pc in ["pc-a", "pc-b"] {
+        let stuck = fleet.dir.path().join(pc).join("outbox").join("stuck");
+        let parked = std::fs::read_dir(&stuck).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(parked, 0, "{pc}: nothing parked for its size");
+    }
+}

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use kanade_core::names::subjects::{self, OutputStream};
 use kanade_core::names::{SubjectToken, TokenKind, OBJECT_RESULT_OUTPUT};
-use kanade_core::policy::overflow::overflows;
+use kanade_core::policy::overflow::streams_to_overflow;
 use kanade_core::transport::ObjectStoreConfig;
 use kanade_core::wire::{Command, EventStarted, ExecResult};
 
@@ -79,12 +79,30 @@ pub(crate) async fn publish_result(
     mut result: ExecResult,
 ) {
     let pc = &inner.settings.pc_id;
+    // Decided on the encoded size against the transport's real limit (a
+    // margin kept for headers and the subject): every result fits.
+    let rest = {
+        let mut bare = result.clone();
+        bare.stdout.clear();
+        bare.stderr.clear();
+        serde_json::to_vec(&bare).map_or(4096, |v| v.len())
+    };
+    let max_payload = inner
+        .transport
+        .capabilities()
+        .max_payload_bytes
+        .saturating_sub(8 * 1024);
+    let (out, err) = streams_to_overflow(&result.stdout, &result.stderr, rest, max_payload);
     for stream in [OutputStream::Stdout, OutputStream::Stderr] {
+        let overflow = match stream {
+            OutputStream::Stdout => out,
+            OutputStream::Stderr => err,
+        };
         let text = match stream {
             OutputStream::Stdout => &mut result.stdout,
             OutputStream::Stderr => &mut result.stderr,
         };
-        if !overflows(text.len()) {
+        if !overflow {
             continue;
         }
         let key = subjects::result_output_key(request, pc, stream);

@@ -465,8 +465,14 @@ pub fn parse_job(
     }
     if let Some(script) = &job.execute.script {
         if script.len() > MAX_SCRIPT_BYTES {
+            // Point at the line that brought the script in.
+            let field = if job.execute.script_file.is_some() {
+                "script_file"
+            } else {
+                "script"
+            };
             p.add(
-                &["execute", "script"],
+                &["execute", field],
                 format!(
                     "script is {} bytes; at most {MAX_SCRIPT_BYTES} are allowed",
                     script.len()

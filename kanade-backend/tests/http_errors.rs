@@ -251,3 +251,43 @@ async fn bad_input_answers_4xx() {
     assert_eq!(body["details"][0]["field"], "execute.timeout");
     assert_eq!(body["details"][0]["line"], 6);
 }
+
+/// Case 8 of the reliability issue: every script the manifest rules accept
+/// can be uploaded (a large one, an escape-heavy one); one over the 4 MiB
+/// rule is refused by the manifest check naming its line, not by the HTTP
+/// layer.
+#[tokio::test]
+async fn case_8_every_script_the_rules_accept_can_be_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(
+        Arc::new(MemoryTransport::new()),
+        &dir.path().join("backend.db"),
+    )
+    .await;
+    let base = serve(backend).await;
+    let yaml =
+        "id: big\nversion: 1\nexecute:\n  shell: sh\n  script_file: big.sh\n  timeout: 30s\n";
+    let upload = |body: String| Send::Json(json!({"yaml": yaml, "script_files": {"big.sh": body}}));
+    for (what, body) in [
+        ("3.4 MB of text", "echo ok\n".repeat(3_420_000 / 8)),
+        ("3.9 MB of control bytes", "\u{1}".repeat(3_900_000)),
+    ] {
+        let (status, answer) = call("POST", format!("{base}/api/jobs"), upload(body)).await;
+        assert_eq!(status, 200, "{what}: {answer}");
+    }
+    let (status, answer) = call(
+        "POST",
+        format!("{base}/api/jobs"),
+        upload("x".repeat(4 * 1024 * 1024 + 1)),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["details"][0]["line"], 5, "{answer}");
+    assert!(
+        answer["details"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most"),
+        "{answer}"
+    );
+}

@@ -52,8 +52,10 @@ pub(super) struct GuardState {
     pub(super) auth: Arc<ApiAuth>,
 }
 
-/// Largest request body the guard reads (job uploads carry scripts).
-pub(super) const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// Largest request body read: a job upload carries its script (up to the
+/// manifest rule's 4 MiB), which JSON may grow up to six times (a control
+/// byte becomes `\u001b`), so every script the manifest rules accept fits.
+pub(super) const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// The caller's bearer credential, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {

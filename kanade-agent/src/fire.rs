@@ -93,6 +93,17 @@ pub(crate) fn kill_refusal(
     }
 }
 
+/// The outcome of a command killed while it waited for `what`: exit -1
+/// (a kill, as for a running command), not skipped, nothing spawned.
+fn killed_before_start(inner: &Inner, what: &str) -> crate::report::Outcome {
+    stopped(
+        inner,
+        exit_codes::KILLED_OR_TIMED_OUT,
+        false,
+        format!("kanade: killed before start (while waiting for {what}); nothing was run"),
+    )
+}
+
 /// The safety gates for `command` now.
 fn gates(inner: &Inner, command: &Command) -> GateDecision {
     let last_fresh_at = inner.last_fresh_at();
@@ -167,15 +178,45 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
         .unwrap_or_else(|| request.to_string());
     let (registration, mut kill) = KillRegistration::new(&inner, kill_key);
     let jitter = command.jitter_secs.unwrap_or(0);
+    // A kill that arrives while the command waits (jitter, a concurrency
+    // slot) stops it there: nothing is spawned.
     if jitter > 0 {
         let millis = inner
             .rng
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .u64(0..jitter * 1000);
-        tokio::time::sleep(Duration::from_millis(millis)).await;
+        let waited = tokio::select! {
+            biased;
+            _ = crate::runner::kill_requested(&mut kill) => false,
+            _ = tokio::time::sleep(Duration::from_millis(millis)) => true,
+        };
+        if !waited {
+            drop(registration);
+            return finish(
+                &inner,
+                &command,
+                &request,
+                killed_before_start(&inner, "its jitter"),
+            )
+            .await;
+        }
     }
-    let _permit = inner.limiter.acquire().await;
+    let permit = tokio::select! {
+        biased;
+        _ = crate::runner::kill_requested(&mut kill) => None,
+        permit = inner.limiter.acquire() => Some(permit),
+    };
+    if permit.is_none() || *kill.borrow() {
+        drop(registration);
+        return finish(
+            &inner,
+            &command,
+            &request,
+            killed_before_start(&inner, "a concurrency slot"),
+        )
+        .await;
+    }
     // Gates again: a revoke or deadline during the wait wins.
     if let GateDecision::Stop(stop) = gates(&inner, &command) {
         let outcome = stopped(

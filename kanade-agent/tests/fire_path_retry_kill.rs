@@ -216,7 +216,7 @@ async fn a_result_over_the_payload_limit_overflows_instead_of_sticking() {
     h.send("commands.all", &command("huge", "stdout=2000"))
         .await;
     h.send("commands.all", &command("small", "exit=0")).await;
-    let mut seen = vec![
+    let mut seen = [
         next_result(&mut results).await,
         next_result(&mut results).await,
     ];

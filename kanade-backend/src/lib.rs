@@ -27,7 +27,9 @@ pub mod manifest;
 pub mod nats_auth;
 pub mod schedule;
 pub mod scheduler;
+mod script_text;
 pub mod when;
+mod yaml_lines;
 
 pub use backend::{Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn};
 pub use scheduler::Scheduler;

@@ -187,3 +187,39 @@ fn flow_style_errors_name_their_line() {
     let err = parse_job(job, &Default::default()).unwrap_err();
     assert_eq!(err.errors[0].line, Some(6), "{err:?}");
 }
+
+/// Case 7 of the reliability issue: what editors save is made runnable or
+/// refused naming the file — a UTF-8 byte-order mark is dropped, Windows
+/// line endings become `\n` for sh and bash (PowerShell keeps them), and
+/// UTF-16 with a byte-order mark is decoded; other bytes are refused.
+#[test]
+fn case_7_editor_encodings_are_normalised_or_refused() {
+    use kanade_backend::manifest::decode_script_file;
+    let job = |shell: &str, body: &str| {
+        let yaml = format!(
+            "id: bom\nversion: 1\nexecute:\n  shell: {shell}\n  script_file: bom.sh\n  timeout: 30s\n"
+        );
+        let files = BTreeMap::from([("bom.sh".to_owned(), body.to_owned())]);
+        parse_job(&yaml, &files).unwrap().execute.script.unwrap()
+    };
+    assert_eq!(job("sh", "\u{feff}echo bom-ok\n"), "echo bom-ok\n");
+    assert_eq!(job("bash", "echo a\r\necho b\r\n"), "echo a\necho b\n");
+    assert_eq!(job("sh", "\u{feff}echo a\r\n"), "echo a\n");
+    assert_eq!(
+        job("powershell", "\u{feff}Write-Output a\r\n"),
+        "Write-Output a\r\n"
+    );
+    let utf8_bom = [&[0xEF, 0xBB, 0xBF][..], b"echo bom-ok\n"].concat();
+    assert_eq!(
+        decode_script_file("bom.sh", &utf8_bom).unwrap(),
+        "\u{feff}echo bom-ok\n"
+    );
+    let mut le = vec![0xFF, 0xFE];
+    le.extend("echo hi\n".encode_utf16().flat_map(u16::to_le_bytes));
+    assert_eq!(decode_script_file("w.ps1", &le).unwrap(), "echo hi\n");
+    let mut be = vec![0xFE, 0xFF];
+    be.extend("echo hi\n".encode_utf16().flat_map(u16::to_be_bytes));
+    assert_eq!(decode_script_file("w.ps1", &be).unwrap(), "echo hi\n");
+    let err = decode_script_file("latin1.sh", &[b'e', 0xE9, b'\n']).unwrap_err();
+    assert!(err.contains("latin1.sh") && err.contains("UTF-8"), "{err}");
+}

@@ -253,7 +253,10 @@ fn results_table(rows: &[ResultRow]) {
     }
 }
 
-fn script_files_next_to(manifest: &std::path::Path, yaml: &str) -> BTreeMap<String, String> {
+fn script_files_next_to(
+    manifest: &std::path::Path,
+    yaml: &str,
+) -> Result<BTreeMap<String, String>, String> {
     let mut files = BTreeMap::new();
     for line in yaml.lines() {
         if let Some(name) = line.trim().strip_prefix("script_file:") {
@@ -262,12 +265,17 @@ fn script_files_next_to(manifest: &std::path::Path, yaml: &str) -> BTreeMap<Stri
                 .parent()
                 .unwrap_or(std::path::Path::new("."))
                 .join(name);
-            if let Ok(body) = std::fs::read_to_string(&path) {
-                files.insert(name.to_owned(), body);
+            // A missing file is reported by the backend (naming the line);
+            // an unreadable encoding here, naming the file.
+            if let Ok(bytes) = std::fs::read(&path) {
+                files.insert(
+                    name.to_owned(),
+                    kanade_backend::manifest::decode_script_file(name, &bytes)?,
+                );
             }
         }
     }
-    files
+    Ok(files)
 }
 
 fn run(args: Args) -> Result<ExitCode, String> {
@@ -322,7 +330,7 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
             let yaml =
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let upload = JobUpload {
-                script_files: script_files_next_to(&file, &yaml),
+                script_files: script_files_next_to(&file, &yaml)?,
                 yaml,
             };
             let job: Job = api

@@ -13,17 +13,8 @@ use kanade::nats::provision::provision;
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::workspace_binary;
+use common::{workspace_binary, KillOnDrop};
 use kanade::nats::{NatsOptions, NatsTransport};
-
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_hi_round_trip_through_the_binary() {

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+mod common;
+use common::{finished, wait_for};
 use kanade::agent::{Agent, AgentSettings};
-use kanade::backend::db::ExecutionRow;
 use kanade::backend::manifest::Target;
 use kanade::backend::{Backend, BackendSettings};
 use kanade::core::names::SubjectToken;
@@ -62,7 +64,7 @@ async fn fleet_on(url: impl FnOnce(&std::path::Path) -> String) -> Fleet {
         backend_task,
         _agents: agents,
     };
-    wait_for(|| {
+    wait_for("both agents online", || {
         let db = fleet.backend.db().clone();
         async move {
             db.agents(chrono::Utc::now() - chrono::Duration::seconds(90))
@@ -73,36 +75,6 @@ async fn fleet_on(url: impl FnOnce(&std::path::Path) -> String) -> Fleet {
     })
     .await;
     fleet
-}
-
-async fn wait_for<F, Fut>(mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("condition not met within 15 s");
-}
-
-async fn finished(backend: &Backend, exec_id: &str) -> ExecutionRow {
-    let mut last = None;
-    for _ in 0..300 {
-        let row = backend.db().execution(exec_id).unwrap().unwrap();
-        if row.status == "completed" {
-            return row;
-        }
-        last = Some(row);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "execution not completed within 15 s: {last:?}; results {:?}",
-        backend.db().results(exec_id).unwrap()
-    );
 }
 
 fn all() -> Target {
@@ -263,7 +235,7 @@ async fn a_silent_run_is_reaped_and_a_late_result_replaces_it() {
     )
     .await
     .unwrap();
-    wait_for(|| {
+    wait_for("the reaper's result", || {
         let rows = backend.db().results(&exec.exec_id).unwrap();
         async move { rows.len() == 1 && rows[0].reaped }
     })
@@ -291,7 +263,7 @@ async fn a_silent_run_is_reaped_and_a_late_result_replaces_it() {
     )
     .await
     .unwrap();
-    wait_for(|| {
+    wait_for("the late result replacing the reaped one", || {
         let rows = backend.db().results(&exec.exec_id).unwrap();
         async move { rows.len() == 1 && !rows[0].reaped }
     })

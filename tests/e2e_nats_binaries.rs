@@ -3,30 +3,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::workspace_binary;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, workspace_binary, KillOnDrop};
 
 /// The admin token the test creates offline, for every CLI call.
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();

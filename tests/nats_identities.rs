@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+
+mod common;
+use common::{finished, wait_for};
 use kanade::agent::{Agent, AgentSettings};
-use kanade::backend::db::ExecutionRow;
 use kanade::backend::manifest::Target;
 use kanade::backend::nats_auth::{self, Identities};
 use kanade::backend::{Backend, BackendSettings};
@@ -263,36 +265,6 @@ async fn an_agent_identity_is_held_to_its_own_subjects() {
             .await
             .is_err(),
         "no forged heartbeat arrives"
-    );
-}
-
-async fn wait_for<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{what}: not within 15 s");
-}
-
-async fn finished(backend: &Backend, exec_id: &str) -> ExecutionRow {
-    let mut last = None;
-    for _ in 0..400 {
-        let row = backend.db().execution(exec_id).unwrap().unwrap();
-        if row.status == "completed" || row.status == "cancelled" {
-            return row;
-        }
-        last = Some(row);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "execution not completed within 20 s: {last:?}; results {:?}",
-        backend.db().results(exec_id).unwrap()
     );
 }
 

@@ -335,9 +335,9 @@ async fn in_flight_pcs_are_not_fired_again_and_max_concurrent_caps_a_round() {
     );
 }
 
-#[tokio::test]
-async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
-    let s = setup().await;
+/// pc-1 in `canary`, pc-2 in `rest`, both online, and a `wave` schedule
+/// rolling `job` out to canary first, then to rest an hour later.
+async fn two_wave_rollout(s: &Setup) {
     s.online(&["pc-1", "pc-2"]);
     let groups = s
         .transport
@@ -356,6 +356,12 @@ async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
         "id: wave\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  groups: [canary, rest]\nrollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: rest\n      delay: 1h\n",
     )
     .await;
+}
+
+#[tokio::test]
+async fn rollout_waves_go_out_after_their_delays_once_even_across_a_restart() {
+    let s = setup().await;
+    two_wave_rollout(&s).await;
     let mut sub = commands(&s.transport).await;
     assert_eq!(s.tick().await.len(), 1);
     assert_eq!(next_command(&mut sub).await.0, "commands.group.canary");
@@ -424,24 +430,7 @@ async fn a_command_received_after_its_starting_deadline_is_skipped_with_125() {
 async fn case_10_waves_wait_out_a_freeze_and_a_disable() {
     for hold in ["freeze", "disable"] {
         let s = setup().await;
-        s.online(&["pc-1", "pc-2"]);
-        let groups = s
-            .transport
-            .key_value(kanade::core::transport::KvConfig::new("agent_groups"))
-            .await
-            .unwrap();
-        groups
-            .put("pc-1", bytes::Bytes::from(r#"{"groups":["canary"]}"#))
-            .await
-            .unwrap();
-        groups
-            .put("pc-2", bytes::Bytes::from(r#"{"groups":["rest"]}"#))
-            .await
-            .unwrap();
-        s.schedule(
-            "id: wave\njob_id: job\nwhen:\n  per_target: once\ntarget:\n  groups: [canary, rest]\nrollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: rest\n      delay: 1h\n",
-        )
-        .await;
+        two_wave_rollout(&s).await;
         let mut sub = commands(&s.transport).await;
         assert_eq!(s.tick().await.len(), 1, "{hold}: the first wave");
         assert_eq!(next_command(&mut sub).await.0, "commands.group.canary");

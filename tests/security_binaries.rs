@@ -8,31 +8,14 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kanade::backend::http::routes::ROUTES;
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::workspace_binary;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{free_port, workspace_binary, KillOnDrop};
 
 fn backend_cmd(db: &Path, args: &[&str]) -> Output {
     Command::new(workspace_binary("kanade-backend"))

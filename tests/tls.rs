@@ -6,22 +6,13 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 
 mod common;
-use common::workspace_binary;
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{free_port, workspace_binary, KillOnDrop};
 
 /// A CA (its certificate PEM) and a server certificate for 127.0.0.1 and
 /// localhost signed by it (certificate and key PEM).
@@ -84,11 +75,7 @@ fn the_api_is_served_over_tls_to_clients_that_trust_its_ca() {
         .output()
         .unwrap();
     let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let _backend = KillOnDrop(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])

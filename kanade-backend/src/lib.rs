@@ -21,6 +21,8 @@ pub mod approval;
 pub mod audit;
 pub mod auth;
 mod backend;
+#[cfg(feature = "cli")]
+pub mod cli_args;
 pub mod db;
 pub mod http;
 pub mod manifest;

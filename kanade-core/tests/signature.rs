@@ -402,9 +402,12 @@ fn compute_vectors() -> Vec<Vector> {
         .collect()
 }
 
-/// `KANADE_REGEN_VECTORS=1 cargo nextest run -p kanade-core -E 'test(regenerate)' --run-ignored only`
+/// A maintenance tool, not a check (so CI skips it): rewrites the checked-in
+/// vectors file, which `signature_vectors_match` then holds every
+/// run to. `KANADE_REGEN_VECTORS=1 cargo nextest run -p kanade-core -E
+/// 'test(regenerate)' --run-ignored only`
 #[test]
-#[ignore = "rewrites the checked-in vectors"]
+#[ignore = "a tool that rewrites the checked-in vectors; the vectors test checks them"]
 fn regenerate_signature_vectors() {
     let text = serde_json::to_string_pretty(&compute_vectors()).unwrap() + "\n";
     if std::env::var_os("KANADE_REGEN_VECTORS").is_some() {

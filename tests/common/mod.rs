@@ -78,3 +78,58 @@ fn build_workspace(profile_dir: &Path) {
         .unwrap();
     assert!(status.success(), "building the workspace binaries failed");
 }
+
+/// A child process killed (and reaped) when the test lets go of it.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback port free right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` every 50 ms until it holds; fails naming `what` after 15 s.
+pub async fn wait_for<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..300 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within 15 s");
+}
+
+/// The execution once it is over (`completed` or `cancelled`); fails with
+/// its row and results after 20 s.
+pub async fn finished(
+    backend: &kanade::backend::Backend,
+    exec_id: &str,
+) -> kanade::backend::db::ExecutionRow {
+    let mut last = None;
+    for _ in 0..400 {
+        let row = backend.db().execution(exec_id).unwrap().unwrap();
+        if row.status == "completed" || row.status == "cancelled" {
+            return row;
+        }
+        last = Some(row);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!(
+        "execution not over within 20 s: {last:?}; results {:?}",
+        backend.db().results(exec_id).unwrap()
+    );
+}

@@ -15,6 +15,20 @@ use crate::auth::{CredentialKind, Denial, Principal};
 use crate::db::{ApprovalRequest, ExecutionRow, AWAITING_APPROVAL};
 
 impl Backend {
+    /// Who created `principal`'s API token (`None` for other credentials):
+    /// a requester may not approve through a token it minted.
+    pub(super) async fn token_creator_of(
+        &self,
+        principal: &Principal,
+    ) -> Result<Option<String>, BackendError> {
+        if principal.kind != CredentialKind::Token {
+            return Ok(None);
+        }
+        let db = self.db.clone();
+        let name = principal.name.clone();
+        self.run_db(move || db.token_creator(&name)).await
+    }
+
     /// Executions waiting for approvals (expired ones are ended first).
     pub async fn awaiting_approvals(&self) -> Result<Vec<ApprovalRequest>, BackendError> {
         let db = self.db.clone();
@@ -111,13 +125,7 @@ impl Backend {
     ) -> Result<ExecutionRow, BackendError> {
         let request = self.waiting_request(exec_id).await?;
         let now = self.now();
-        let creator = if approver.kind == CredentialKind::Token {
-            let db = self.db.clone();
-            let name = approver.name.clone();
-            self.run_db(move || db.token_creator(&name)).await?
-        } else {
-            None
-        };
+        let creator = self.token_creator_of(approver).await?;
         decide_approval(
             &request.rule,
             &request.requested_by,

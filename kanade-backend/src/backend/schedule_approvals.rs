@@ -6,7 +6,7 @@ use super::core::Backend;
 use super::error::BackendError;
 use crate::approval::decide_approval;
 use crate::audit::AuditDraft;
-use crate::auth::{CredentialKind, Principal};
+use crate::auth::Principal;
 use crate::db::{ScheduleApproval, AWAITING_APPROVAL};
 
 impl Backend {
@@ -65,13 +65,7 @@ impl Backend {
         audit: Option<AuditDraft>,
     ) -> Result<ScheduleApproval, BackendError> {
         let request = self.waiting_schedule_request(schedule_id).await?;
-        let creator = if approver.kind == CredentialKind::Token {
-            let db = self.db.clone();
-            let name = approver.name.clone();
-            self.run_db(move || db.token_creator(&name)).await?
-        } else {
-            None
-        };
+        let creator = self.token_creator_of(approver).await?;
         let now = self.now();
         decide_approval(
             &request.rule,

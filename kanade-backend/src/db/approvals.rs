@@ -11,6 +11,18 @@ use super::executions::ExecutionRow;
 use crate::approval::ApprovalRule;
 use crate::audit::AuditDraft;
 
+/// Who approved under `key` (an execution id, or a schedule version's
+/// vote key), in the order they did.
+pub(super) fn approvers(conn: &rusqlite::Connection, key: &str) -> Result<Vec<String>, DbError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT approver FROM approvals WHERE exec_id = ?1 AND decision = 'approve' ORDER BY at, approver",
+    )?;
+    let approvers = stmt
+        .query_map([key], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(approvers)
+}
+
 /// The status of an execution waiting for approvals.
 pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 
@@ -67,12 +79,7 @@ impl Db {
         let Ok(rule) = serde_json::from_str(&rule) else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare(
-            "SELECT approver FROM approvals WHERE exec_id = ?1 AND decision = 'approve' ORDER BY at, approver",
-        )?;
-        let approvers = stmt
-            .query_map([exec_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
+        let approvers = approvers(&conn, exec_id)?;
         Ok(Some(ApprovalRequest {
             execution,
             requested_by,
@@ -135,11 +142,7 @@ impl Db {
             "INSERT OR IGNORE INTO approvals (exec_id, approver, decision, at) VALUES (?1, ?2, 'approve', ?3)",
             params![exec_id, approver, now.to_rfc3339()],
         )? == 1;
-        let approvals: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM approvals WHERE exec_id = ?1 AND decision = 'approve'",
-            [exec_id],
-            |r| r.get(0),
-        )?;
+        let approvals = approvers(&tx, exec_id)?.len() as i64;
         let moved = if inserted && approvals >= i64::from(needed) {
             tx.execute(
                 "UPDATE executions SET status = 'pending' WHERE exec_id = ?1 AND status = ?2",

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
-use super::approvals::AWAITING_APPROVAL;
+use super::approvals::{approvers, AWAITING_APPROVAL};
 use super::core::{Db, DbError};
 use crate::approval::ApprovalRule;
 use crate::audit::AuditDraft;
@@ -105,12 +105,7 @@ impl Db {
         let Ok(rule) = serde_json::from_str(&rule) else {
             return Ok(None);
         };
-        let mut stmt = conn.prepare(
-            "SELECT approver FROM approvals WHERE exec_id = ?1 AND decision = 'approve' ORDER BY at, approver",
-        )?;
-        let approvers = stmt
-            .query_map([vote_key(schedule_id, version)], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
+        let approvers = approvers(&conn, &vote_key(schedule_id, version))?;
         Ok(Some(ScheduleApproval {
             schedule_id: schedule_id.to_owned(),
             version: version.to_owned(),
@@ -173,11 +168,7 @@ impl Db {
             "INSERT OR IGNORE INTO approvals (exec_id, approver, decision, at) VALUES (?1, ?2, 'approve', ?3)",
             params![key, approver, now.to_rfc3339()],
         )? == 1;
-        let count: i64 = tx.query_row(
-            "SELECT COUNT(*) FROM approvals WHERE exec_id = ?1 AND decision = 'approve'",
-            [&key],
-            |r| r.get(0),
-        )?;
+        let count = approvers(&tx, &key)?.len() as i64;
         let approved = inserted
             && count >= i64::from(needed)
             && tx.execute(

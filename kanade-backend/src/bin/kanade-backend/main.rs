@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use kanade_backend::auth::oidc::{JwksSource, OidcConfig, OidcVerifier};
-use kanade_backend::auth::{Role, Scopes};
-use kanade_backend::db::{Db, NewToken};
+use kanade_backend::db::Db;
 use kanade_backend::http::ApiAuth;
 use kanade_backend::{http, Backend, BackendSettings};
 use kanade_core::transport::Transport;
@@ -20,7 +19,7 @@ use kanade_transport_nats::provision::provision;
 mod keys;
 mod tls;
 
-use keys::{keygen, newest_signer, read_secret};
+use keys::{keygen, newest_signer};
 use tls::{serve_tls, tls_acceptor};
 
 /// Runs the kanade backend.
@@ -131,29 +130,7 @@ enum Offline {
 #[derive(Debug, Subcommand)]
 enum TokenCmd {
     /// Create a token; prints the token alone on stdout (shown once).
-    Create {
-        /// Unique name (the audit trail's actor).
-        #[arg(long)]
-        name: String,
-        /// viewer, operator or admin.
-        #[arg(long)]
-        role: Role,
-        /// Only these jobs (ids, comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        jobs: Vec<String>,
-        /// Only jobs with these tags.
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
-        /// Only these agent groups as targets.
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
-        /// Only these pcs as targets.
-        #[arg(long, value_delimiter = ',')]
-        pcs: Vec<String>,
-        /// Lifetime (`90d`, `12h`); without it the token does not expire.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires: Option<std::time::Duration>,
-    },
+    Create(kanade_backend::cli_args::TokenSpec),
     /// List tokens (never their secrets).
     List,
     /// Revoke a token by name or id (effective on the next call).
@@ -237,35 +214,9 @@ fn offline(db_path: &Path, command: Offline) -> Result<ExitCode, String> {
     let now = chrono::Utc::now();
     match command {
         Offline::Token {
-            action:
-                TokenCmd::Create {
-                    name,
-                    role,
-                    jobs,
-                    tags,
-                    groups,
-                    pcs,
-                    expires,
-                },
+            action: TokenCmd::Create(spec),
         } => {
-            let expires_at = match expires {
-                Some(life) => Some(
-                    now + chrono::Duration::from_std(life)
-                        .map_err(|_| format!("--expires {life:?} is too long"))?,
-                ),
-                None => None,
-            };
-            let new = NewToken {
-                name,
-                role,
-                scopes: Scopes {
-                    jobs,
-                    tags,
-                    groups,
-                    pcs,
-                },
-                expires_at,
-            };
+            let new = spec.new_token(now)?;
             let entry = offline_entry(
                 now,
                 "token.create",
@@ -434,7 +385,8 @@ async fn serve(args: Args) -> Result<(), String> {
         }
     }
     let nkey = match &args.nats_nkey {
-        Some(path) => Some(read_secret(path, "NKey seed")?.trim().to_owned()),
+        // Checked as nats-auth wrote it: owner-only, a user seed.
+        Some(path) => Some(kanade_backend::nats_auth::read_seed(path).map_err(|e| e.to_string())?),
         None => None,
     };
     let tls = kanade_transport_nats::TlsOptions {

@@ -4,8 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use kanade_backend::auth::{Role, Scopes};
-use kanade_backend::db::{ApprovalRequest, ExecutionRow, NewToken, ScheduleApproval, TokenRow};
+use kanade_backend::db::{ApprovalRequest, ExecutionRow, ScheduleApproval, TokenRow};
 use kanade_backend::http::{ApprovalDecision, TokenCreated};
 use kanade_core::wire::AuditEvent;
 
@@ -15,29 +14,7 @@ use crate::print;
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
     /// Create a token (admin); prints the token alone on stdout (shown once).
-    Create {
-        /// Unique name.
-        #[arg(long)]
-        name: String,
-        /// viewer, operator or admin.
-        #[arg(long)]
-        role: Role,
-        /// Only these jobs (ids, comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        jobs: Vec<String>,
-        /// Only jobs with these tags.
-        #[arg(long, value_delimiter = ',')]
-        tags: Vec<String>,
-        /// Only these groups as targets.
-        #[arg(long, value_delimiter = ',')]
-        groups: Vec<String>,
-        /// Only these pcs as targets.
-        #[arg(long, value_delimiter = ',')]
-        pcs: Vec<String>,
-        /// Lifetime (`90d`); without it the token does not expire.
-        #[arg(long, value_parser = humantime::parse_duration)]
-        expires: Option<std::time::Duration>,
-    },
+    Create(kanade_backend::cli_args::TokenSpec),
     /// List tokens (admin).
     List,
     /// Revoke a token by name or id (admin).
@@ -72,34 +49,8 @@ pub fn login(token: &str) -> Result<(), String> {
 
 pub fn token(api: &Api, json: bool, action: TokenCmd) -> Result<(), String> {
     match action {
-        TokenCmd::Create {
-            name,
-            role,
-            jobs,
-            tags,
-            groups,
-            pcs,
-            expires,
-        } => {
-            let expires_at = match expires {
-                Some(life) => Some(
-                    chrono::Utc::now()
-                        + chrono::Duration::from_std(life)
-                            .map_err(|_| format!("--expires {life:?} is too long"))?,
-                ),
-                None => None,
-            };
-            let new = NewToken {
-                name,
-                role,
-                scopes: Scopes {
-                    jobs,
-                    tags,
-                    groups,
-                    pcs,
-                },
-                expires_at,
-            };
+        TokenCmd::Create(spec) => {
+            let new = spec.new_token(chrono::Utc::now())?;
             let created: TokenCreated = api.post("/api/tokens", &new)?;
             if json {
                 return print(true, &created, || {});

@@ -4,12 +4,11 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::{free_port, workspace_binary, KillOnDrop};
+use common::{free_port, wait_until, workspace_binary, KillOnDrop};
 
 /// The admin token the test creates offline, for every CLI call.
 static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -31,17 +30,6 @@ fn kanade(server: &str, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! another pc's `agent_groups` key or read another pc's commands; with the
 //! same identities a real backend and a real agent run jobs end to end
 //! (exec, overflow, groups, replay after an outage, kill) without a single
-//! permission violation.
+//! permission violation, and the backend refuses results another identity
+//! publishes in the agent's name (the rule the broker cannot express).
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -19,10 +20,11 @@ use common::{finished, wait_for};
 use kanade::agent::{Agent, AgentSettings};
 use kanade::backend::manifest::Target;
 use kanade::backend::nats_auth::{self, Identities};
-use kanade::backend::{Backend, BackendSettings};
+use kanade::backend::{AgentIdentities, Backend, BackendSettings};
 use kanade::core::names::{
     subjects, SubjectToken, BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_STATUS, STREAM_EXEC,
 };
+use kanade::core::policy::publisher::PublisherSigner;
 use kanade::core::transport::{Headers, KvConfig, Transport};
 use kanade::nats::provision::provision;
 use kanade::nats::test_server::NatsServer;
@@ -77,16 +79,17 @@ impl Broker {
         options.auth = Auth::NKey(self.seed(name));
         options.name = Some(format!("test-{name}"));
         options.request_timeout = timeout;
+        if name != nats_auth::BACKEND_IDENTITY {
+            // What kanade-agent does with --nats-nkey: its own replies only.
+            options.inbox_prefix = Some(subjects::agent_inbox_prefix(
+                &SubjectToken::pc(name).unwrap(),
+            ));
+        }
         NatsTransport::connect(options).await.unwrap()
     }
 
     fn violations(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(" Violation - "))
-            .map(str::to_owned)
-            .collect()
+        common::nats_violations(&self.log)
     }
 
     /// Waits until the server logged a violation mentioning `needle`.
@@ -243,6 +246,12 @@ async fn an_agent_identity_is_held_to_its_own_subjects() {
         "another pc's commands never arrive"
     );
 
+    // Nor can it listen to the replies other clients receive: only its
+    // own inbox prefix is allowed (and JetStream calls work through it, as
+    // every call above shows).
+    let _snoop = agent.client().subscribe("_INBOX.>").await.unwrap();
+    broker.wait_violation("\"_INBOX.>\"").await;
+
     // Nor can it impersonate another pc's heartbeat.
     let mut heartbeats = backend_log
         .subscribe(subjects::HEARTBEAT_FILTER)
@@ -280,6 +289,8 @@ async fn start_agent(
     let transport: Arc<dyn Transport> = Arc::new(broker.connect(PC, Duration::from_secs(5)).await);
     let mut settings = AgentSettings::new(SubjectToken::pc(PC).unwrap(), state);
     settings.groups = vec![SubjectToken::group("canary").unwrap()];
+    // What kanade-agent does with --nats-nkey: results carry proof.
+    settings.publisher_signer = Some(PublisherSigner::from_seed(&broker.seed(PC)).unwrap());
     let agent = Agent::builder(settings, transport).build().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -308,6 +319,10 @@ async fn a_backend_and_an_agent_run_jobs_with_their_own_identities() {
     let mut settings = BackendSettings::new(broker.dir.path().join("backend.db"));
     settings.reap_grace = Duration::ZERO;
     settings.reap_interval = Duration::from_millis(200);
+    // What kanade-backend does with --agent-identities.
+    settings.agent_identities = Some(Arc::new(
+        AgentIdentities::from_file(&broker.ids.agent_identities).unwrap(),
+    ));
     let transport: Arc<dyn Transport> = Arc::new(backend_transport.clone());
     let backend = Backend::open(transport, settings).await.unwrap();
     let running = backend.clone();
@@ -382,9 +397,70 @@ async fn a_backend_and_an_agent_run_jobs_with_their_own_identities() {
     let replayed = backend.exec("hello", &pcs(PC)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(backend.db().results(&replayed.exec_id).unwrap().is_empty());
+
+    // Meanwhile pc-002 answers in pc-001's name. NATS lets it publish to
+    // results.*; the backend refuses (and audits) the result, signed with
+    // pc-002's identity or not signed at all.
+    let other = broker.connect(OTHER, Duration::from_secs(5)).await;
+    let other_signer = PublisherSigner::from_seed(&broker.seed(OTHER)).unwrap();
+    for (n, signed) in [(1, true), (2, false)] {
+        let forged = serde_json::to_vec(&serde_json::json!({
+            "result_id": format!("forged-{n}"),
+            "request_id": format!("forged-request-{n}"),
+            "exec_id": replayed.exec_id,
+            "pc_id": PC,
+            "exit_code": 0,
+            "stdout": "forged\n",
+            "stderr": "",
+            "started_at": chrono::Utc::now(),
+            "finished_at": chrono::Utc::now(),
+        }))
+        .unwrap();
+        let subject = format!("results.forged-request-{n}");
+        let headers = if signed {
+            other_signer.sign(&subject, &forged)
+        } else {
+            Headers::new()
+        };
+        other
+            .messages()
+            .publish(&subject, headers, Bytes::from(forged))
+            .await
+            .expect("the broker accepts results.* from any agent");
+    }
+    wait_for("both forged results refused and audited", || {
+        let db = backend.db().clone();
+        async move {
+            db.audit_all()
+                .unwrap()
+                .iter()
+                .filter(|e| e.action == "result.refused")
+                .count()
+                == 2
+        }
+    })
+    .await;
+    let refused: Vec<_> = backend
+        .db()
+        .audit_all()
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "result.refused")
+        .collect();
+    for entry in &refused {
+        assert_eq!(entry.target.as_deref(), Some(replayed.exec_id.as_str()));
+        assert_eq!(entry.outcome.as_deref(), Some("denied"));
+    }
+    assert!(backend.db().results(&replayed.exec_id).unwrap().is_empty());
     let (stop, agent_task) = start_agent(&broker, &state).await;
     let done = finished(&backend, &replayed.exec_id).await;
     assert_eq!(done.succeeded, 1, "replayed from EXEC through agent_{PC}");
+    let rows = backend.db().results(&replayed.exec_id).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].stdout, "hi\n",
+        "the genuine result, not a forged one"
+    );
 
     // Kill.
     backend

@@ -72,7 +72,8 @@ impl AgentBuilder {
             .unwrap_or_else(|| Arc::new(ProcessRunner::default()));
         let log = self.transport.messages();
         let ledger = Ledger::open(&settings.state_dir.join("ledger"), clock.now())?;
-        let outbox = Outbox::open(&settings.state_dir.join("outbox"), log.clone())?;
+        let outbox = Outbox::open(&settings.state_dir.join("outbox"), log.clone())?
+            .with_signer(settings.publisher_signer.clone());
         std::fs::create_dir_all(settings.state_dir.join("scripts"))
             .map_err(|e| AgentError::io("creating script cache", &settings.state_dir, e))?;
         let host = HostSupport {

@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kanade_core::transport::{Headers, MessageLog, MESSAGE_ID_HEADER};
+use kanade_core::policy::publisher::PublisherSigner;
+use kanade_core::transport::{MessageLog, MESSAGE_ID_HEADER};
 use serde::{Deserialize, Serialize};
 
 use crate::AgentError;
@@ -65,6 +66,8 @@ pub struct Outbox {
     maybe_pending: AtomicBool,
     /// Signalled whenever `maybe_pending` is set.
     backlog_appeared: tokio::sync::Notify,
+    /// Proves each publish came from this agent's identity.
+    signer: Option<PublisherSigner>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -89,7 +92,16 @@ impl Outbox {
             failures: Mutex::new(HashMap::new()),
             maybe_pending: AtomicBool::new(true),
             backlog_appeared: tokio::sync::Notify::new(),
+            signer: None,
         })
+    }
+
+    /// Signs every publish with the agent's NATS identity (publisher
+    /// proofs, DESIGN §10), so the backend can refuse a result published
+    /// in another pc's name.
+    pub fn with_signer(mut self, signer: Option<PublisherSigner>) -> Self {
+        self.signer = signer;
+        self
     }
 
     /// Writes `entry` durably, then tries to publish it at once.
@@ -200,7 +212,12 @@ impl Outbox {
                 return false;
             }
         };
-        let headers = Headers::from([(MESSAGE_ID_HEADER.to_owned(), entry.message_id.clone())]);
+        let mut headers = self
+            .signer
+            .as_ref()
+            .map(|signer| signer.sign(&entry.subject, entry.payload.as_bytes()))
+            .unwrap_or_default();
+        headers.insert(MESSAGE_ID_HEADER.to_owned(), entry.message_id.clone());
         let result = self
             .log
             .publish(

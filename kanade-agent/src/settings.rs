@@ -36,6 +36,11 @@ pub struct AgentSettings {
     /// Which commands this host trusts: the command-key ring and the
     /// signature mode (local configuration only, never from the broker).
     pub trust: crate::trust::TrustSettings,
+    /// Signs results and other outbox publishes with this agent's NATS
+    /// identity (the binary uses its `--nats-nkey` seed), so a backend
+    /// holding the pc's public NKey can refuse results published in its
+    /// name by anyone else. `None`: no proof is attached.
+    pub publisher_signer: Option<kanade_core::policy::publisher::PublisherSigner>,
 }
 
 impl AgentSettings {
@@ -53,6 +58,7 @@ impl AgentSettings {
             inventory: true,
             default_concurrency: None,
             trust: crate::trust::TrustSettings::default(),
+            publisher_signer: None,
         }
     }
 }

@@ -33,5 +33,7 @@ mod script_text;
 pub mod when;
 mod yaml_lines;
 
-pub use backend::{Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn};
+pub use backend::{
+    AgentIdentities, Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn,
+};
 pub use scheduler::Scheduler;

@@ -21,8 +21,10 @@
 //! An **agent** (pc `P`, see [`agent_permissions`]) may
 //!
 //! - subscribe to `commands.all`, `commands.group.*`, `commands.pc.P`,
-//!   `kill.*`, `agents.P.ping` and `_INBOX.>` (JetStream API replies,
-//!   acks, pulled and watched messages);
+//!   `kill.*`, `agents.P.ping` and its own reply subjects `_INBOX_P.>`
+//!   (JetStream API replies, acks, pulled and watched messages; the agent
+//!   connects with that inbox prefix when given `--nats-nkey`), never
+//!   the shared `_INBOX.>` where other clients' replies travel;
 //! - publish its own `heartbeat.P`, `events.started.*.P`, `obs.P`,
 //!   `inventory.P.*`, any `results.*`, the create of its own
 //!   `agent_groups` key (`$KV.agent_groups.P`) and overflowing output to
@@ -50,9 +52,14 @@
 //! rules must be (or are) checked elsewhere:
 //!
 //! - **`results.*` carries any pc's result.** The subject is
-//!   `results.<request_id>`; the pc is only in the payload. An agent can
-//!   publish a result claiming another `pc_id`. The backend must compare a
-//!   result's `pc_id` with the publisher (not done by the broker).
+//!   `results.<request_id>`; the pc is only in the payload, so the broker
+//!   lets an agent publish a result claiming another `pc_id`. The
+//!   **backend** checks it: each agent signs what it publishes with its
+//!   NKey (a publisher proof, `kanade_core::policy::publisher`), and a
+//!   backend started with `--agent-identities DIR/agent-identities.json`
+//!   (written here, pc → public NKey) refuses — and audits as
+//!   `result.refused` — a result whose proof is missing or is not the
+//!   named pc's.
 //! - **`commands.group.*` is every group.** Memberships live in
 //!   `agent_groups` and change at run time; a static permission cannot
 //!   follow them. An agent can therefore *read* commands of groups it is
@@ -66,18 +73,19 @@
 //! - **Object names are base64 in subjects** (`$O.<store>.M.<b64(name)>`),
 //!   so `result_output` writes cannot be limited to keys
 //!   `<request_id>/P/…`: an agent can overwrite another pc's overflowed
-//!   output. The backend reads the object a result points to; a forged
-//!   pointer is as good as a forged result (see the first point). Without
+//!   output. The backend reads the object a result points to: the result
+//!   itself is proven (first point), the object it names is not. Without
 //!   purge rights, overwriting an existing object leaves its old chunks
 //!   behind (and the agent's put reports an error after storing it).
 //! - **Reads are not partitioned**: KV watches and `scripts` reads cover
 //!   whole buckets (every pc's `agent_config` scope, every job's status).
-//! - **`_INBOX.>` is shared**: every client's replies travel under it, so
-//!   an agent may subscribe to the replies other clients (the backend
-//!   included) receive. A per-identity inbox prefix (async-nats
-//!   `ConnectOptions::custom_inbox_prefix("_INBOX_P")` and
-//!   `_INBOX_P.>` here) would close that; the transport does not expose
-//!   the option yet.
+//! - **Reply subjects** are closed by a per-identity prefix, not by a
+//!   subject rule alone: async-nats clients receive replies on `_INBOX.…`
+//!   by default, so an agent granted `_INBOX.>` could read the replies
+//!   every other client (the backend included) receives. Agents connect
+//!   with the prefix `_INBOX_P` and are granted `_INBOX_P.>` only; an
+//!   embedder that connects an agent without that prefix gets no replies
+//!   (its JetStream calls time out).
 //! - Ephemeral consumers on the read buckets and `scripts` may be created
 //!   at will (a resource, not a confidentiality, concern): bound them with
 //!   JetStream account limits if agents are not trusted with that.
@@ -97,6 +105,9 @@ pub const BACKEND_IDENTITY: &str = "backend";
 pub const SEED_EXTENSION: &str = "nk";
 /// The generated server block, next to the seeds.
 pub const AUTHORIZATION_FILE: &str = "authorization.conf";
+/// The generated `{pc: public NKey}` map the backend checks results
+/// against (`kanade-backend --agent-identities`), next to the seeds.
+pub const AGENT_IDENTITIES_FILE: &str = "agent-identities.json";
 
 /// The KV buckets an agent reads and watches (never writes, except the
 /// create of its own `agent_groups` key).
@@ -205,7 +216,8 @@ pub fn agent_permissions(pc: &SubjectToken) -> Permissions {
         subjects::commands_pc(pc),
         "kill.*".to_owned(),
         subjects::ping(pc),
-        "_INBOX.>".to_owned(),
+        // Its own replies only (the agent connects with this prefix).
+        format!("{}.>", subjects::agent_inbox_prefix(pc)),
     ];
     Permissions { publish, subscribe }
 }
@@ -388,11 +400,24 @@ pub struct Identities {
     pub created: Vec<String>,
     /// The authorization block written.
     pub authorization: PathBuf,
+    /// The `{pc: public NKey}` map written for `--agent-identities`.
+    pub agent_identities: PathBuf,
+}
+
+/// Replaces `path` with `bytes` at once (a sibling `.partial`, renamed):
+/// a reader never sees half a file.
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), NatsAuthError> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, bytes).map_err(io_error(&partial))?;
+    std::fs::rename(&partial, path).map_err(io_error(path))
 }
 
 /// Creates `dir` if needed, a seed for the backend and for each of
 /// `agents` that has none yet (never overwriting one), and writes
-/// `dir/authorization.conf` for every seed in `dir`.
+/// `dir/authorization.conf` and `dir/agent-identities.json` for every
+/// seed in `dir`.
 pub fn generate(dir: &Path, agents: &[SubjectToken]) -> Result<Identities, NatsAuthError> {
     if agents.iter().any(|pc| pc.as_str() == BACKEND_IDENTITY) {
         return Err(NatsAuthError::ReservedName);
@@ -450,13 +475,17 @@ pub fn generate(dir: &Path, agents: &[SubjectToken]) -> Result<Identities, NatsA
 
     let block = authorization_block(&backend, &found);
     let authorization = dir.join(AUTHORIZATION_FILE);
-    let partial = dir.join(format!("{AUTHORIZATION_FILE}.partial"));
-    std::fs::write(&partial, block).map_err(io_error(&partial))?;
-    std::fs::rename(&partial, &authorization).map_err(io_error(&authorization))?;
+    write_replacing(&authorization, block.as_bytes())?;
+    let identities = kanade_core::policy::publisher::PublisherIdentities::new(
+        found.iter().map(|(pc, key)| (pc.to_string(), key.clone())),
+    );
+    let identities_file = dir.join(AGENT_IDENTITIES_FILE);
+    write_replacing(&identities_file, identities.to_json().as_bytes())?;
     Ok(Identities {
         backend,
         agents: found,
         created,
         authorization,
+        agent_identities: identities_file,
     })
 }

@@ -89,7 +89,7 @@ fn an_agent_reads_only_its_command_subjects() {
         "commands.pc.pc-001",
         "kill.exec-1",
         "agents.pc-001.ping",
-        "_INBOX.abc.def",
+        "_INBOX_pc-001.abc.def",
     ] {
         assert!(allows(&p.subscribe, ok), "{ok} should be allowed");
     }
@@ -99,6 +99,9 @@ fn an_agent_reads_only_its_command_subjects() {
         "agents.pc-002.ping",
         "results.req-1",
         "heartbeat.pc-002",
+        // Other clients' replies: the shared prefix and another pc's.
+        "_INBOX.abc.def",
+        "_INBOX_pc-002.abc",
         ">",
     ] {
         assert!(
@@ -127,7 +130,7 @@ fn the_block_lists_every_identity_quoted() {
     assert!(block.contains(
         "subscribe: { allow: [\n          \"commands.all\"\n          \"commands.group.*\"\n          \
          \"commands.pc.pc-001\"\n          \"kill.*\"\n          \"agents.pc-001.ping\"\n          \
-         \"_INBOX.>\"\n        ] }"
+         \"_INBOX_pc-001.>\"\n        ] }"
     ));
     assert_eq!(block.matches("nkey:").count(), 2);
     assert_eq!(block.matches('{').count(), block.matches('}').count());
@@ -173,6 +176,16 @@ fn generate_keeps_existing_seeds_and_adds_new_ones() {
         assert!(block.contains(key.as_str()));
     }
     assert_eq!(read_seed(&seed_path(&out, "pc-001")).unwrap(), seed1.trim());
+    // The backend's map of who publishes as which pc follows the seeds.
+    let identities = kanade_core::policy::publisher::PublisherIdentities::parse(
+        &std::fs::read_to_string(&second.agent_identities).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(identities.len(), 3);
+    for (pc, key) in &second.agents {
+        assert_eq!(identities.key_for(pc.as_str()), Some(key.as_str()));
+    }
+    assert_eq!(identities.key_for("backend"), None);
 }
 
 #[test]

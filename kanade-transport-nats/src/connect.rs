@@ -76,6 +76,11 @@ pub struct NatsOptions {
     /// Replicas for streams, buckets and stores this client creates
     /// (1 on a single server; 3 on a typical cluster).
     pub replicas: usize,
+    /// Prefix of this client's reply subjects (default `_INBOX`). A
+    /// per-identity prefix (`_INBOX_<pc>`, what `kanade-backend
+    /// nats-auth` grants each agent) keeps one client from subscribing
+    /// to the replies another receives.
+    pub inbox_prefix: Option<String>,
 }
 
 impl NatsOptions {
@@ -90,6 +95,7 @@ impl NatsOptions {
             request_timeout: Duration::from_secs(10),
             retry_on_initial_connect: false,
             replicas: 1,
+            inbox_prefix: None,
         }
     }
 
@@ -155,6 +161,9 @@ pub(crate) async fn connect(
         });
     if let Some(name) = &options.name {
         connect = connect.name(name);
+    }
+    if let Some(prefix) = &options.inbox_prefix {
+        connect = connect.custom_inbox_prefix(prefix);
     }
     if options.retry_on_initial_connect {
         connect = connect.retry_on_initial_connect();

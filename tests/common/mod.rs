@@ -113,6 +113,30 @@ where
     panic!("{what}: not within 15 s");
 }
 
+/// Blocking [`wait_for`] for tests that drive processes: polls `ok` every
+/// 100 ms; fails naming `what` after 30 s.
+pub fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(30) {
+        if ok() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// The "Publish Violation" / "Subscription Violation" lines of a
+/// nats-server log file (empty if there is none yet).
+pub fn nats_violations(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" Violation - "))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// The execution once it is over (`completed` or `cancelled`); fails with
 /// its row and results after 20 s.
 pub async fn finished(

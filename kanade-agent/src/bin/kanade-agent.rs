@@ -110,6 +110,7 @@ fn read_seed(path: &std::path::Path) -> Result<String, String> {
 
 async fn open_transport(
     spec: &str,
+    pc_id: &SubjectToken,
     nkey: Option<String>,
     tls: kanade_transport_nats::TlsOptions,
 ) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
@@ -118,6 +119,9 @@ async fn open_transport(
         options.retry_on_initial_connect = true;
         if let Some(seed) = nkey {
             options.auth = kanade_transport_nats::Auth::NKey(seed);
+            // The generated authorization lets this identity receive
+            // replies on its own prefix only.
+            options.inbox_prefix = Some(kanade_core::names::subjects::agent_inbox_prefix(pc_id));
         }
         options.tls = tls;
     })
@@ -200,10 +204,18 @@ async fn run(args: Args) -> Result<(), String> {
         root_certificates: args.nats_ca.clone(),
         client_certificate: args.nats_cert.clone().zip(args.nats_key.clone()),
     };
-    let (transport, connected) = open_transport(&transport_spec, nkey, tls).await?;
+    let publisher_signer = nkey
+        .as_deref()
+        .map(kanade_core::policy::publisher::PublisherSigner::from_seed)
+        .transpose()
+        .map_err(|e| format!("NKey seed: {e}"))?;
+    let (transport, connected) = open_transport(&transport_spec, &pc_id, nkey, tls).await?;
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
     settings.groups = groups;
     settings.replay = !args.no_replay && file.replay.unwrap_or(true);
+    // Results carry a proof of this identity (the backend checks it with
+    // `--agent-identities`).
+    settings.publisher_signer = publisher_signer;
     let trust_file = file.trust.clone().unwrap_or_default();
     settings.trust.keys_file = args.command_keys.clone().or(trust_file.keys);
     settings.trust.mode = args.signature_mode.or(trust_file.mode).unwrap_or_default();

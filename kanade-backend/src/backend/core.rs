@@ -33,6 +33,11 @@ pub struct BackendSettings {
     /// and enforcing agents refuse them (the binary warns, `/healthz`
     /// reports it).
     pub signer: Option<Arc<kanade_core::policy::signature::CommandSigner>>,
+    /// Which public NKey each pc publishes with. With it, a result whose
+    /// publisher proof is missing or not its `pc_id`'s is refused and
+    /// audited (`result.refused`); `None`: results are taken on their word
+    /// (`/healthz` says `results_verified: false`).
+    pub agent_identities: Option<Arc<super::identities::AgentIdentities>>,
 }
 
 impl BackendSettings {
@@ -45,6 +50,7 @@ impl BackendSettings {
             reap_interval: Duration::from_secs(30),
             inline_database: false,
             signer: None,
+            agent_identities: None,
         }
     }
 }
@@ -147,9 +153,25 @@ impl Backend {
         run_db(self.settings.inline_database, work).await
     }
 
+    /// Whether results must prove their publisher
+    /// ([`BackendSettings::agent_identities`]).
+    pub fn verifies_publishers(&self) -> bool {
+        self.settings.agent_identities.is_some()
+    }
+
     /// Whether commands and kills go out signed.
     pub fn signing(&self) -> bool {
         self.settings.signer.is_some()
+    }
+
+    /// An audit entry for something the backend itself did or decided
+    /// (actor and source kind `backend`), dated now.
+    pub(super) fn own_audit_draft(&self, action: &str, outcome: &str) -> crate::audit::AuditDraft {
+        let source = kanade_core::wire::AuditSource {
+            ip: None,
+            kind: "backend".into(),
+        };
+        crate::audit::AuditDraft::new(self.now(), "backend", source, action, outcome)
     }
 
     /// The signature headers for `body` published now (empty without a
@@ -168,17 +190,7 @@ impl Backend {
             .into_iter()
             .collect();
         if signer.break_glass() {
-            let source = kanade_core::wire::AuditSource {
-                ip: None,
-                kind: "backend".into(),
-            };
-            let mut entry = crate::audit::AuditDraft::new(
-                self.now(),
-                "backend",
-                source,
-                "signature.break_glass",
-                crate::audit::OUTCOME_OK,
-            );
+            let mut entry = self.own_audit_draft("signature.break_glass", crate::audit::OUTCOME_OK);
             entry.target = Some(what.to_owned());
             entry.params = serde_json::json!({"kid": signer.kid()});
             let db = self.db.clone();

@@ -6,13 +6,15 @@
 //! `catalogue` (jobs and schedules in the key-value buckets), `fanout`
 //! (targets and commands), `stop` (revoke, activate, pin, kill),
 //! `projectors` (results, start events, heartbeats into SQLite) and
-//! `reaper` (runs that never reported), `approvals` and `schedule_approvals` (the M-of-N workflow). `error` holds [`BackendError`].
+//! `reaper` (runs that never reported), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
+//! (who may publish results as which pc). `error` holds [`BackendError`].
 
 mod approvals;
 mod catalogue;
 mod core;
 mod error;
 mod fanout;
+mod identities;
 mod projectors;
 mod reaper;
 mod schedule_approvals;
@@ -21,3 +23,4 @@ mod stop;
 pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;
+pub use self::identities::AgentIdentities;

@@ -36,6 +36,35 @@ impl Backend {
         Ok(())
     }
 
+    /// Records a result refused for its publisher proof: a warning and an
+    /// audit entry `result.refused` (target: the execution), never stored.
+    async fn refuse_result(
+        &self,
+        result: &ExecResult,
+        payload_sha256: &str,
+        reason: &kanade_core::policy::publisher::ProofError,
+    ) {
+        tracing::warn!(
+            pc_id = result.pc_id,
+            exec_id = ?result.exec_id,
+            result_id = result.result_id,
+            "result refused: {reason}"
+        );
+        let mut entry = self.own_audit_draft("result.refused", crate::audit::OUTCOME_DENIED);
+        // The same message redelivered is recorded once.
+        entry.id = Some(format!("result.refused:{payload_sha256}"));
+        entry.target = result.exec_id.clone();
+        entry.details = serde_json::json!({
+            "pc_id": result.pc_id,
+            "result_id": result.result_id,
+            "reason": reason.to_string(),
+        });
+        let db = self.db.clone();
+        if let Err(e) = self.run_db(move || db.append_audit(entry)).await {
+            tracing::error!("refused result not audited: {e}");
+        }
+    }
+
     /// Follows `stdout_object` / `stderr_object` so stored rows hold the full text.
     async fn dereference(&self, result: &mut ExecResult) -> Result<(), TransportError> {
         let pointers = [
@@ -109,6 +138,20 @@ async fn project_results(backend: Backend) {
                 continue;
             }
         };
+        if let Some(identities) = &backend.settings.agent_identities {
+            let message = &delivery.message;
+            if let Err(reason) = identities.verify(
+                &result.pc_id,
+                &message.subject,
+                &message.payload,
+                &message.headers,
+            ) {
+                let digest = crate::audit::chain::sha256_hex(&message.payload);
+                backend.refuse_result(&result, &digest, &reason).await;
+                let _ = delivery.ack().await;
+                continue;
+            }
+        }
         if let Err(e) = backend.dereference(&mut result).await {
             if delivery.delivered < MAX_OVERFLOW_TRIES {
                 tracing::warn!(

@@ -87,10 +87,13 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
     // Health says whether commands go out signed (enforcing agents refuse
     // unsigned ones).
     let signing = backend.signing();
+    let results_verified = backend.verifies_publishers();
     Router::new()
         .route(
             "/healthz",
-            get(move || async move { Json(json!({"ok": true, "signing": signing})) }),
+            get(move || async move {
+                Json(json!({"ok": true, "signing": signing, "results_verified": results_verified}))
+            }),
         )
         .merge(api)
         .fallback(no_route)

@@ -57,6 +57,13 @@ pub fn kill(exec_id: &SubjectToken) -> String {
     format!("kill.{exec_id}")
 }
 
+/// `_INBOX_<pc>`: the reply-subject prefix of pc `pc`'s own connection
+/// (NATS clients default to a shared `_INBOX`). A pc id is one subject
+/// token, so the prefix is one too.
+pub fn agent_inbox_prefix(pc: &SubjectToken) -> String {
+    format!("_INBOX_{pc}")
+}
+
 /// `obs.<pc>`.
 pub fn obs(pc: &SubjectToken) -> String {
     format!("obs.{pc}")

@@ -7,11 +7,13 @@
 //! - [`script`]: is a fetched script body the one the operator approved?
 //! - [`overflow`]: which output goes to the object store, and where.
 //! - [`signature`]: is a command signed by a key this host trusts?
+//! - [`publisher`]: did the pc a result names publish it?
 
 pub mod config;
 pub mod exit_codes;
 pub mod gates;
 pub mod overflow;
+pub mod publisher;
 pub mod retry;
 pub mod script;
 pub mod signature;

@@ -65,6 +65,12 @@ struct Args {
     /// they go out unsigned and enforcing agents refuse them.
     #[arg(long, env = "KANADE_SIGNING_KEY", value_delimiter = ',')]
     signing_key: Vec<PathBuf>,
+    /// Refuse results not proven to come from the pc they name: the
+    /// `{pc: public NKey}` map `nats-auth` writes (`DIR/agent-identities.json`;
+    /// re-read when it changes). Agents started with `--nats-nkey` sign
+    /// their results with it.
+    #[arg(long, env = "KANADE_AGENT_IDENTITIES")]
+    agent_identities: Option<PathBuf>,
     /// Accept every API call without a credential, as an admin. Only with a
     /// loopback --listen, for demos; calls are still audited.
     #[arg(long)]
@@ -191,6 +197,12 @@ fn nats_auth(out: &Path, agents: impl Iterator<Item = String>) -> Result<ExitCod
          start each binary with --nats-nkey <its seed file>",
         made.authorization.display(),
         made.agents.len()
+    );
+    eprintln!(
+        "wrote {}; start the backend with --agent-identities {} to refuse results \
+         published in another pc's name",
+        made.agent_identities.display(),
+        made.agent_identities.display()
     );
     println!("{}", made.authorization.display());
     Ok(ExitCode::SUCCESS)
@@ -383,6 +395,11 @@ async fn serve(args: Args) -> Result<(), String> {
             );
             eprintln!("kanade-backend: WARNING: no --signing-key: commands go out unsigned (enforcing agents refuse them)");
         }
+    }
+    if let Some(path) = &args.agent_identities {
+        let identities = kanade_backend::AgentIdentities::from_file(path)?;
+        tracing::info!(pcs = identities.len(), "results must prove their publisher");
+        settings.agent_identities = Some(Arc::new(identities));
     }
     let nkey = match &args.nats_nkey {
         // Checked as nats-auth wrote it: owner-only, a user seed.

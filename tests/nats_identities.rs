@@ -223,6 +223,9 @@ async fn an_agent_identity_is_held_to_its_own_subjects() {
     broker
         .wait_violation(&format!("\"commands.pc.{OTHER}\""))
         .await;
+    // A round trip: the server has taken both subscriptions before the
+    // backend publishes (on its own connection).
+    agent.client().flush().await.unwrap();
     for pc in [OTHER, PC] {
         backend
             .client()
@@ -279,29 +282,13 @@ async fn an_agent_identity_is_held_to_its_own_subjects() {
 
 /// A running agent for `pc` with the agent's own identity, stopped by the
 /// returned sender.
-async fn start_agent(
-    broker: &Broker,
-    state: &Path,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<()>,
-) {
+async fn start_agent(broker: &Broker, state: &Path) -> common::RunningAgent {
     let transport: Arc<dyn Transport> = Arc::new(broker.connect(PC, Duration::from_secs(5)).await);
     let mut settings = AgentSettings::new(SubjectToken::pc(PC).unwrap(), state);
     settings.groups = vec![SubjectToken::group("canary").unwrap()];
     // What kanade-agent does with --nats-nkey: results carry proof.
     settings.publisher_signer = Some(PublisherSigner::from_seed(&broker.seed(PC)).unwrap());
-    let agent = Agent::builder(settings, transport).build().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        agent
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap()
-    });
-    (stop, task)
+    common::run_agent(Agent::builder(settings, transport).build().unwrap())
 }
 
 fn pcs(pc: &str) -> Target {
@@ -330,16 +317,7 @@ async fn a_backend_and_an_agent_run_jobs_with_their_own_identities() {
 
     let state = broker.dir.path().join("agent-state");
     let (stop, agent_task) = start_agent(&broker, &state).await;
-    wait_for("the agent's heartbeat reaches the backend", || {
-        let db = backend.db().clone();
-        async move {
-            db.agents(chrono::Utc::now() - chrono::Duration::seconds(90))
-                .unwrap()
-                .iter()
-                .any(|a| a.pc_id == PC)
-        }
-    })
-    .await;
+    common::wait_for_agent(&backend, PC).await;
 
     // Exec by pc and by group (the agent announced its group itself).
     backend

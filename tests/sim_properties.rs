@@ -278,3 +278,55 @@ fn forged_commands_never_run_on_enforcing_agents() {
         "nothing forged ran"
     );
 }
+
+/// Case 1 of the reliability issue in the simulation: agents cut off across
+/// a kill (a partition, a crash-restart) and back before the next command
+/// supersedes the killed one in EXEC replay it — and never start it: no run
+/// begins after the kill was acknowledged, and the partitioned agent
+/// reports -1 "killed before start".
+#[test]
+fn a_kill_reaches_agents_that_were_offline() {
+    let secs = Duration::from_secs;
+    // The killed command is the third: fired at 25 s, killed at 30 s, the
+    // next command fired at 35 s.
+    let schedule = FaultSchedule {
+        faults: vec![
+            Fault::Partition {
+                at: secs(20),
+                pc: 1,
+                for_: secs(12),
+            },
+            Fault::Partition {
+                at: secs(24),
+                pc: 2,
+                for_: secs(9),
+            },
+        ],
+        network: NetworkRates::default(),
+    };
+    for seed in [1, 2, 3] {
+        let outcome = run(seed, &schedule);
+        let (violations, _) = outcome.check();
+        assert!(violations.is_empty(), "{}", outcome.report(&violations));
+        let killed = outcome
+            .executions
+            .iter()
+            .filter(|e| e.job_id == "sim-killed")
+            .min_by_key(|e| e.created_at.clone())
+            .unwrap();
+        let results = &outcome.results[&killed.exec_id];
+        for pc in ["pc-0001", "pc-0002"] {
+            let row = results.iter().find(|r| r.pc_id == pc).unwrap();
+            assert_eq!((row.exit_code, row.skipped), (-1, false), "{row:?}");
+            assert!(row.stderr.contains("killed before start"), "{row:?}");
+        }
+        assert!(
+            !outcome
+                .invocations
+                .iter()
+                .any(|i| i.request_id == killed.request_id
+                    && (i.pc == "pc-0001" || i.pc == "pc-0002")),
+            "nothing ran on the agents that were away"
+        );
+    }
+}

@@ -89,7 +89,12 @@ impl Agent {
             tasks.spawn(track_connection(inner.clone(), connected));
         }
         for (command, request) in resume {
-            crate::fire::spawn_execute(inner.clone(), command, request);
+            crate::fire::spawn_execute(
+                inner.clone(),
+                command,
+                request,
+                crate::kills::Arrival::Late,
+            );
         }
         shutdown.await;
         inner.closed.store(true, Ordering::SeqCst);

@@ -111,6 +111,7 @@ impl AgentBuilder {
                 live_changed: Notify::new(),
                 groups_changed: Notify::new(),
                 kills: Mutex::new(HashMap::new()),
+                killed: Mutex::new(HashMap::new()),
                 rng: Mutex::new(rng),
                 connected: self.connected,
                 trust,

@@ -16,6 +16,7 @@ use kanade_core::wire::Command;
 use tokio::sync::watch;
 
 use crate::admission::admit;
+use crate::kills::Arrival;
 use crate::ledger::Stage;
 use crate::report::{emit_events, finish, publish_started, stopped, Outcome};
 use crate::runner::{RunEnd, RunSpec};
@@ -25,7 +26,12 @@ use crate::trust::Verdict;
 use crate::SCRIPT_FAILURE_EXIT;
 
 /// Runs an admitted command in the background, counted as in flight.
-pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
+pub(crate) fn spawn_execute(
+    inner: Arc<Inner>,
+    command: Command,
+    request: SubjectToken,
+    arrival: Arrival,
+) {
     let mut executions = inner.executions.lock().unwrap_or_else(|p| p.into_inner());
     // A message handler still in flight when the agent stopped (or halted)
     // must not start work behind its back: the ledger keeps the command
@@ -38,20 +44,20 @@ pub(crate) fn spawn_execute(inner: Arc<Inner>, command: Command, request: Subjec
     while executions.try_join_next().is_some() {}
     let task_inner = inner.clone();
     executions.spawn(async move {
-        execute(task_inner, command, request).await;
+        execute(task_inner, command, request, arrival).await;
         drop(guard);
     });
-}
-
-/// Handles one command message from a live subscription.
-pub(crate) async fn handle(inner: Arc<Inner>, headers: Headers, payload: Bytes) {
-    admit_and_spawn(inner, &headers, payload).await;
 }
 
 /// Checks the command's signature against the host's trust (before any
 /// gate, and before its request id is admitted), then admits it (at most
 /// once per request id) and runs it in the background.
-pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, headers: &Headers, payload: Bytes) {
+pub(crate) async fn admit_and_spawn(
+    inner: Arc<Inner>,
+    headers: &Headers,
+    payload: Bytes,
+    arrival: Arrival,
+) {
     let now_ms = inner.clock.now().timestamp_millis();
     match inner.trust.check(headers, &payload, now_ms) {
         Verdict::Run { report } => {
@@ -65,31 +71,7 @@ pub(crate) async fn admit_and_spawn(inner: Arc<Inner>, headers: &Headers, payloa
         }
     }
     if let Some((command, request)) = admit(&inner, headers, &payload).await {
-        spawn_execute(inner, command, request);
-    }
-}
-
-/// Why a kill request is not obeyed on an enforcing host (`None`: obey).
-/// A kill's signed body is its execution id, so a signature cannot be
-/// moved onto another execution's kill subject.
-pub(crate) fn kill_refusal(
-    inner: &Inner,
-    message: &kanade_core::transport::Message,
-    exec_id: &str,
-) -> Option<String> {
-    if !inner.trust.enforcing() {
-        return None;
-    }
-    let now_ms = inner.clock.now().timestamp_millis();
-    match inner
-        .trust
-        .check(&message.headers, &message.payload, now_ms)
-    {
-        Verdict::Refuse(refusal) => Some(refusal.to_string()),
-        Verdict::Run { .. } if message.payload.as_ref() != exec_id.as_bytes() => {
-            Some(format!("the signed body does not name execution {exec_id}"))
-        }
-        Verdict::Run { .. } => None,
+        spawn_execute(inner, command, request, arrival);
     }
 }
 
@@ -131,7 +113,14 @@ struct KillRegistration {
 
 impl KillRegistration {
     fn new(inner: &Arc<Inner>, key: String) -> (Self, watch::Receiver<bool>) {
-        let (switch, signal) = watch::channel(false);
+        // Killed already (the kill arrived since the arrival check): the
+        // switch starts thrown.
+        let killed = inner
+            .killed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&key);
+        let (switch, signal) = watch::channel(killed);
         inner
             .kills
             .lock()
@@ -162,7 +151,20 @@ impl Drop for KillRegistration {
     }
 }
 
-async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken) {
+async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arrival: Arrival) {
+    // A kill is durable: an execution killed before this command of it
+    // arrived (or resumed) never starts here.
+    if let Some(exec_id) = &command.exec_id {
+        if crate::kills::killed_before_arrival(&inner, exec_id, arrival).await {
+            let outcome = stopped(
+                &inner,
+                exit_codes::KILLED_OR_TIMED_OUT,
+                false,
+                "kanade: killed before start (the execution was killed before this agent could start it); nothing was run".to_owned(),
+            );
+            return finish(&inner, &command, &request, outcome).await;
+        }
+    }
     if let GateDecision::Stop(stop) = gates(&inner, &command) {
         let outcome = stopped(
             &inner,

@@ -1,5 +1,5 @@
 //! Following the KV buckets: the agent loads `script_current`,
-//! `script_status`, `agent_config` and `agent_groups` before it handles a
+//! `script_status`, `agent_config`, `agent_groups` and `exec_kills` before it handles a
 //! command, then watches them and keeps its live state (and with it the
 //! effective config and its groups) current. Also announces the agent's
 //! configured groups.
@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kanade_core::names::{
-    parse_agent_config_group_key, parse_agent_config_pc_key, SubjectToken, BUCKET_AGENT_CONFIG,
-    BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, KEY_AGENT_CONFIG_GLOBAL,
+    bucket_ttl, parse_agent_config_group_key, parse_agent_config_pc_key, SubjectToken,
+    BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS, BUCKET_EXEC_KILLS, BUCKET_SCRIPT_CURRENT,
+    BUCKET_SCRIPT_STATUS, KEY_AGENT_CONFIG_GLOBAL,
 };
 use kanade_core::transport::ext::{JsonCallError, KeyValueExt};
 use kanade_core::transport::{KeyValue, KvConfig, KvOperation, TransportError};
@@ -40,11 +41,15 @@ pub(crate) async fn announce_groups(inner: &Arc<Inner>) {
 async fn bucket(inner: &Inner, name: &str) -> Result<Arc<dyn KeyValue>, TransportError> {
     let mut config = KvConfig::new(name);
     config.history = 1;
+    config.ttl = bucket_ttl(name);
     inner.transport.key_value(config).await
 }
 
 /// Applies one KV entry to the live state.
 fn apply_entry(inner: &Inner, bucket: &str, key: &str, value: Option<&Bytes>) {
+    if bucket == BUCKET_EXEC_KILLS {
+        return crate::kills::apply_record(inner, key, value);
+    }
     let text = value.map(|v| String::from_utf8_lossy(v).trim().to_owned());
     let pc = inner.settings.pc_id.as_str();
     let mut live = inner.live();
@@ -107,11 +112,12 @@ fn set_or_remove(map: &mut HashMap<String, String>, key: &str, value: Option<Str
     };
 }
 
-const WATCHED: [&str; 4] = [
+const WATCHED: [&str; 5] = [
     BUCKET_SCRIPT_CURRENT,
     BUCKET_SCRIPT_STATUS,
     BUCKET_AGENT_CONFIG,
     BUCKET_AGENT_GROUPS,
+    BUCKET_EXEC_KILLS,
 ];
 
 /// Reads the current KV state before any command is handled.

@@ -12,6 +12,7 @@ use kanade_core::transport::{ConsumerConfig, DeliverPolicy, Subscription, Transp
 use tokio::task::JoinSet;
 
 use crate::heartbeat::publish_heartbeat;
+use crate::kills::Arrival;
 use crate::state::Inner;
 
 /// Header naming where a ping's heartbeat reply goes (the transport
@@ -70,22 +71,18 @@ async fn listen_for_kills(inner: &Arc<Inner>, kills: &mut Subscription) {
             .next()
             .unwrap_or_default()
             .to_owned();
-        if let Some(reason) = crate::fire::kill_refusal(inner, &message, &exec_id) {
+        let now = inner.clock.now();
+        if let Some(reason) = crate::kills::kill_refusal(
+            inner,
+            &message.headers,
+            &message.payload,
+            &exec_id,
+            now.timestamp_millis(),
+        ) {
             tracing::warn!(exec_id, "kill refused: {reason}");
             continue;
         }
-        let switches = inner
-            .kills
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&exec_id)
-            .cloned();
-        if let Some(switches) = switches {
-            tracing::info!(exec_id, count = switches.len(), "kill requested");
-            for switch in switches {
-                let _ = switch.send(true);
-            }
-        }
+        crate::kills::remember(inner, &exec_id, now);
     }
 }
 
@@ -106,7 +103,13 @@ pub(crate) async fn intake(inner: Arc<Inner>) {
                     while let Some(message) = sub.next().await {
                         let inner = inner.clone();
                         tokio::spawn(async move {
-                            crate::fire::handle(inner, message.headers, message.payload).await
+                            crate::fire::admit_and_spawn(
+                                inner,
+                                &message.headers,
+                                message.payload,
+                                Arrival::Live,
+                            )
+                            .await
                         });
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -158,6 +161,7 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
                     inner.clone(),
                     &delivery.message.headers,
                     delivery.message.payload.clone(),
+                    Arrival::Late,
                 )
                 .await;
                 let _ = delivery.ack().await;

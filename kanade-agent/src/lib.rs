@@ -32,6 +32,7 @@ mod fire;
 mod follow;
 mod heartbeat;
 mod intake;
+mod kills;
 mod ledger;
 mod limiter;
 mod outbox;

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     pub live_changed: Notify,
     pub groups_changed: Notify,
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
+    /// Executions known to be killed, with when (see `kills`).
+    pub killed: Mutex<HashMap<String, DateTime<Utc>>>,
     pub rng: Mutex<fastrand::Rng>,
     pub connected: Option<watch::Receiver<bool>>,
     pub trust: Arc<crate::trust::Trust>,

@@ -34,7 +34,7 @@
 //!   know which publishes a stream acknowledges), read `EXEC`'s info and
 //!   create, pull from, inspect and ack its own durable replay consumer
 //!   `agent_P`; read and watch `script_current`, `script_status`,
-//!   `agent_config` and `agent_groups` (stream info, direct / message get,
+//!   `agent_config`, `agent_groups` and `exec_kills` (durable kills) (stream info, direct / message get,
 //!   ephemeral ordered consumers and their flow-control replies); read
 //!   the `scripts` object store; look up objects in `result_output`.
 //!
@@ -95,8 +95,8 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use kanade_core::names::{
-    subjects, SubjectToken, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS, BUCKET_SCRIPT_CURRENT,
-    BUCKET_SCRIPT_STATUS, OBJECT_RESULT_OUTPUT, OBJECT_SCRIPTS, STREAM_EXEC,
+    subjects, SubjectToken, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS, BUCKET_EXEC_KILLS,
+    BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, OBJECT_RESULT_OUTPUT, OBJECT_SCRIPTS, STREAM_EXEC,
 };
 
 /// Name of the backend's identity (`DIR/backend.nk`); no pc may use it.
@@ -111,11 +111,12 @@ pub const AGENT_IDENTITIES_FILE: &str = "agent-identities.json";
 
 /// The KV buckets an agent reads and watches (never writes, except the
 /// create of its own `agent_groups` key).
-pub const AGENT_READ_BUCKETS: [&str; 4] = [
+pub const AGENT_READ_BUCKETS: [&str; 5] = [
     BUCKET_SCRIPT_CURRENT,
     BUCKET_SCRIPT_STATUS,
     BUCKET_AGENT_CONFIG,
     BUCKET_AGENT_GROUPS,
+    BUCKET_EXEC_KILLS,
 ];
 
 /// The JetStream API subject prefix.

@@ -291,6 +291,29 @@ impl FleetOutcome {
                 });
             }
         }
+        // The revoke or kill is timed when the operator's call returned,
+        // the run when the runner was called — after the agent's last check
+        // and its start-event publish, which an injected delay can hold up.
+        // A run within that bound raced the operator.
+        let publish_delay = if self.schedule.network.delay > 0 {
+            self.schedule.network.max_delay
+        } else {
+            Duration::ZERO
+        };
+        // A kill is durable: nothing of the execution starts after it,
+        // on agents that were running, waiting, offline or restarting.
+        if let Some(killed_at) = self.operation(&execution.exec_id, "killed") {
+            for run in invoked {
+                if run.started > killed_at + publish_delay {
+                    violations.push(Violation::StartedAfterKill {
+                        exec_id: execution.exec_id.clone(),
+                        pc: pc.clone(),
+                        started: run.started,
+                        killed_at,
+                    });
+                }
+            }
+        }
         if kind == Some(JobKind::RevokedInJitter) {
             if result.skipped && result.exit_code != 126 {
                 violations.push(Violation::WrongSkipCode {
@@ -300,15 +323,6 @@ impl FleetOutcome {
                 });
             }
             if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
-                // The revoke is timed when the operator's call returned, the
-                // run when the runner was called — after the agent's last gate
-                // check and its start-event publish, which an injected delay
-                // can hold up. A run within that bound raced the revoke.
-                let publish_delay = if self.schedule.network.delay > 0 {
-                    self.schedule.network.max_delay
-                } else {
-                    Duration::ZERO
-                };
                 for run in invoked {
                     if run.started > revoked_at + publish_delay {
                         violations.push(Violation::RanAfterRevoke {

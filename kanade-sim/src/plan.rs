@@ -20,7 +20,9 @@ pub enum JobKind {
     Work,
     /// Always exits 3; retried twice (`1 + 2` attempts).
     Flaky,
-    /// Runs for 90 s with retries allowed; killed 15 s after it is fired.
+    /// Runs for 90 s with retries allowed; killed 5 s after it is fired —
+    /// before the next command supersedes it in EXEC, so an agent cut off
+    /// across the kill and back before that replays it (and must not run it).
     Killed,
     /// Fired with a start deadline already past: skipped with 125.
     Late,

@@ -44,7 +44,7 @@ impl Timeline {
                 let at = Duration::from_secs(5 + 10 * c as u64);
                 steps.push((at, Step::Fire(c)));
                 match JobKind::ROTATION[c % JobKind::ROTATION.len()] {
-                    JobKind::Killed => steps.push((at + Duration::from_secs(15), Step::Kill(c))),
+                    JobKind::Killed => steps.push((at + Duration::from_secs(5), Step::Kill(c))),
                     JobKind::RevokedInJitter => {
                         steps.push((at + Duration::from_millis(5_500), Step::Revoke(c)))
                     }

@@ -161,6 +161,22 @@ pub enum Violation {
         /// Retries the job allows.
         retries: u32,
     },
+    /// A run of a killed execution started after the kill was acknowledged.
+    #[error(
+        "{exec_id} on {pc}: a run started at {} after the kill at {}",
+        time(.started),
+        time(.killed_at)
+    )]
+    StartedAfterKill {
+        /// The execution.
+        exec_id: String,
+        /// The agent.
+        pc: String,
+        /// Simulated time the run started.
+        started: Duration,
+        /// Simulated time the kill went through.
+        killed_at: Duration,
+    },
     /// An attempt started after the previous one was killed.
     #[error("request {request_id} on {pc}: attempt {attempt} followed a kill")]
     AfterKill {

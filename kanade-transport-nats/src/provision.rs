@@ -24,7 +24,7 @@ pub struct ProvisionReport {
 /// History kept per key in each KV bucket.
 pub fn bucket_history(bucket: &str) -> usize {
     match bucket {
-        names::BUCKET_AGENTS_STATE => 1,
+        names::BUCKET_AGENTS_STATE | names::BUCKET_EXEC_KILLS => 1,
         _ => 5,
     }
 }
@@ -124,9 +124,13 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
         )
         .await?;
     }
-    for bucket in names::ALL_BUCKETS {
+    for bucket in names::ALL_BUCKETS
+        .into_iter()
+        .chain(names::EXTENSION_BUCKETS)
+    {
         let mut config = KvConfig::new(bucket);
         config.history = bucket_history(bucket);
+        config.ttl = names::bucket_ttl(bucket);
         // A KV bucket is the stream KV_<bucket>; compare it like any stream.
         let wanted = kv_config(&config, replicas);
         match js.get_key_value(bucket).await {
@@ -149,7 +153,8 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
                     .clone();
                 let history_differs = existing.max_messages_per_subject != wanted.history;
                 let replicas_differ = existing.num_replicas != wanted.num_replicas;
-                if history_differs || replicas_differ {
+                let ttl_differs = existing.max_age != wanted.max_age;
+                if history_differs || replicas_differ || ttl_differs {
                     js.create_or_update_key_value(wanted).await.map_err(|e| {
                         TransportError::InvalidConfig(format!(
                             "bucket {bucket}: update refused: {e}"
@@ -161,6 +166,9 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
                     }
                     if replicas_differ {
                         what.push("num_replicas");
+                    }
+                    if ttl_differs {
+                        what.push("max_age");
                     }
                     report
                         .updated

@@ -57,7 +57,8 @@ async fn provisioning_twice_changes_nothing() {
     let server = NatsServer::start();
     let transport = connect(&server).await;
     let first = provision(&transport).await.unwrap();
-    assert_eq!(first.created.len(), 6 + 9 + 4, "{first:?}");
+    // Streams, the reference's buckets and exec_kills, object stores.
+    assert_eq!(first.created.len(), 6 + 9 + 1 + 4, "{first:?}");
     assert!(
         first.updated.is_empty() && first.unchanged.is_empty(),
         "{first:?}"
@@ -67,7 +68,17 @@ async fn provisioning_twice_changes_nothing() {
         second.created.is_empty() && second.updated.is_empty(),
         "{second:?}"
     );
-    assert_eq!(second.unchanged.len(), 19, "{second:?}");
+    assert_eq!(second.unchanged.len(), 20, "{second:?}");
+    // Kills are remembered as long as agents remember request ids.
+    let kills = transport
+        .messages()
+        .stream_info("KV_exec_kills")
+        .await
+        .unwrap();
+    assert_eq!(
+        kills.config.max_age,
+        Some(Duration::from_secs(8 * 24 * 3600))
+    );
     let exec = transport.messages().stream_info("EXEC").await.unwrap();
     assert_eq!(exec.config.max_msgs_per_subject, Some(1));
     assert_eq!(exec.config.max_bytes, Some(64 * 1024 * 1024));

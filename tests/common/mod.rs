@@ -137,6 +137,40 @@ pub fn nats_violations(log: &std::path::Path) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the backend has a heartbeat from `pc`.
+pub async fn wait_for_agent(backend: &kanade::backend::Backend, pc: &str) {
+    wait_for(&format!("{pc}'s heartbeat reaches the backend"), || {
+        let db = backend.db().clone();
+        async move {
+            db.agents(chrono::Utc::now() - chrono::Duration::seconds(90))
+                .unwrap()
+                .iter()
+                .any(|a| a.pc_id == pc)
+        }
+    })
+    .await;
+}
+
+/// A running agent and the sender that stops it (gracefully).
+pub type RunningAgent = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Runs `agent` on a task until the returned sender fires.
+pub fn run_agent(agent: kanade::agent::Agent) -> RunningAgent {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        agent
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (stop, task)
+}
+
 /// The execution once it is over (`completed` or `cancelled`); fails with
 /// its row and results after 20 s.
 pub async fn finished(

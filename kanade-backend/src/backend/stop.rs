@@ -1,11 +1,14 @@
 //! The stop layers: revoke / activate a job (agents skip a revoked one with
-//! 126), pin a version (others are skipped with 124), kill an execution.
+//! 126), pin a version (others are skipped with 124), kill an execution
+//! (durably: recorded in `exec_kills`, then published on `kill.<exec_id>`).
 
 use bytes::Bytes;
 use kanade_core::names::{
-    subjects, SubjectToken, TokenKind, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS,
-    SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
+    bucket_ttl, subjects, SubjectToken, TokenKind, BUCKET_EXEC_KILLS, BUCKET_SCRIPT_CURRENT,
+    BUCKET_SCRIPT_STATUS, SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
 };
+use kanade_core::transport::KvConfig;
+use kanade_core::wire::KillRecord;
 
 use super::core::Backend;
 use super::error::BackendError;
@@ -41,7 +44,14 @@ impl Backend {
         Ok(())
     }
 
-    /// Kills an execution's running processes on every agent.
+    /// Kills an execution: its running processes on every agent now, and —
+    /// because the kill is recorded in `exec_kills` first — every command
+    /// of it an agent learns of later (back from offline, restarted), which
+    /// then reports exit -1 "killed before start" instead of running.
+    ///
+    /// # Errors
+    /// The execution is unknown, or the record could not be written (then
+    /// nothing was published and the execution is not marked cancelled).
     pub async fn kill(&self, exec_id: &str) -> Result<(), BackendError> {
         let token = SubjectToken::new(TokenKind::ExecId, exec_id.to_owned())?;
         let db = self.db.clone();
@@ -55,6 +65,21 @@ impl Backend {
         let headers = self
             .signature_headers(&body, &format!("kill of execution {exec_id}"))
             .await;
+        let record = KillRecord {
+            exec_id: exec_id.to_owned(),
+            killed_at: self.now(),
+            signature: headers.clone(),
+        };
+        let mut config = KvConfig::new(BUCKET_EXEC_KILLS);
+        config.ttl = bucket_ttl(BUCKET_EXEC_KILLS);
+        self.transport
+            .key_value(config)
+            .await?
+            .put(
+                exec_id,
+                Bytes::from(serde_json::to_vec(&record).unwrap_or_default()),
+            )
+            .await?;
         self.log
             .publish(&subjects::kill(&token), headers, body)
             .await?;

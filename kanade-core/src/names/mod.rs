@@ -35,7 +35,25 @@ pub const BUCKET_SCRIPT_CURRENT: &str = "script_current";
 /// KV: job id → [`SCRIPT_STATUS_ACTIVE`] or [`SCRIPT_STATUS_REVOKED`].
 pub const BUCKET_SCRIPT_STATUS: &str = "script_status";
 
-/// Every KV bucket name.
+/// KV: execution id → [`KillRecord`](crate::wire::KillRecord), the
+/// durable kill (a kanade extension: agents that were offline at the kill
+/// learn of it here). Entries expire after [`KILL_RECORD_TTL`].
+pub const BUCKET_EXEC_KILLS: &str = "exec_kills";
+
+/// How long a kill is remembered: as long as an agent's ledger remembers
+/// request ids (8 days), past EXEC's 7-day replay window, so no command of
+/// a killed execution can arrive after its kill is forgotten.
+pub const KILL_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
+
+/// Buckets kanade adds to the reference's ([`ALL_BUCKETS`]).
+pub const EXTENSION_BUCKETS: [&str; 1] = [BUCKET_EXEC_KILLS];
+
+/// The entry lifetime a bucket is provisioned with (`None`: forever).
+pub fn bucket_ttl(bucket: &str) -> Option<std::time::Duration> {
+    (bucket == BUCKET_EXEC_KILLS).then_some(KILL_RECORD_TTL)
+}
+
+/// Every KV bucket name the reference uses (see also [`EXTENSION_BUCKETS`]).
 pub const ALL_BUCKETS: [&str; 9] = [
     BUCKET_AGENTS_STATE,
     BUCKET_AGENT_CONFIG,

@@ -10,6 +10,7 @@ mod config;
 mod events;
 mod groups;
 mod inventory;
+mod kill;
 mod result;
 pub mod schema;
 
@@ -19,4 +20,5 @@ pub use config::{AgentConfigScope, EffectiveConfig};
 pub use events::{EventStarted, Heartbeat, ObsEvent};
 pub use groups::AgentGroups;
 pub use inventory::{Disk, HwInventory, NetInterface, NetInventory, SoftwarePackage, SwInventory};
+pub use kill::KillRecord;
 pub use result::ExecResult;

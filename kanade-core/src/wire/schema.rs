@@ -21,6 +21,7 @@ pub fn all_schemas() -> BTreeMap<&'static str, Schema> {
         ("exec_result", schema_for!(ExecResult)),
         ("heartbeat", schema_for!(Heartbeat)),
         ("hw_inventory", schema_for!(HwInventory)),
+        ("kill_record", schema_for!(KillRecord)),
         ("net_inventory", schema_for!(NetInventory)),
         ("obs_event", schema_for!(ObsEvent)),
         ("sw_inventory", schema_for!(SwInventory)),

@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -198,16 +199,30 @@ impl CappedCapture {
     }
 }
 
-async fn capture(mut stream: impl AsyncRead + Unpin, cap: usize) -> Vec<u8> {
-    let mut capture = CappedCapture::new(cap);
+/// One stream's capture, shared between the task reading the pipe and the
+/// runner, which takes what was read so far if the pipe never closes.
+type SharedCapture = Arc<Mutex<CappedCapture>>;
+
+/// Reads `stream` into `capture` until it closes (or fails).
+async fn capture(mut stream: impl AsyncRead + Unpin, capture: SharedCapture) {
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         match stream.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
-            Ok(n) => capture.push(&buffer[..n]),
+            // No await while the lock is held: an abort leaves it whole.
+            Ok(n) => capture
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(&buffer[..n]),
         }
     }
-    capture.finish()
+}
+
+/// What a capture holds now, with its truncation marker.
+fn take(capture: &SharedCapture) -> Vec<u8> {
+    let mut guard = capture.lock().unwrap_or_else(|p| p.into_inner());
+    let cap = guard.cap;
+    std::mem::replace(&mut *guard, CappedCapture::new(cap)).finish()
 }
 
 fn signal_group(pgid: u32, signal: nix::sys::signal::Signal) {
@@ -249,14 +264,18 @@ impl ScriptRunner for ProcessRunner {
             }
         };
         let pgid = child.id().unwrap_or(0);
-        let stdout = tokio::spawn(capture(
-            child.stdout.take().expect("piped stdout"),
-            self.capture_cap,
-        ));
-        let stderr = tokio::spawn(capture(
-            child.stderr.take().expect("piped stderr"),
-            self.capture_cap,
-        ));
+        let captures: [SharedCapture; 2] =
+            std::array::from_fn(|_| Arc::new(Mutex::new(CappedCapture::new(self.capture_cap))));
+        let readers = [
+            tokio::spawn(capture(
+                child.stdout.take().expect("piped stdout"),
+                captures[0].clone(),
+            )),
+            tokio::spawn(capture(
+                child.stderr.take().expect("piped stderr"),
+                captures[1].clone(),
+            )),
+        ];
         let killed = async {
             loop {
                 if *kill.borrow() {
@@ -287,7 +306,10 @@ impl ScriptRunner for ProcessRunner {
                 reason
             }
         };
-        let (stdout, mut stderr) = collect_output(pgid, stdout, stderr).await;
+        let pipes = wait_for_pipes(pgid, readers).await;
+        let stdout = take(&captures[0]);
+        let mut stderr = take(&captures[1]);
+        stderr.extend_from_slice(pipes.note());
         match end {
             RunEnd::TimedOut => stderr.extend_from_slice(
                 format!(
@@ -311,38 +333,64 @@ impl ScriptRunner for ProcessRunner {
     }
 }
 
-/// Waits for the output pipes to close. If something the script left
-/// behind still holds them, the group is killed; if even that does not
-/// close them (an escapee in another session), the output is given up.
-async fn collect_output(
-    pgid: u32,
-    mut stdout: tokio::task::JoinHandle<Vec<u8>>,
-    mut stderr: tokio::task::JoinHandle<Vec<u8>>,
-) -> (Vec<u8>, Vec<u8>) {
-    async fn both(
-        out: &mut tokio::task::JoinHandle<Vec<u8>>,
-        err: &mut tokio::task::JoinHandle<Vec<u8>>,
-    ) -> (Vec<u8>, Vec<u8>) {
-        (out.await.unwrap_or_default(), err.await.unwrap_or_default())
-    }
-    if let Ok(output) =
-        tokio::time::timeout(Duration::from_secs(1), both(&mut stdout, &mut stderr)).await
-    {
-        return output;
-    }
-    // The pipes are still open, so a member of the group is alive.
-    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
-    match tokio::time::timeout(Duration::from_secs(2), both(&mut stdout, &mut stderr)).await {
-        Ok(output) => output,
-        Err(_) => {
-            stdout.abort();
-            stderr.abort();
-            (
-                Vec::new(),
-                b"kanade: the output pipes were held open by a process that left the group; output lost\n".to_vec(),
-            )
+/// How the output pipes ended once the script's own process had ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pipes {
+    /// Closed within the grace: every writer was gone.
+    Closed,
+    /// Held by processes the script left in its group; they were killed.
+    KilledHolders,
+    /// Still held after that by a process outside the group (its own
+    /// session or group): reading stopped, output so far kept.
+    StillHeld,
+}
+
+impl Pipes {
+    /// The note appended to stderr.
+    fn note(self) -> &'static [u8] {
+        match self {
+            Pipes::Closed => b"",
+            Pipes::KilledHolders => b"\nkanade: processes the script left running held its output open and were killed (process group) after the script exited\n",
+            Pipes::StillHeld => b"\nkanade: the output pipes were held open after the script exited by a process that left its process group (it may still be running); output written after that is not captured\n",
         }
     }
+}
+
+/// How long the pipes may stay open after the script's own process ended
+/// before the rest of its group is killed.
+const PIPE_GRACE: Duration = Duration::from_secs(1);
+/// How long they may stay open after that kill.
+const PIPE_GRACE_AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// Waits for the output pipes to close once the script's own process has
+/// ended. If something the script left behind still holds them, the group
+/// is killed; if even that does not close them (an escapee in another
+/// session or group), the readers stop there. Either way the output read
+/// until then is kept (the captures hold it).
+async fn wait_for_pipes(pgid: u32, mut readers: [tokio::task::JoinHandle<()>; 2]) -> Pipes {
+    async fn both(readers: &mut [tokio::task::JoinHandle<()>; 2]) {
+        for reader in readers.iter_mut() {
+            let _ = reader.await;
+        }
+    }
+    if tokio::time::timeout(PIPE_GRACE, both(&mut readers))
+        .await
+        .is_ok()
+    {
+        return Pipes::Closed;
+    }
+    // The pipes are still open, so a member of the group may be alive.
+    signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+    if tokio::time::timeout(PIPE_GRACE_AFTER_KILL, both(&mut readers))
+        .await
+        .is_ok()
+    {
+        return Pipes::KilledHolders;
+    }
+    for reader in &readers {
+        reader.abort();
+    }
+    Pipes::StillHeld
 }
 
 fn exit_code(status: Option<std::process::ExitStatus>) -> i32 {

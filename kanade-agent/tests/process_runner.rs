@@ -137,3 +137,101 @@ async fn a_kill_terminates_the_run_even_if_it_ignores_sigterm() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!alive(&child), "the child {child} survived the kill");
 }
+
+/// Case 4 of the reliability issue: a process the script leaves behind in
+/// a session of its own keeps the pipes open. The output read until the
+/// grace ended is kept (it used to be thrown away), with a note.
+#[tokio::test]
+async fn case_4_output_survives_an_escapee_holding_the_pipes() {
+    let (_kill, signal) = watch::channel(false);
+    let started = std::time::Instant::now();
+    let out = runner()
+        .run(
+            spec(
+                "echo before; echo warn >&2; setsid sleep 6 & echo after",
+                Duration::from_secs(30),
+            ),
+            signal,
+        )
+        .await;
+    assert_eq!(out.end, RunEnd::Exited(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("warn\n"), "{stderr}");
+    assert!(stderr.contains("held open"), "{stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the runner gave up on the pipes after its grace, not when the escapee ended"
+    );
+}
+
+/// The rest of the kind: what an escapee writes during the grace is kept
+/// too, the capture cap still holds, and processes left in the script's
+/// own group are killed (with a note) instead of holding the output.
+#[tokio::test]
+async fn case_4_late_writes_caps_and_leftovers_in_the_group() {
+    let (_kill, signal) = watch::channel(false);
+    let out = runner()
+        .run(
+            spec(
+                "echo before; setsid sh -c 'sleep 0.3; echo late; sleep 6' & echo after",
+                Duration::from_secs(30),
+            ),
+            signal,
+        )
+        .await;
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "before\nafter\nlate\n",
+        "written within the grace, so captured"
+    );
+
+    let (_kill, signal) = watch::channel(false);
+    let out = runner()
+        .run(
+            spec(
+                "head -c 5000 /dev/zero | tr '\\0' x; setsid sleep 6 &",
+                Duration::from_secs(30),
+            ),
+            signal,
+        )
+        .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("5000 bytes in all, 1024 kept"),
+        "the cap still applies: {stdout}"
+    );
+
+    let (_kill, signal) = watch::channel(false);
+    let out = runner()
+        .run(
+            spec(
+                "echo before; sleep 30 & echo $! > /dev/stderr; echo after",
+                Duration::from_secs(30),
+            ),
+            signal,
+        )
+        .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "before\nafter\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pid = stderr.lines().next().unwrap();
+    assert!(stderr.contains("were killed"), "{stderr}");
+    for _ in 0..50 {
+        if !alive(pid) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(pid), "the leftover in the group was killed");
+
+    // A script that cleans up after itself gets no note.
+    let (_kill, signal) = watch::channel(false);
+    let out = runner()
+        .run(
+            spec("sleep 0.2 & wait; echo done", Duration::from_secs(30)),
+            signal,
+        )
+        .await;
+    assert_eq!(out.stdout, b"done\n");
+    assert_eq!(out.stderr, b"");
+}

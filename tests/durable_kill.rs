@@ -41,16 +41,7 @@ async fn setup(url: impl FnOnce(&Path) -> String, signed: bool) -> Setup {
     let mut settings = BackendSettings::new(dir.path().join("backend.db"));
     settings.reap_grace = Duration::from_secs(600);
     settings.signer = signer.clone().map(Arc::new);
-    let backend = Backend::open(transport.clone(), settings).await.unwrap();
-    let running = backend.clone();
-    tokio::spawn(async move { running.run(std::future::pending()).await.unwrap() });
-    backend
-        .apply_job(
-            "id: hello\nversion: 1\nexecute:\n  shell: sh\n  script: echo hello\n  timeout: 30s\n",
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let backend = common::running_backend_with_hello(transport.clone(), settings).await;
     Setup {
         transport,
         backend,

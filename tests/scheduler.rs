@@ -71,18 +71,21 @@ impl Setup {
         for pc in pcs {
             self.backend
                 .db()
-                .upsert_agent(&Heartbeat {
-                    pc_id: (*pc).to_owned(),
-                    at: Utc::now(),
-                    agent_version: "test".into(),
-                    hostname: None,
-                    os_family: None,
-                    agent_arch: None,
-                    agent_cpu_pct: None,
-                    agent_rss_bytes: None,
-                    enforcing: None,
-                    command_keys: None,
-                })
+                .upsert_agent(
+                    &Heartbeat {
+                        pc_id: (*pc).to_owned(),
+                        at: Utc::now(),
+                        agent_version: "test".into(),
+                        hostname: None,
+                        os_family: None,
+                        agent_arch: None,
+                        agent_cpu_pct: None,
+                        agent_rss_bytes: None,
+                        enforcing: None,
+                        command_keys: None,
+                    },
+                    Utc::now(),
+                )
                 .unwrap();
         }
     }

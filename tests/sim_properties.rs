@@ -330,3 +330,73 @@ fn a_kill_reaches_agents_that_were_offline() {
         );
     }
 }
+
+/// Case 9 of the reliability issue in the simulation: agents whose clocks
+/// are minutes to an hour off (seeded steps) keep every property — online
+/// by the backend's receive time, the past-deadline job skipped with 125
+/// on every clock — and the backend records each one's offset.
+#[test]
+fn agents_with_skewed_clocks_keep_every_property() {
+    let secs = Duration::from_secs;
+    let schedule = FaultSchedule {
+        faults: vec![
+            Fault::ClockStep {
+                at: secs(0),
+                pc: 0,
+                offset_secs: 600,
+            },
+            Fault::ClockStep {
+                at: secs(0),
+                pc: 1,
+                offset_secs: -240,
+            },
+            Fault::ClockStep {
+                at: secs(0),
+                pc: 2,
+                offset_secs: 3600,
+            },
+            // A step mid-run, and an agent cut off across a fire.
+            Fault::ClockStep {
+                at: secs(40),
+                pc: 3,
+                offset_secs: -200,
+            },
+            Fault::Partition {
+                at: secs(30),
+                pc: 1,
+                for_: secs(4),
+            },
+        ],
+        network: NetworkRates::default(),
+    };
+    for seed in [1, 2, 3] {
+        let outcome = run(seed, &schedule);
+        let (violations, tally) = outcome.check();
+        assert!(violations.is_empty(), "{}", outcome.report(&violations));
+        assert!(tally.delivered >= AGENTS * (COMMANDS - 2), "{tally:?}");
+        for late in outcome.executions.iter().filter(|e| e.job_id == "sim-late") {
+            for row in &outcome.results[&late.exec_id] {
+                assert_eq!((row.exit_code, row.skipped), (125, true), "{row:?}");
+            }
+        }
+    }
+    // And in a fleet-day, where presence decides targeting: every agent
+    // stays online and answers every hourly fire.
+    let day = FaultSchedule::new(vec![
+        Fault::ClockStep {
+            at: secs(0),
+            pc: 0,
+            offset_secs: -240,
+        },
+        Fault::ClockStep {
+            at: secs(0),
+            pc: 1,
+            offset_secs: 3600,
+        },
+    ]);
+    let outcome = simulate(FleetPlan::fleet_day(4, 2, 7, day)).unwrap();
+    let (violations, tally) = outcome.check();
+    assert!(violations.is_empty(), "{}", outcome.report(&violations));
+    assert_eq!(tally.superseded, 0, "{tally:?}");
+    assert!(tally.delivered >= 4 * 2, "{tally:?}");
+}

@@ -112,6 +112,7 @@ impl AgentBuilder {
                 groups_changed: Notify::new(),
                 kills: Mutex::new(HashMap::new()),
                 killed: Mutex::new(HashMap::new()),
+                clock_offset: Mutex::new(Default::default()),
                 rng: Mutex::new(rng),
                 connected: self.connected,
                 trust,

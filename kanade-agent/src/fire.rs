@@ -58,7 +58,8 @@ pub(crate) async fn admit_and_spawn(
     payload: Bytes,
     arrival: Arrival,
 ) {
-    let now_ms = inner.clock.now().timestamp_millis();
+    let received_at = inner.clock.now();
+    let now_ms = received_at.timestamp_millis();
     match inner.trust.check(headers, &payload, now_ms) {
         Verdict::Run { report } => {
             if let Some(kind) = report {
@@ -70,9 +71,45 @@ pub(crate) async fn admit_and_spawn(
             return;
         }
     }
+    // A live command was published moments ago: its issued_at (the
+    // backend's clock) against our clock is our offset — sampled even when
+    // the replay delivered the same command first. A replayed one may be
+    // days old and says nothing about the clock.
+    if arrival == Arrival::Live {
+        if let Some(issued_at) = fresh_issue_time(&inner, &payload, received_at) {
+            inner.sample_clock_offset(issued_at, received_at);
+        }
+    }
     if let Some((command, request)) = admit(&inner, headers, &payload).await {
         spawn_execute(inner, command, request, arrival);
     }
+}
+
+/// How recently a request must have been admitted (from its replayed copy)
+/// for its live copy to still count as a clock sample.
+const SAMPLE_AFTER_ADMISSION: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The `issued_at` of a live command body, if it can serve as a clock
+/// sample: the request is new, or was admitted moments ago (its replayed
+/// copy won the race). An old command published again — a replay someone
+/// staged on the broker — says nothing about the clock.
+fn fresh_issue_time(
+    inner: &Inner,
+    payload: &[u8],
+    received_at: chrono::DateTime<chrono::Utc>,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        request_id: String,
+        #[serde(default)]
+        issued_at: Option<chrono::DateTime<chrono::Utc>>,
+    }
+    let stamp = serde_json::from_slice::<Stamp>(payload).ok()?;
+    let fresh = inner
+        .ledger
+        .admitted_at(&stamp.request_id)
+        .is_none_or(|admitted| received_at - admitted < SAMPLE_AFTER_ADMISSION);
+    fresh.then_some(stamp.issued_at).flatten()
 }
 
 /// The outcome of a command killed while it waited for `what`: exit -1
@@ -88,12 +125,14 @@ fn killed_before_start(inner: &Inner, what: &str) -> crate::report::Outcome {
 
 /// The safety gates for `command` now.
 fn gates(inner: &Inner, command: &Command) -> GateDecision {
+    let now = inner.clock.now();
     let last_fresh_at = inner.last_fresh_at();
     let live = inner.live();
     evaluate_gates(
         command,
         &GateInputs {
-            now: inner.clock.now(),
+            now,
+            fleet_now: inner.fleet_now(now, command.issued_at),
             delivery: Delivery::Broker,
             last_fresh_at,
             script_current: live.script_current.get(&command.id).map(String::as_str),

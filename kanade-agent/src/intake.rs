@@ -19,6 +19,10 @@ use crate::state::Inner;
 /// contract has no reply subjects, so requests carry one).
 pub const REPLY_TO_HEADER: &str = "Kanade-Reply-To";
 
+/// How long a replayed command waits for its live copy while the clock
+/// offset is unknown (see `replay`).
+pub const LIVE_FIRST_PAUSE: Duration = Duration::from_millis(500);
+
 /// Ack wait of the agent's EXEC replay consumer.
 pub const REPLAY_ACK_WAIT: Duration = Duration::from_secs(5);
 
@@ -155,6 +159,14 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
     loop {
         match consumer.next().await {
             Ok(delivery) => {
+                // Until a live command has shown this host's clock offset,
+                // a replayed command yields to its live copy (if it is
+                // arriving too): admitted from there, it carries the
+                // timing the deadline gate needs. EXEC holds one command
+                // per subject, so this delays a handful at most.
+                if inner.clock_offset_unknown() {
+                    tokio::time::sleep(LIVE_FIRST_PAUSE).await;
+                }
                 // Admission is what must not be lost; the run itself is
                 // tracked by the ledger.
                 crate::fire::admit_and_spawn(

@@ -185,6 +185,11 @@ impl Ledger {
         Ok(Admission::Admitted)
     }
 
+    /// When `request_id` was admitted, if it is recorded.
+    pub fn admitted_at(&self, request_id: &str) -> Option<DateTime<Utc>> {
+        self.lock().get(request_id).map(|e| e.admitted_at)
+    }
+
     /// Whether `request_id` is recorded (in any stage).
     pub fn contains(&self, request_id: &str) -> bool {
         self.lock().contains_key(request_id)

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use kanade_core::names::SubjectToken;
+use kanade_core::policy::clock;
 use kanade_core::policy::config::resolve;
 use kanade_core::policy::HostSupport;
 use kanade_core::transport::{MessageLog, Transport};
@@ -54,6 +55,9 @@ pub(crate) struct Inner {
     pub live_changed: Notify,
     pub groups_changed: Notify,
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
+    /// This host's clock offset from the backend's, estimated from live
+    /// commands.
+    pub clock_offset: Mutex<clock::OffsetEstimate>,
     /// Executions known to be killed, with when (see `kills`).
     pub killed: Mutex<HashMap<String, DateTime<Utc>>>,
     pub rng: Mutex<fastrand::Rng>,
@@ -89,6 +93,49 @@ impl Drop for InFlight {
 impl Inner {
     pub(crate) fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes a clock-offset sample from a command received live (see
+    /// `kanade_core::policy::clock`), warning when the skew becomes large
+    /// or ends.
+    pub(crate) fn sample_clock_offset(&self, issued_at: DateTime<Utc>, received_at: DateTime<Utc>) {
+        let mut estimate = self.clock_offset.lock().unwrap_or_else(|p| p.into_inner());
+        let was_large = estimate.offset().is_some_and(clock::is_large);
+        let offset = estimate.sample(issued_at, received_at);
+        let large = clock::is_large(offset);
+        if large && !was_large {
+            tracing::warn!(
+                offset_ms = offset.num_milliseconds(),
+                "this host's clock is off from the backend's; deadlines are judged by the backend's clock"
+            );
+        } else if was_large && !large {
+            tracing::info!(
+                offset_ms = offset.num_milliseconds(),
+                "clock skew back within bounds"
+            );
+        }
+    }
+
+    /// Whether no live command has shown the clock offset yet.
+    pub(crate) fn clock_offset_unknown(&self) -> bool {
+        self.clock_offset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offset()
+            .is_none()
+    }
+
+    /// The backend's clock at this agent's `now`, as estimated, for a
+    /// command issued at `issued_at` (see `OffsetEstimate::fleet_now_for`).
+    pub(crate) fn fleet_now(
+        &self,
+        now: DateTime<Utc>,
+        issued_at: Option<DateTime<Utc>>,
+    ) -> DateTime<Utc> {
+        self.clock_offset
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .fleet_now_for(now, issued_at)
     }
 
     /// The instant the agent last had fresh state, as the gates want it.

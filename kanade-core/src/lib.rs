@@ -28,8 +28,10 @@
 //! }"#).unwrap();
 //!
 //! let host = HostSupport::everything();
+//! let now = Utc.with_ymd_and_hms(2026, 6, 10, 9, 0, 1).unwrap();
 //! let inputs = GateInputs {
-//!     now: Utc.with_ymd_and_hms(2026, 6, 10, 9, 0, 1).unwrap(),
+//!     now,
+//!     fleet_now: now,
 //!     delivery: Delivery::Broker,
 //!     last_fresh_at: None,
 //!     script_current: Some("1.0.0"),

@@ -53,6 +53,7 @@ impl World {
             command,
             &GateInputs {
                 now,
+                fleet_now: now,
                 delivery: self.delivery,
                 last_fresh_at: self.fresh,
                 script_current: self.current,

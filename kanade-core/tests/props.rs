@@ -103,6 +103,8 @@ fn command() -> impl Strategy<Value = Command> {
             jitter_secs,
             run_as,
             cwd,
+            // Round-trips like any optional time.
+            issued_at: deadline_at,
             deadline_at,
             staleness,
             emit,
@@ -338,6 +340,7 @@ proptest! {
         let host = HostSupport::everything();
         let decision = evaluate_gates(&cmd, &GateInputs {
             now,
+            fleet_now: now,
             delivery: if broker { Delivery::Broker } else { Delivery::Local },
             last_fresh_at: fresh,
             script_current: current.as_deref(),
@@ -360,6 +363,7 @@ proptest! {
         let host = HostSupport::everything();
         let decision = evaluate_gates(&cmd, &GateInputs {
             now,
+            fleet_now: now,
             delivery: Delivery::Local,
             last_fresh_at: fresh,
             script_current: None,

@@ -26,6 +26,7 @@ fn sample_command() -> Command {
         emit: None,
         check: None,
         retry: None,
+        issued_at: None,
     }
 }
 

@@ -3,6 +3,7 @@
 //! concurrency, running on a task of its own until told to stop.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use kanade_agent::trust::SignatureMode;
@@ -36,6 +37,22 @@ pub(crate) struct Shared {
     pub(crate) seed: u64,
     /// The fleet's command-key ring: every agent enforces signatures.
     pub(crate) ring: KeyRing,
+    /// Each agent's clock offset from the simulated time, in milliseconds
+    /// (set by clock-step faults; survives a crash-restart, as a host's
+    /// clock would).
+    pub(crate) clock_offsets: Vec<Arc<AtomicI64>>,
+}
+
+/// The simulated clock, offset by a step a fault can change.
+struct SkewedClock {
+    base: Arc<dyn Clock>,
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SkewedClock {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.base.now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
 }
 
 /// Builds agent `index` on `transport` with its state in `state` and
@@ -59,7 +76,10 @@ pub(crate) fn start_agent(
     settings.trust.ring = Some(shared.ring.clone());
     let agent = Agent::builder(settings, transport)
         .runner(shared.runner.for_agent(&pc))
-        .clock(shared.clock.clone())
+        .clock(Arc::new(SkewedClock {
+            base: shared.clock.clone(),
+            offset_ms: shared.clock_offsets[index].clone(),
+        }))
         .build()
         .map_err(|source| SimError::Agent {
             pc: pc.clone(),

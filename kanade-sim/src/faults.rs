@@ -177,6 +177,14 @@ impl Links {
                 }
             }
             Fault::Forge { .. } => self.forge().await,
+            Fault::ClockStep {
+                pc, offset_secs, ..
+            } if pc < self.agents.len() => {
+                self.shared.clock_offsets[pc].store(
+                    offset_secs.saturating_mul(1000),
+                    std::sync::atomic::Ordering::SeqCst,
+                );
+            }
             _ => {}
         }
         Ok(())

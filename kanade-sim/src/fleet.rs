@@ -184,6 +184,7 @@ impl Fleet {
                 signer.ring_entry(None, None)
             ])
             .map_err(|e| SimError::Runtime(std::io::Error::other(e.to_string())))?,
+            clock_offsets: (0..plan.agents).map(|_| Arc::default()).collect(),
         };
         let links = Links::start(
             LinksStart {

@@ -45,6 +45,19 @@ pub enum Fault {
         /// How long it is down.
         for_: Duration,
     },
+    /// One agent's clock steps to `offset_secs` off the simulated time
+    /// (positive: ahead) and stays there. Presence and deadlines must not
+    /// care. (Enforcing agents refuse signatures dated more than 5 min in
+    /// their future, so a clock behind by more than that refuses every
+    /// command: the generated steps stay within −4 min … +1 h.)
+    ClockStep {
+        /// When.
+        at: Duration,
+        /// Which agent.
+        pc: usize,
+        /// The offset, in seconds.
+        offset_secs: i64,
+    },
     /// An attacker client on the broker publishes forged commands on
     /// `commands.all`: one unsigned, one signed by a key of its own under
     /// the fleet's key id. Enforcing agents must run neither.
@@ -61,6 +74,7 @@ impl Fault {
             Fault::Partition { at, .. }
             | Fault::CrashRestart { at, .. }
             | Fault::BrokerRestart { at, .. }
+            | Fault::ClockStep { at, .. }
             | Fault::Forge { at } => *at,
         }
     }
@@ -71,7 +85,9 @@ impl Fault {
             Fault::Partition { at, for_, .. } | Fault::BrokerRestart { at, for_ } => {
                 at.saturating_add(*for_)
             }
-            Fault::CrashRestart { at, .. } | Fault::Forge { at } => *at,
+            Fault::CrashRestart { at, .. } | Fault::ClockStep { at, .. } | Fault::Forge { at } => {
+                *at
+            }
         }
     }
 }
@@ -96,6 +112,16 @@ impl fmt::Display for Fault {
             Fault::BrokerRestart { at, for_ } => {
                 write!(f, "at {}: broker restart ({} down)", time(*at), time(*for_))
             }
+            Fault::ClockStep {
+                at,
+                pc,
+                offset_secs,
+            } => write!(
+                f,
+                "at {}: {}'s clock steps to {offset_secs:+}s off",
+                time(*at),
+                pc_name(*pc)
+            ),
             Fault::Forge { at } => write!(
                 f,
                 "at {}: forged commands on commands.all (unsigned, mis-signed)",
@@ -216,7 +242,8 @@ impl FaultSchedule {
 
     /// A seeded schedule for long runs: about `per_hour` faults an hour over
     /// `horizon` on `agents` agents (partitions up to 10 min, crash-restarts,
-    /// now and then a broker restart up to 1 min) and light network rates.
+    /// clock steps of −4 min … +1 h, now and then a broker restart up to
+    /// 1 min) and light network rates.
     pub fn random(seed: u64, agents: usize, horizon: Duration, per_hour: u32) -> Self {
         let mut rng = fastrand::Rng::with_seed(seed);
         let hours = horizon.as_secs().div_ceil(3600);
@@ -230,7 +257,12 @@ impl FaultSchedule {
                     at,
                     for_: Duration::from_secs(rng.u64(1..=60)),
                 },
-                1..=8 => Fault::CrashRestart { at, pc },
+                1..=7 => Fault::CrashRestart { at, pc },
+                8 => Fault::ClockStep {
+                    at,
+                    pc,
+                    offset_secs: rng.i64(-240..=3600),
+                },
                 _ => Fault::Partition {
                     at,
                     pc,
@@ -282,6 +314,11 @@ pub fn fault_strategy(agents: usize, window: Duration) -> impl Strategy<Value = 
         }),
         1 => (0..window).prop_map(|at| Fault::Forge {
             at: Duration::from_secs(at),
+        }),
+        2 => (0..window, 0..agents, -240i64..=3600).prop_map(|(at, pc, offset_secs)| Fault::ClockStep {
+            at: Duration::from_secs(at),
+            pc,
+            offset_secs,
         }),
     ]
 }

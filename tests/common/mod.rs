@@ -151,6 +151,27 @@ pub async fn wait_for_agent(backend: &kanade::backend::Backend, pc: &str) {
     .await;
 }
 
+/// Opens a backend on `transport`, runs it on a task, and applies the job
+/// `hello` (`echo hello`).
+pub async fn running_backend_with_hello(
+    transport: std::sync::Arc<dyn kanade::core::transport::Transport>,
+    settings: kanade::backend::BackendSettings,
+) -> kanade::backend::Backend {
+    let backend = kanade::backend::Backend::open(transport, settings)
+        .await
+        .unwrap();
+    let running = backend.clone();
+    tokio::spawn(async move { running.run(std::future::pending()).await.unwrap() });
+    backend
+        .apply_job(
+            "id: hello\nversion: 1\nexecute:\n  shell: sh\n  script: echo hello\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    backend
+}
+
 /// A running agent and the sender that stops it (gracefully).
 pub type RunningAgent = (
     tokio::sync::oneshot::Sender<()>,

@@ -179,6 +179,8 @@ impl Backend {
             emit: job.emit,
             check: job.check.clone(),
             retry: options.retry,
+            // Stamped when it is published (publish_command).
+            issued_at: None,
         };
         let targeted = self.target_pcs(target).await?.len() as i64;
         let row = ExecutionRow {
@@ -232,7 +234,13 @@ impl Backend {
                 .put(&command.id, Bytes::from(command.version.clone()))
                 .await?;
         }
-        let payload = to_json_bytes("command", command)?;
+        // The backend's clock at publish: agents estimate their offset
+        // from it (a deadline is judged by the backend's clock).
+        let command = Command {
+            issued_at: Some(self.now()),
+            ..command.clone()
+        };
+        let payload = to_json_bytes("command", &command)?;
         // Signed once: the same bytes and headers go to every subject.
         let what = format!(
             "execution {}",

@@ -251,6 +251,23 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// Logs when an agent's clock offset becomes large (and when it is fixed),
+/// once per change; `skewed` holds the pcs currently reported.
+fn report_skew(sighting: &crate::db::Sighting, skewed: &mut std::collections::HashSet<String>) {
+    let pc = &sighting.heartbeat.pc_id;
+    let offset_ms = sighting.clock_offset_ms();
+    let large = kanade_core::policy::clock::is_large(chrono::Duration::milliseconds(offset_ms));
+    if large && skewed.insert(pc.clone()) {
+        tracing::warn!(
+            pc_id = pc,
+            offset_ms,
+            "agent clock skew: its heartbeats are stamped {offset_ms} ms off the backend's clock"
+        );
+    } else if !large && skewed.remove(pc) {
+        tracing::info!(pc_id = pc, offset_ms, "agent clock skew resolved");
+    }
+}
+
 /// Most heartbeats stored in one transaction.
 const HEARTBEAT_BATCH: usize = 1000;
 
@@ -265,21 +282,31 @@ async fn project_heartbeats(backend: Backend) {
     // A reader task awaits every `next()` to completion (a subscription's
     // `next` need not be cancel-safe) and queues the messages, so the
     // projector can take what has already arrived without waiting.
+    // Each message is stamped with the backend's clock as it arrives:
+    // presence is when the backend heard from an agent, not what the
+    // agent's clock says.
     let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel();
+    let clock = backend.clone();
     let _reader = AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = heartbeats.next().await {
-            if queue.send(message).is_err() {
+            if queue.send((message, clock.now())).is_err() {
                 break;
             }
         }
     }));
+    let mut skewed = std::collections::HashSet::new();
     while let Some(message) = queued.recv().await {
         // Whatever else has already arrived goes into the same transaction.
         let mut batch = Vec::new();
         let mut next = Some(message);
-        while let Some(message) = next.take() {
+        while let Some((message, received_at)) = next.take() {
             if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
-                batch.push(heartbeat);
+                let sighting = crate::db::Sighting {
+                    heartbeat,
+                    received_at,
+                };
+                report_skew(&sighting, &mut skewed);
+                batch.push(sighting);
             }
             if batch.len() < HEARTBEAT_BATCH {
                 next = queued.try_recv().ok();

@@ -1,5 +1,7 @@
 //! Agents, as their heartbeats leave them: upserted in batches, listed
-//! with whether each is online.
+//! with whether each is online. `last_seen` is when the **backend**
+//! received the heartbeat (an agent's clock may be off); the agent's own
+//! time is kept as its clock offset.
 
 use chrono::{DateTime, Utc};
 use rusqlite::params;
@@ -12,7 +14,7 @@ use super::core::{Db, DbError};
 pub struct AgentRow {
     /// Pc id.
     pub pc_id: String,
-    /// Last heartbeat.
+    /// When the backend last received a heartbeat (its clock, RFC 3339).
     pub last_seen: String,
     /// Agent version.
     pub agent_version: String,
@@ -22,23 +24,52 @@ pub struct AgentRow {
     pub os_family: Option<String>,
     /// Seen within the online window.
     pub online: bool,
+    /// How far the agent's clock ran ahead of the backend's at its last
+    /// heartbeat, in milliseconds (negative: behind); `None` for rows
+    /// recorded before offsets were kept.
+    #[serde(default)]
+    pub clock_offset_ms: Option<i64>,
+    /// Whether that offset is beyond
+    /// [`SKEW_WARNING`](kanade_core::policy::clock::SKEW_WARNING).
+    #[serde(default)]
+    pub clock_skewed: bool,
+}
+
+/// A heartbeat and when the backend received it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sighting {
+    /// The heartbeat as the agent sent it.
+    pub heartbeat: kanade_core::wire::Heartbeat,
+    /// The backend's clock when it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+impl Sighting {
+    /// The agent's clock offset, in milliseconds.
+    pub fn clock_offset_ms(&self) -> i64 {
+        kanade_core::policy::clock::offset(self.heartbeat.at, self.received_at).num_milliseconds()
+    }
 }
 
 impl Db {
-    /// Records a heartbeat.
-    pub fn upsert_agent(&self, heartbeat: &kanade_core::wire::Heartbeat) -> Result<(), DbError> {
-        self.upsert_agents(std::slice::from_ref(heartbeat))
+    /// Records a heartbeat received at `received_at` (backend clock).
+    pub fn upsert_agent(
+        &self,
+        heartbeat: &kanade_core::wire::Heartbeat,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        self.upsert_agents(&[Sighting {
+            heartbeat: heartbeat.clone(),
+            received_at,
+        }])
     }
 
     /// Records a batch of heartbeats in one transaction.
-    pub fn upsert_agents(
-        &self,
-        heartbeats: &[kanade_core::wire::Heartbeat],
-    ) -> Result<(), DbError> {
+    pub fn upsert_agents(&self, sightings: &[Sighting]) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for heartbeat in heartbeats {
-            upsert_agent(&tx, heartbeat)?;
+        for sighting in sightings {
+            upsert_agent(&tx, sighting)?;
         }
         tx.commit()?;
         Ok(())
@@ -47,12 +78,17 @@ impl Db {
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT pc_id, last_seen, agent_version, hostname, os_family FROM agents ORDER BY pc_id")?;
+            conn.prepare("SELECT pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms FROM agents ORDER BY pc_id")?;
         let since = online_since.to_rfc3339();
         let rows = stmt
             .query_map([], |r| {
                 let last_seen: String = r.get(1)?;
+                let clock_offset_ms: Option<i64> = r.get(5)?;
                 Ok(AgentRow {
+                    clock_offset_ms,
+                    clock_skewed: clock_offset_ms.is_some_and(|ms| {
+                        kanade_core::policy::clock::is_large(chrono::Duration::milliseconds(ms))
+                    }),
                     online: last_seen >= since,
                     pc_id: r.get(0)?,
                     last_seen,
@@ -66,21 +102,20 @@ impl Db {
     }
 }
 
-fn upsert_agent(
-    tx: &rusqlite::Transaction<'_>,
-    heartbeat: &kanade_core::wire::Heartbeat,
-) -> Result<(), DbError> {
+fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(), DbError> {
+    let heartbeat = &sighting.heartbeat;
     tx.prepare_cached(
-        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family) VALUES (?1, ?2, ?3, ?4, ?5)
+        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-            hostname = excluded.hostname, os_family = excluded.os_family",
+            hostname = excluded.hostname, os_family = excluded.os_family, clock_offset_ms = excluded.clock_offset_ms",
     )?
     .execute(params![
         heartbeat.pc_id,
-        heartbeat.at.to_rfc3339(),
+        sighting.received_at.to_rfc3339(),
         heartbeat.agent_version,
         heartbeat.hostname,
-        heartbeat.os_family
+        heartbeat.os_family,
+        sighting.clock_offset_ms()
     ])?;
     Ok(())
 }

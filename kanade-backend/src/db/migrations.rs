@@ -144,5 +144,8 @@ pub(super) fn migrations() -> Migrations<'static> {
             PRIMARY KEY (schedule_id, version)
         );",
         ),
+        // Presence is the backend's receive time; the agent's own clock is
+        // kept as an offset (heartbeat time minus receive time).
+        M::up("ALTER TABLE agents ADD COLUMN clock_offset_ms INTEGER;"),
     ])
 }

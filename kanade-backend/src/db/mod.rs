@@ -22,7 +22,7 @@ pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
 pub use self::audit::append_audit_in;
 pub use self::core::{Db, DbError};
 pub use self::executions::ExecutionRow;
-pub use self::heartbeats::AgentRow;
+pub use self::heartbeats::{AgentRow, Sighting};
 pub use self::results::{OverdueRun, ResultRow};
 pub use self::schedule_approvals::{ScheduleApproval, APPROVED};
 pub use self::schedules::{Freeze, PlannedWave};

@@ -46,8 +46,14 @@ impl HostSupport {
 /// Everything the gates look at besides the command.
 #[derive(Debug, Clone, Copy)]
 pub struct GateInputs<'a> {
-    /// The decision instant.
+    /// The decision instant, on this agent's clock (staleness is measured
+    /// against `last_fresh_at` on the same clock).
     pub now: DateTime<Utc>,
+    /// The same instant on the backend's clock as this agent estimates it
+    /// ([`clock::OffsetEstimate::fleet_now`](super::clock::OffsetEstimate::fleet_now)):
+    /// `deadline_at` is the backend's time, so the deadline gate uses this.
+    /// Pass `now` when no estimate exists.
+    pub fleet_now: DateTime<Utc>,
     /// How the command arrived.
     pub delivery: Delivery,
     /// Last instant the agent was known connected with fresh KV state
@@ -193,7 +199,7 @@ fn first_stop(command: &Command, inputs: &GateInputs<'_>) -> Option<StopReason> 
         .or_else(|| version_pin_gate(command, inputs))
         .or_else(|| revoke_gate(command, inputs))
         .or_else(|| support_gate(command, inputs.host))
-        .or_else(|| deadline_gate(command, inputs.now))
+        .or_else(|| deadline_gate(command, inputs.fleet_now))
 }
 
 fn staleness_gate(command: &Command, inputs: &GateInputs<'_>) -> Option<StopReason> {

@@ -1,6 +1,7 @@
 //! Pure safety decisions: no I/O, no clock reads (`now` is always a
 //! parameter), so each one is unit- and property-tested in isolation.
 //!
+//! - [`clock`]: how far is an agent's clock off, and what time is it fleet-wide?
 //! - [`gates`]: may this command run now, or which reserved code stops it?
 //! - [`retry`]: is a retry policy valid, and should another attempt run?
 //! - [`config`]: layer `global` → `groups.<g>` → `pcs.<pc>` into one config.
@@ -9,6 +10,7 @@
 //! - [`signature`]: is a command signed by a key this host trusts?
 //! - [`publisher`]: did the pc a result names publish it?
 
+pub mod clock;
 pub mod config;
 pub mod exit_codes;
 pub mod gates;

@@ -59,6 +59,13 @@ pub struct Command {
     /// Bounded retry on failure; `None` runs exactly once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// The backend's clock when it published the command (a kanade
+    /// addition; reference agents ignore it). Agents compare it with their
+    /// own clock on live delivery to estimate their offset, so a skewed
+    /// agent clock does not decide `deadline_at`
+    /// ([`policy::clock`](crate::policy::clock)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 /// Fixed-backoff retry policy carried by a [`Command`].

@@ -492,16 +492,17 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
             let agents: Vec<AgentRow> = api.get("/api/agents")?;
             print(args.json, &agents, || {
                 println!(
-                    "{:<16} {:<8} {:<10} {:<8} last seen",
-                    "pc", "online", "version", "os"
+                    "{:<16} {:<8} {:<10} {:<8} {:<18} last seen (backend clock)",
+                    "pc", "online", "version", "os", "clock offset"
                 );
                 for a in &agents {
                     println!(
-                        "{:<16} {:<8} {:<10} {:<8} {}",
+                        "{:<16} {:<8} {:<10} {:<8} {:<18} {}",
                         a.pc_id,
                         a.online,
                         a.agent_version,
                         a.os_family.clone().unwrap_or_default(),
+                        clock_offset_text(a),
                         a.last_seen
                     );
                 }
@@ -536,6 +537,22 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kanade: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// An agent's clock offset for `kanade agents`: `+600.0s SKEWED` (ahead),
+/// `-0.2s`, or `?` when unknown.
+fn clock_offset_text(agent: &AgentRow) -> String {
+    match agent.clock_offset_ms {
+        None => "?".to_owned(),
+        Some(ms) => {
+            let text = format!("{:+.1}s", ms as f64 / 1000.0);
+            if agent.clock_skewed {
+                format!("{text} SKEWED")
+            } else {
+                text
+            }
         }
     }
 }

@@ -379,12 +379,17 @@ async fn every_use_of_a_break_glass_key_is_audited() {
         )
         .await
         .unwrap();
-    let all = Target {
-        all: true,
+    // A pc named explicitly is a target even before it says hello, so the
+    // execution is still open when the kill comes.
+    let one = Target {
+        pcs: vec!["pc-1".into()],
         ..Target::default()
     };
-    let exec = backend.exec("fix", &all).await.unwrap();
-    backend.kill(&exec.exec_id).await.unwrap();
+    let exec = backend.exec("fix", &one).await.unwrap();
+    assert_eq!(
+        backend.kill(&exec.exec_id).await.unwrap(),
+        kanade::backend::KillOutcome::Killed
+    );
     let uses: Vec<_> = backend
         .db()
         .audit_events(None, None, usize::MAX)

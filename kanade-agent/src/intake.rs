@@ -30,7 +30,10 @@ pub const REPLAY_ACK_WAIT: Duration = Duration::from_secs(5);
 async fn subscribe_retrying(inner: &Inner, subject: &str) -> Subscription {
     loop {
         match inner.log.subscribe(subject).await {
-            Ok(sub) => return sub,
+            Ok(sub) => {
+                tracing::info!(subject, "subscribed");
+                return sub;
+            }
             Err(e) => {
                 tracing::warn!(subject, "cannot subscribe yet: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -132,6 +135,7 @@ pub(crate) async fn intake(inner: Arc<Inner>) {
 /// Replays EXEC through the agent's durable consumer (created, and
 /// re-created after errors, until it works).
 async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
+    let registration = crate::registration::ensure(&inner).await;
     let mut config = ConsumerConfig::new(
         format!("agent_{}", inner.settings.pc_id),
         DeliverPolicy::LastPerSubject,
@@ -143,7 +147,10 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
     config.ack_wait = REPLAY_ACK_WAIT;
     let consumer = loop {
         match inner.log.create_consumer(STREAM_EXEC, config.clone()).await {
-            Ok(consumer) => break consumer,
+            Ok(consumer) => {
+                tracing::info!(consumer = config.name, filters = ?config.filter_subjects, "replaying EXEC");
+                break consumer;
+            }
             Err(TransportError::NotFound { .. }) => {
                 tracing::info!(
                     "no EXEC stream: live delivery only (provision the transport for replay)"
@@ -159,6 +166,16 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
     loop {
         match consumer.next().await {
             Ok(delivery) => {
+                let kitting = crate::registration::is_kitting(&delivery.message.payload);
+                if crate::registration::predates(registration, delivery.stream_sequence, kitting) {
+                    tracing::info!(
+                        subject = delivery.message.subject,
+                        sequence = delivery.stream_sequence,
+                        "not replayed: sent before this agent first started"
+                    );
+                    let _ = delivery.ack().await;
+                    continue;
+                }
                 // Until a live command has shown this host's clock offset,
                 // a replayed command yields to its live copy (if it is
                 // arriving too): admitted from there, it carries the

@@ -37,6 +37,7 @@ mod ledger;
 mod limiter;
 mod outbox;
 mod presence;
+mod registration;
 mod report;
 mod runner;
 mod script;

@@ -34,6 +34,7 @@ pub mod when;
 mod yaml_lines;
 
 pub use backend::{
-    AgentIdentities, Backend, BackendError, BackendSettings, FireOptions, IdFn, NowFn,
+    finished_status, AgentIdentities, Backend, BackendError, BackendSettings, FireOptions, IdFn,
+    KillOutcome, NowFn,
 };
 pub use scheduler::Scheduler;

@@ -103,6 +103,12 @@ pub struct Job {
     /// Labels.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Also run on agents that register after a fleet-wide command of this
+    /// job went out (provisioning, "kitting" a new machine). By default a
+    /// brand-new agent does not run commands published before it first
+    /// started.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kitting: bool,
 }
 
 /// Which agents a schedule or exec addresses.

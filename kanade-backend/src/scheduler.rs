@@ -100,6 +100,7 @@ impl Scheduler {
             }),
             jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
             exec_id: Some(self.backend.new_id()),
+            schedule_id: Some(schedule.id.clone()),
             // `consider` fires a schedule of a job that requires approval
             // only once its current version is approved; later rollout
             // waves belong to such a fire.

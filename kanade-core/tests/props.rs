@@ -105,6 +105,7 @@ fn command() -> impl Strategy<Value = Command> {
             cwd,
             // Round-trips like any optional time.
             issued_at: deadline_at,
+            kitting: timeout_secs % 2 == 0,
             deadline_at,
             staleness,
             emit,

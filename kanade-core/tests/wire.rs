@@ -27,6 +27,7 @@ fn sample_command() -> Command {
         check: None,
         retry: None,
         issued_at: None,
+        kitting: false,
     }
 }
 

@@ -167,7 +167,12 @@ impl Fleet {
             let scheduler =
                 Scheduler::with_clock(backend.clone(), backend.clock(), Duration::from_secs(10));
             let until = origin + Duration::from_secs(hours * 3600);
-            tokio::spawn(scheduler.run(tokio::time::sleep_until(until)));
+            // The fleet exists before the first fire: a brand-new agent
+            // does not run what was sent before it first started.
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                scheduler.run(tokio::time::sleep_until(until)).await;
+            });
         }
         {
             let running = backend.clone();

@@ -86,7 +86,7 @@ impl Operator {
                         if self
                             .operate(|b| {
                                 let id = id.clone();
-                                async move { b.kill(&id).await }
+                                async move { b.kill(&id).await.map(|_| ()) }
                             })
                             .await
                         {
@@ -159,6 +159,7 @@ impl Operator {
                 retry: kind.retry(),
                 jitter_secs: Some(kind.jitter_secs()),
                 exec_id: None,
+                schedule_id: None,
                 approved: false,
             };
             self.after_faults_of_this_instant().await;

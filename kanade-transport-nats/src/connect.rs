@@ -142,18 +142,42 @@ pub(crate) async fn connect(
     let (state_tx, state_rx) = watch::channel(ConnectionState::Disconnected);
     let initial_state = state_tx.clone();
     let max_delay = options.max_reconnect_delay;
+    let servers_text = redact(&options.servers.join(","));
+    let retry_servers = servers_text.clone();
     let mut connect = async_nats::ConnectOptions::new()
         .request_timeout(Some(options.request_timeout))
-        .reconnect_delay_callback(move |attempt| reconnect_delay(attempt, max_delay))
+        .reconnect_delay_callback(move |attempt| {
+            let delay = reconnect_delay(attempt, max_delay);
+            // Every step of the back-off is visible at the default level.
+            tracing::warn!(
+                servers = %retry_servers,
+                attempt,
+                "NATS not reachable; next try in {}",
+                humantime::format_duration(delay)
+            );
+            delay
+        })
         .event_callback(move |event| {
             let state_tx = state_tx.clone();
+            let servers = servers_text.clone();
             async move {
                 match event {
                     async_nats::Event::Connected => {
+                        tracing::info!(servers = %servers, "connected to NATS");
                         state_tx.send_replace(ConnectionState::Connected);
                     }
-                    async_nats::Event::Disconnected | async_nats::Event::Closed => {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!(servers = %servers, "lost the NATS connection; reconnecting");
                         state_tx.send_replace(ConnectionState::Disconnected);
+                    }
+                    async_nats::Event::Closed => {
+                        state_tx.send_replace(ConnectionState::Disconnected);
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        tracing::warn!(servers = %servers, "NATS: {e}");
+                    }
+                    async_nats::Event::ServerError(e) => {
+                        tracing::warn!(servers = %servers, "NATS server: {e}");
                     }
                     other => tracing::debug!("nats event: {other}"),
                 }

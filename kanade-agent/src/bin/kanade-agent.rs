@@ -17,14 +17,18 @@ enum LogFormat {
     Json,
 }
 
-/// Runs the kanade agent: receives commands, runs scripts safely, reports results.
+/// Runs the kanade agent on this endpoint: receives commands from the
+/// backend over NATS (or a shared file transport), runs their scripts
+/// safely and reports results. Needs --transport (or `transport` in
+/// --config).
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// TOML config file (see the kanade-agent docs for the keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// `memory`, `file:<dir>` or `nats://host:port[,nats://…]`.
+    /// `nats://host:port[,nats://…]` or `file:<dir>` (required, here or in
+    /// --config; `memory` runs the agent alone, for trying it out).
     #[arg(long, env = "KANADE_TRANSPORT")]
     transport: Option<String>,
     /// This endpoint's id (default: the host name).
@@ -70,7 +74,8 @@ struct Args {
 
 fn init_logging(args: &Args) {
     let level = match args.verbose {
-        0 => "warn",
+        // Connecting, subscriptions and failures show by default.
+        0 => "info",
         1 => "info",
         2 => "debug",
         _ => "trace",
@@ -190,11 +195,14 @@ async fn run(args: Args) -> Result<(), String> {
         .clone()
         .or(file.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from("kanade-agent-state"));
-    let transport_spec = args
-        .transport
-        .clone()
-        .or(file.transport.clone())
-        .unwrap_or_else(|| "memory".into());
+    // No silent default: an agent alone on an in-memory bus reaches no one.
+    let transport_spec = args.transport.clone().or(file.transport.clone()).ok_or(
+        "no transport: give --transport nats://host:4222 (or `transport = \"nats://…\"` in \
+             --config); `--transport memory` runs the agent alone, for trying it out",
+    )?;
+    if transport_spec == "memory" {
+        tracing::warn!("transport memory: this agent is alone; no backend can reach it");
+    }
     let nkey = match &args.nats_nkey {
         Some(path) => Some(read_seed(path)?),
         None => None,

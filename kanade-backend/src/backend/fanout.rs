@@ -29,6 +29,8 @@ pub struct FireOptions {
     pub jitter_secs: Option<u64>,
     /// Use this execution id (the scheduler records it before firing).
     pub exec_id: Option<String>,
+    /// The schedule firing it (recorded on the execution).
+    pub schedule_id: Option<String>,
     /// The job requires approval and the scheduler checked that this
     /// schedule's approvers approved its current version.
     pub approved: bool,
@@ -66,6 +68,22 @@ impl Backend {
         Ok(pcs)
     }
 
+    /// The pcs an execution on `target` counts as its targets: every pc
+    /// named explicitly (whether or not it has sent a heartbeat yet — it
+    /// may be starting), plus the online agents ([`Backend::target_pcs`])
+    /// of its groups, or all online agents. "Known in a group" means its
+    /// `agent_groups` entry names the group.
+    pub async fn execution_targets(&self, target: &Target) -> Result<Vec<String>, BackendError> {
+        let mut pcs = self.target_pcs(target).await?;
+        for pc in &target.pcs {
+            if !pcs.contains(pc) {
+                pcs.push(pc.clone());
+            }
+        }
+        pcs.sort();
+        Ok(pcs)
+    }
+
     /// Runs a job now on `target` as the backend itself (an unrestricted
     /// local principal named `backend`): see [`Backend::exec_as`].
     pub async fn exec(&self, job_id: &str, target: &Target) -> Result<ExecutionRow, BackendError> {
@@ -98,8 +116,12 @@ impl Backend {
         let db = self.db.clone();
         let insert = row.clone();
         let requested_by = requester.name.clone();
-        self.run_db(move || db.insert_awaiting_execution(&insert, &requested_by, &rule, &pending))
-            .await?;
+        let pcs = prepared.pcs.clone();
+        self.run_db(move || {
+            db.insert_awaiting_execution(&insert, &requested_by, &rule, &pending)?;
+            db.record_targets(&insert.exec_id, &pcs)
+        })
+        .await?;
         Ok(row)
     }
 
@@ -181,8 +203,10 @@ impl Backend {
             retry: options.retry,
             // Stamped when it is published (publish_command).
             issued_at: None,
+            kitting: job.kitting,
         };
-        let targeted = self.target_pcs(target).await?.len() as i64;
+        let pcs = self.execution_targets(target).await?;
+        let targeted = pcs.len() as i64;
         let row = ExecutionRow {
             exec_id,
             job_id: job.id.clone(),
@@ -201,12 +225,15 @@ impl Backend {
             failed: 0,
             skipped: 0,
             reap_after_secs: (timeout + self.settings.reap_grace).as_secs() as i64,
+            late_targets: 0,
+            schedule_id: options.schedule_id.clone(),
         };
         Ok(Prepared {
             job,
             command,
             subjects: subjects_to,
             row,
+            pcs,
         })
     }
 
@@ -214,7 +241,12 @@ impl Backend {
     async fn send(&self, prepared: Prepared) -> Result<ExecutionRow, BackendError> {
         let db = self.db.clone();
         let insert = prepared.row.clone();
-        self.run_db(move || db.insert_execution(&insert)).await?;
+        let pcs = prepared.pcs.clone();
+        self.run_db(move || {
+            db.insert_execution(&insert)?;
+            db.record_targets(&insert.exec_id, &pcs)
+        })
+        .await?;
         self.publish_command(&prepared.command, &prepared.subjects)
             .await?;
         Ok(prepared.row)
@@ -269,6 +301,8 @@ struct Prepared {
     command: Command,
     subjects: Vec<String>,
     row: ExecutionRow,
+    /// The pcs it counts as targets.
+    pcs: Vec<String>,
 }
 
 /// What an execution awaiting approval publishes on quorum (stored as JSON

@@ -24,3 +24,4 @@ pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;
 pub use self::identities::AgentIdentities;
+pub use self::stop::{finished_status, KillOutcome};

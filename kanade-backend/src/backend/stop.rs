@@ -11,6 +11,25 @@ use kanade_core::transport::KvConfig;
 use kanade_core::wire::KillRecord;
 
 use super::core::Backend;
+
+/// What [`Backend::kill`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KillOutcome {
+    /// The kill was recorded and published; the execution is `cancelled`.
+    Killed,
+    /// The execution had already finished (`status`: `completed`,
+    /// `cancelled` or `failed`); nothing was changed or published.
+    AlreadyFinished {
+        /// Its status, unchanged.
+        status: String,
+    },
+}
+
+/// The status of an execution that is over, or `None` while it may still
+/// run (pending, running, awaiting approval).
+pub fn finished_status(status: &str) -> Option<&str> {
+    matches!(status, "completed" | "cancelled" | "failed").then_some(status)
+}
 use super::error::BackendError;
 
 impl Backend {
@@ -52,12 +71,18 @@ impl Backend {
     /// # Errors
     /// The execution is unknown, or the record could not be written (then
     /// nothing was published and the execution is not marked cancelled).
-    pub async fn kill(&self, exec_id: &str) -> Result<(), BackendError> {
+    pub async fn kill(&self, exec_id: &str) -> Result<KillOutcome, BackendError> {
         let token = SubjectToken::new(TokenKind::ExecId, exec_id.to_owned())?;
         let db = self.db.clone();
         let id = exec_id.to_owned();
-        if self.run_db(move || db.execution(&id)).await?.is_none() {
+        let Some(execution) = self.run_db(move || db.execution(&id)).await? else {
             return Err(BackendError::NotFound(format!("execution {exec_id}")));
+        };
+        if let Some(status) = finished_status(&execution.status) {
+            // History stays as it is: nothing runs, nothing to stop.
+            return Ok(KillOutcome::AlreadyFinished {
+                status: status.to_owned(),
+            });
         }
         // The body names the execution, so a signed kill cannot be moved
         // onto another execution's subject.
@@ -86,6 +111,6 @@ impl Backend {
         let db = self.db.clone();
         let id = exec_id.to_owned();
         self.run_db(move || db.set_status(&id, "cancelled")).await?;
-        Ok(())
+        Ok(KillOutcome::Killed)
     }
 }

@@ -19,7 +19,10 @@ pub struct ExecutionRow {
     pub request_id: String,
     /// Target as JSON.
     pub target: String,
-    /// Agents addressed (alive by heartbeat when it started).
+    /// Pcs addressed: every pc named explicitly, plus the agents of its
+    /// groups (or all agents) seen within the online window when it went
+    /// out, plus any pc that answered without being counted (see
+    /// `late_targets`).
     pub targeted: i64,
     /// pending | running | completed.
     pub status: String,
@@ -35,15 +38,41 @@ pub struct ExecutionRow {
     pub skipped: i64,
     /// How long after its start a run without a result is reaped.
     pub reap_after_secs: i64,
+    /// Pcs that answered without having been counted when the command went
+    /// out (they are included in `targeted`).
+    #[serde(default)]
+    pub late_targets: i64,
+    /// The schedule that fired it (`None`: an exec).
+    #[serde(default)]
+    pub schedule_id: Option<String>,
+}
+
+/// Which executions to list ([`Db::executions_matching`]); `None` fields
+/// match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ExecutionFilter {
+    /// Only this job's.
+    #[serde(default)]
+    pub job: Option<String>,
+    /// Only those this schedule fired.
+    #[serde(default)]
+    pub schedule: Option<String>,
+    /// Only those in this status (`pending`, `running`, `completed`,
+    /// `cancelled`, `failed`, `awaiting_approval`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// At most this many, newest first (default 100).
+    #[serde(default)]
+    pub limit: Option<usize>,
 }
 
 impl Db {
     /// Records a new execution.
     pub fn insert_execution(&self, row: &ExecutionRow) -> Result<(), DbError> {
         self.lock().execute(
-            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![row.exec_id, row.job_id, row.version, row.request_id, row.target, row.targeted, row.status, row.created_at, row.reap_after_secs],
+            "INSERT INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs, schedule_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![row.exec_id, row.job_id, row.version, row.request_id, row.target, row.targeted, row.status, row.created_at, row.reap_after_secs, row.schedule_id],
         )?;
         Ok(())
     }
@@ -61,6 +90,19 @@ impl Db {
         self.executions_where("", [])
     }
 
+    /// The executions `filter` selects, newest first.
+    pub fn executions_matching(
+        &self,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<ExecutionRow>, DbError> {
+        let mut rows = self.executions_where(
+            "WHERE (?1 IS NULL OR job_id = ?1) AND (?2 IS NULL OR schedule_id = ?2) AND (?3 IS NULL OR status = ?3)",
+            params![filter.job, filter.schedule, filter.status],
+        )?;
+        rows.truncate(filter.limit.unwrap_or(100));
+        Ok(rows)
+    }
+
     fn executions_where<P: rusqlite::Params>(
         &self,
         filter: &str,
@@ -68,7 +110,7 @@ impl Db {
     ) -> Result<Vec<ExecutionRow>, DbError> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "SELECT exec_id, job_id, version, request_id, target, targeted, status, created_at, started, succeeded, failed, skipped, reap_after_secs
+            "SELECT exec_id, job_id, version, request_id, target, targeted, status, created_at, started, succeeded, failed, skipped, reap_after_secs, late_targets, schedule_id
              FROM executions {filter} ORDER BY created_at DESC"
         ))?;
         let rows = stmt
@@ -87,6 +129,8 @@ impl Db {
                     failed: r.get(10)?,
                     skipped: r.get(11)?,
                     reap_after_secs: r.get(12)?,
+                    late_targets: r.get(13)?,
+                    schedule_id: r.get(14)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -147,5 +147,18 @@ pub(super) fn migrations() -> Migrations<'static> {
         // Presence is the backend's receive time; the agent's own clock is
         // kept as an offset (heartbeat time minus receive time).
         M::up("ALTER TABLE agents ADD COLUMN clock_offset_ms INTEGER;"),
+        // The pcs each execution counted, and answers from others.
+        M::up(
+            "CREATE TABLE execution_targets (
+            exec_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            counted INTEGER NOT NULL,
+            PRIMARY KEY (exec_id, pc_id)
+        );
+        ALTER TABLE executions ADD COLUMN targets_recorded INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE executions ADD COLUMN late_targets INTEGER NOT NULL DEFAULT 0;",
+        ),
+        // Which schedule fired an execution (NULL for exec).
+        M::up("ALTER TABLE executions ADD COLUMN schedule_id TEXT;"),
     ])
 }

@@ -16,11 +16,13 @@ mod migrations;
 mod results;
 mod schedule_approvals;
 mod schedules;
+mod targets;
 mod tokens;
 
 pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
 pub use self::audit::append_audit_in;
 pub use self::core::{Db, DbError};
+pub use self::executions::ExecutionFilter;
 pub use self::executions::ExecutionRow;
 pub use self::heartbeats::{AgentRow, Sighting};
 pub use self::results::{OverdueRun, ResultRow};

@@ -99,6 +99,9 @@ impl Db {
             let run_closed =
                 tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
             if let Some(exec_id) = &result.exec_id {
+                if existing.is_none() {
+                    super::targets::count_answer(&tx, exec_id, &result.pc_id)?;
+                }
                 let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
                 if let Some((_, skipped, exit_code)) = existing {
                     delta = delta.minus(Counters::of_result(skipped, exit_code));

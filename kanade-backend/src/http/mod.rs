@@ -198,8 +198,13 @@ async fn pin(
     Ok(Json(json!({"job": id, "pinned": request.version})))
 }
 
-async fn executions(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::ExecutionRow>> {
-    Ok(Json(db(&backend, |db| db.executions()).await?))
+async fn executions(
+    State(backend): State<Backend>,
+    QueryParams(filter): QueryParams<crate::db::ExecutionFilter>,
+) -> ApiResult<Vec<crate::db::ExecutionRow>> {
+    Ok(Json(
+        db(&backend, move |db| db.executions_matching(&filter)).await?,
+    ))
 }
 
 async fn execution(
@@ -217,6 +222,13 @@ async fn results(
     State(backend): State<Backend>,
     PathParams(id): PathParams<String>,
 ) -> ApiResult<Vec<crate::db::ResultRow>> {
+    let lookup = id.clone();
+    if db(&backend, move |db| db.execution(&lookup))
+        .await?
+        .is_none()
+    {
+        return Err(BackendError::NotFound(format!("execution {id}")).into());
+    }
     Ok(Json(db(&backend, move |db| db.results(&id)).await?))
 }
 
@@ -289,6 +301,15 @@ async fn kill(
     PathParams(id): PathParams<String>,
 ) -> ApiResult<serde_json::Value> {
     scope::require_execution(&backend, &principal, &id).await?;
-    backend.kill(&id).await?;
-    Ok(Json(json!({"execution": id, "status": "cancelled"})))
+    Ok(Json(match backend.kill(&id).await? {
+        crate::backend::KillOutcome::Killed => {
+            json!({"execution": id, "status": "cancelled", "killed": true})
+        }
+        crate::backend::KillOutcome::AlreadyFinished { status } => json!({
+            "execution": id,
+            "status": status,
+            "killed": false,
+            "message": format!("execution {id} had already finished ({status}); nothing was changed"),
+        }),
+    }))
 }

@@ -66,6 +66,11 @@ pub struct Command {
     /// ([`policy::clock`](crate::policy::clock)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issued_at: Option<DateTime<Utc>>,
+    /// Run it on agents that registered after it was published, too (a
+    /// kanade addition; without it a brand-new agent replaying EXEC skips
+    /// commands older than itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub kitting: bool,
 }
 
 /// Fixed-backoff retry policy carried by a [`Command`].

@@ -22,9 +22,12 @@ mod tls;
 use keys::{keygen, newest_signer};
 use tls::{serve_tls, tls_acceptor};
 
-/// Runs the kanade backend.
+/// Runs the kanade backend: the HTTP API operators and `kanade` use, the
+/// scheduler, and the projectors that store results, start events and
+/// heartbeats in SQLite. Subcommands manage tokens, the audit trail, keys
+/// and NATS identities offline.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// `memory`, `file:<dir>` or `nats://host:port[,…]`.
     #[arg(long, env = "KANADE_TRANSPORT", default_value = "memory")]

@@ -3,23 +3,26 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kanade_backend::db::{AgentRow, ExecutionRow, ResultRow};
+use kanade_backend::db::{AgentRow, ExecutionFilter};
 use kanade_backend::http::{JobUpload, PinRequest, ScheduleUpload};
 use kanade_backend::manifest::{Job, Schedule, Target};
 use serde::Serialize;
 
 mod api;
 mod credentials;
+mod runs;
 mod security;
 
 use api::Api;
 
-/// Drive a kanade backend.
+/// The kanade operator CLI: apply jobs and schedules, run them across the
+/// fleet, follow executions, kill, revoke, pin, freeze, approve — over the
+/// backend's HTTP API.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// The backend's API.
     #[arg(
@@ -54,7 +57,10 @@ enum Cmd {
         #[command(subcommand)]
         action: ScheduleCmd,
     },
-    /// Run a job now.
+    /// Run a job now and wait for its results. Exit codes: 0 all
+    /// succeeded; 1 some failed, timed out, were killed or skipped; 2
+    /// nothing targeted (or usage); 3 not all answered within --wait; 4
+    /// awaiting approvals.
     Exec {
         /// Job id.
         job: String,
@@ -74,10 +80,26 @@ enum Cmd {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         wait: Duration,
     },
-    /// Results of an execution.
+    /// An execution's state and results.
     Results {
         /// Execution id.
         exec: String,
+    },
+    /// Executions, newest first.
+    Executions {
+        /// Only this job's.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only those this schedule fired.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Only those in this status (pending, running, completed,
+        /// cancelled, failed, awaiting_approval).
+        #[arg(long)]
+        status: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value = "50")]
+        limit: usize,
     },
     /// Known agents.
     Agents,
@@ -98,7 +120,8 @@ enum Cmd {
         /// Version.
         version: String,
     },
-    /// Kill a running execution.
+    /// Kill an execution: running copies stop, agents that have not
+    /// started it never will (a finished one is left as it is).
     Kill {
         /// Execution id.
         exec: String,
@@ -231,28 +254,6 @@ pub(crate) fn print<T: Serialize>(
     Ok(())
 }
 
-fn results_table(rows: &[ResultRow]) {
-    println!(
-        "{:<16} {:>5} {:>8} {:>8}  output",
-        "pc", "exit", "skipped", "attempts"
-    );
-    for r in rows {
-        let output = if r.stdout.trim().is_empty() {
-            &r.stderr
-        } else {
-            &r.stdout
-        };
-        let mut line = output.trim().replace('\n', " | ");
-        if line.chars().count() > 60 {
-            line = line.chars().take(57).collect::<String>() + "...";
-        }
-        println!(
-            "{:<16} {:>5} {:>8} {:>8}  {line}",
-            r.pc_id, r.exit_code, r.skipped, r.attempts
-        );
-    }
-}
-
 fn script_files_next_to(
     manifest: &std::path::Path,
     yaml: &str,
@@ -310,10 +311,50 @@ fn run(args: Args) -> Result<ExitCode, String> {
         let action = action.unwrap_or(security::AuditCmd::List { since, actor });
         return security::audit(&api, args.json, action);
     }
-    run_with(&api, args).map(|()| ExitCode::SUCCESS)
+    run_with(&api, args)
 }
 
-fn run_with(api: &Api, args: Args) -> Result<(), String> {
+/// Commands whose exit code says how an execution went, then the rest
+/// (exit 0 when they did what was asked).
+fn run_with(api: &Api, args: Args) -> Result<ExitCode, String> {
+    match args.command {
+        Cmd::Exec {
+            job,
+            all,
+            groups,
+            pcs,
+            no_wait,
+            wait,
+        } => runs::exec(
+            api,
+            args.json,
+            &job,
+            Target { all, groups, pcs },
+            no_wait,
+            wait,
+        ),
+        Cmd::Results { exec } => runs::results(api, args.json, &exec),
+        Cmd::Executions {
+            job,
+            schedule,
+            status,
+            limit,
+        } => runs::list(
+            api,
+            args.json,
+            &ExecutionFilter {
+                job,
+                schedule,
+                status,
+                limit: Some(limit),
+            },
+        ),
+        Cmd::Kill { exec } => runs::kill(api, args.json, &exec),
+        _ => run_other(api, args).map(|()| ExitCode::SUCCESS),
+    }
+}
+
+fn run_other(api: &Api, args: Args) -> Result<(), String> {
     match args.command {
         Cmd::Login { .. } | Cmd::Audit { .. } => Ok(()),
         Cmd::Token { action } => security::token(api, args.json, action),
@@ -324,6 +365,9 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
             schedule,
             reason,
         } => security::decide(api, args.json, exec, schedule, Some(reason)),
+        Cmd::Exec { .. } | Cmd::Results { .. } | Cmd::Executions { .. } | Cmd::Kill { .. } => {
+            Ok(())
+        }
         Cmd::Job {
             action: JobCmd::Apply { file },
         } => {
@@ -383,8 +427,9 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
         } => {
             let schedules: Vec<Schedule> = api.get("/api/schedules")?;
             print(args.json, &schedules, || {
+                println!("{:<24} {:<24} enabled", "schedule", "job");
                 for s in &schedules {
-                    println!("{:<24} job {:<20} enabled {}", s.id, s.job_id, s.enabled);
+                    println!("{:<24} {:<24} {}", s.id, s.job_id, s.enabled);
                 }
             })
         }
@@ -429,65 +474,6 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
                 ),
             })
         }
-        Cmd::Exec {
-            job,
-            all,
-            groups,
-            pcs,
-            no_wait,
-            wait,
-        } => {
-            let target = Target { all, groups, pcs };
-            let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &target)?;
-            if execution.status == kanade_backend::db::AWAITING_APPROVAL {
-                return print(args.json, &execution, || {
-                    println!(
-                        "execution {} awaits approval: nothing runs until approvers say yes (kanade approvals; kanade approve {})",
-                        execution.exec_id, execution.exec_id
-                    )
-                });
-            }
-            if no_wait {
-                return print(args.json, &execution, || {
-                    println!(
-                        "execution {} targets {} agents",
-                        execution.exec_id, execution.targeted
-                    )
-                });
-            }
-            let bar = indicatif::ProgressBar::new(execution.targeted.max(0) as u64);
-            let started = Instant::now();
-            let id = execution.exec_id.clone();
-            let finished = loop {
-                let current: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
-                let done = current.succeeded + current.failed + current.skipped;
-                bar.set_position(done.max(0) as u64);
-                if current.status == "completed"
-                    || current.status == "cancelled"
-                    || started.elapsed() > wait
-                {
-                    break current;
-                }
-                std::thread::sleep(Duration::from_millis(250));
-            };
-            bar.finish_and_clear();
-            let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{id}/results"))?;
-            print(args.json, &rows, || {
-                println!(
-                    "execution {id}: {} — {} succeeded, {} failed, {} skipped of {}",
-                    finished.status,
-                    finished.succeeded,
-                    finished.failed,
-                    finished.skipped,
-                    finished.targeted
-                );
-                results_table(&rows);
-            })
-        }
-        Cmd::Results { exec } => {
-            let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{exec}/results"))?;
-            print(args.json, &rows, || results_table(&rows))
-        }
         Cmd::Agents => {
             let agents: Vec<AgentRow> = api.get("/api/agents")?;
             print(args.json, &agents, || {
@@ -508,27 +494,29 @@ fn run_with(api: &Api, args: Args) -> Result<(), String> {
                 }
             })
         }
-        Cmd::Revoke { job } => show(
-            args.json,
-            api.post(&format!("/api/jobs/{job}/revoke"), &())?,
-        ),
-        Cmd::Activate { job } => show(
-            args.json,
-            api.post(&format!("/api/jobs/{job}/activate"), &())?,
-        ),
-        Cmd::Pin { job, version } => show(
-            args.json,
-            api.post(&format!("/api/jobs/{job}/pin"), &PinRequest { version })?,
-        ),
-        Cmd::Kill { exec } => show(
-            args.json,
-            api.post(&format!("/api/executions/{exec}/kill"), &())?,
-        ),
+        Cmd::Revoke { job } => {
+            let answer: serde_json::Value = api.post(&format!("/api/jobs/{job}/revoke"), &())?;
+            print(args.json, &answer, || {
+                println!("job {job} revoked: agents skip it (126) until `kanade activate {job}`")
+            })
+        }
+        Cmd::Activate { job } => {
+            let answer: serde_json::Value = api.post(&format!("/api/jobs/{job}/activate"), &())?;
+            print(args.json, &answer, || {
+                println!("job {job} active again: it runs where it is sent")
+            })
+        }
+        Cmd::Pin { job, version } => {
+            let answer: serde_json::Value =
+                api.post(&format!("/api/jobs/{job}/pin"), &PinRequest { version })?;
+            print(args.json, &answer, || {
+                println!(
+                    "job {job} pinned to {}: agents skip other versions (124) until the pin is changed",
+                    answer["pinned"].as_str().unwrap_or("?")
+                )
+            })
+        }
     }
-}
-
-fn show(json: bool, value: serde_json::Value) -> Result<(), String> {
-    print(json, &value, || println!("{value}"))
 }
 
 fn main() -> ExitCode {

@@ -1,0 +1,296 @@
+//! Executions from the CLI: `exec` (with exit codes a script can rely
+//! on), `results`, `executions` and `kill`.
+//!
+//! `kanade exec` exits with
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | every target answered and succeeded (exit 0) |
+//! | 1 | a target failed, timed out, was killed or skipped its run (a gate: revoked, pinned, late, …) |
+//! | 2 | usage error, or nothing was targeted |
+//! | 3 | not every target answered within `--wait` |
+//! | 4 | the execution awaits approvals: nothing ran yet |
+//!
+//! (as Salt's `--retcode-passthrough` or Ansible's failed-host exit
+//! codes); `--no-wait` exits 0 once the command is out (2 if nothing was
+//! targeted, 4 if it awaits approvals).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use kanade_backend::db::{ExecutionFilter, ExecutionRow, ResultRow};
+use kanade_backend::manifest::Target;
+
+use crate::api::Api;
+use crate::print;
+
+/// Every target answered and succeeded.
+pub const EXIT_ALL_SUCCEEDED: u8 = 0;
+/// Some target failed, timed out, was killed or skipped.
+pub const EXIT_SOME_FAILED: u8 = 1;
+/// Nothing targeted (clap uses 2 for usage errors too).
+pub const EXIT_NOTHING_TARGETED: u8 = 2;
+/// Not all targets answered in time.
+pub const EXIT_NOT_ALL_ANSWERED: u8 = 3;
+/// Awaiting approvals.
+pub const EXIT_AWAITING_APPROVAL: u8 = 4;
+
+/// The exit code for an execution as it stands after waiting (pure).
+pub fn exec_exit_code(execution: &ExecutionRow) -> u8 {
+    let answered = execution.succeeded + execution.failed + execution.skipped;
+    if execution.status == kanade_backend::db::AWAITING_APPROVAL {
+        EXIT_AWAITING_APPROVAL
+    } else if execution.targeted == 0 {
+        EXIT_NOTHING_TARGETED
+    } else if execution.status == "cancelled" || execution.failed > 0 || execution.skipped > 0 {
+        EXIT_SOME_FAILED
+    } else if answered < execution.targeted {
+        EXIT_NOT_ALL_ANSWERED
+    } else {
+        EXIT_ALL_SUCCEEDED
+    }
+}
+
+/// `kanade exec`.
+pub fn exec(
+    api: &Api,
+    json: bool,
+    job: &str,
+    target: Target,
+    no_wait: bool,
+    wait: Duration,
+) -> Result<ExitCode, String> {
+    let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &target)?;
+    if execution.status == kanade_backend::db::AWAITING_APPROVAL {
+        print(json, &execution, || {
+            println!(
+                "execution {} awaits approval: nothing runs until approvers say yes (kanade approvals; kanade approve {})",
+                execution.exec_id, execution.exec_id
+            )
+        })?;
+        return Ok(ExitCode::from(EXIT_AWAITING_APPROVAL));
+    }
+    if execution.targeted == 0 {
+        print(json, &execution, || {
+            println!(
+                "execution {}: nothing targeted (no online agent matches; name pcs with --pcs to target them anyway)",
+                execution.exec_id
+            )
+        })?;
+        return Ok(ExitCode::from(EXIT_NOTHING_TARGETED));
+    }
+    if no_wait {
+        print(json, &execution, || {
+            println!(
+                "execution {} targets {} agents",
+                execution.exec_id, execution.targeted
+            )
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let bar = indicatif::ProgressBar::new(execution.targeted.max(0) as u64);
+    let started = Instant::now();
+    let id = execution.exec_id.clone();
+    let finished = loop {
+        let current: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
+        let done = current.succeeded + current.failed + current.skipped;
+        bar.set_length(current.targeted.max(0) as u64);
+        bar.set_position(done.max(0) as u64);
+        let over = kanade_backend::finished_status(&current.status).is_some();
+        if over || started.elapsed() > wait {
+            break current;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    bar.finish_and_clear();
+    let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{id}/results"))?;
+    let code = exec_exit_code(&finished);
+    print(json, &rows, || {
+        summary(&finished);
+        if code == EXIT_NOT_ALL_ANSWERED {
+            println!(
+                "not every target answered within {}",
+                humantime::format_duration(wait)
+            );
+        }
+        results_table(&rows);
+    })?;
+    Ok(ExitCode::from(code))
+}
+
+/// The one-line state of an execution.
+fn summary(execution: &ExecutionRow) {
+    let late = if execution.late_targets > 0 {
+        format!(
+            " ({} answered without being counted at first)",
+            execution.late_targets
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "execution {} ({} {}): {} — {} succeeded, {} failed, {} skipped of {} targeted{late}",
+        execution.exec_id,
+        execution.job_id,
+        execution.version,
+        execution.status,
+        execution.succeeded,
+        execution.failed,
+        execution.skipped,
+        execution.targeted
+    );
+}
+
+/// `kanade results EXEC`: the execution's state, then its results.
+pub fn results(api: &Api, json: bool, exec: &str) -> Result<ExitCode, String> {
+    let execution: ExecutionRow = api.get(&format!("/api/executions/{exec}"))?;
+    let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{exec}/results"))?;
+    print(json, &rows, || {
+        summary(&execution);
+        if rows.is_empty() {
+            println!("no results yet");
+        } else {
+            results_table(&rows);
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kanade executions`: newest first, filtered.
+pub fn list(api: &Api, json: bool, filter: &ExecutionFilter) -> Result<ExitCode, String> {
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("job", &filter.job),
+        ("schedule", &filter.schedule),
+        ("status", &filter.status),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", urlencoding(value)));
+        }
+    }
+    if let Some(limit) = filter.limit {
+        query.push(format!("limit={limit}"));
+    }
+    let path = if query.is_empty() {
+        "/api/executions".to_owned()
+    } else {
+        format!("/api/executions?{}", query.join("&"))
+    };
+    let rows: Vec<ExecutionRow> = api.get(&path)?;
+    print(json, &rows, || {
+        println!(
+            "{:<38} {:<20} {:<10} {:<18} {:>8} {:>4} {:>4} {:>4}  created",
+            "execution", "job", "version", "status", "targeted", "ok", "fail", "skip"
+        );
+        for e in &rows {
+            println!(
+                "{:<38} {:<20} {:<10} {:<18} {:>8} {:>4} {:>4} {:>4}  {}",
+                e.exec_id,
+                e.job_id,
+                e.version,
+                e.status,
+                e.targeted,
+                e.succeeded,
+                e.failed,
+                e.skipped,
+                e.created_at
+            );
+        }
+        if rows.is_empty() {
+            println!("(no executions match)");
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Percent-encodes a query value (ids are safe tokens; statuses too, but a
+/// typo should not break the URL).
+fn urlencoding(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// `kanade kill EXEC`.
+pub fn kill(api: &Api, json: bool, exec: &str) -> Result<ExitCode, String> {
+    let answer: serde_json::Value = api.post(&format!("/api/executions/{exec}/kill"), &())?;
+    print(json, &answer, || {
+        if answer["killed"] == true {
+            println!("execution {exec} killed: running copies are stopped, agents that have not started it never will");
+        } else {
+            println!(
+                "execution {exec} had already finished ({}); nothing was changed",
+                answer["status"].as_str().unwrap_or("?")
+            );
+        }
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The results as a table.
+pub fn results_table(rows: &[ResultRow]) {
+    println!(
+        "{:<16} {:>5} {:>8} {:>8}  output",
+        "pc", "exit", "skipped", "attempts"
+    );
+    for r in rows {
+        let output = if r.stdout.trim().is_empty() {
+            &r.stderr
+        } else {
+            &r.stdout
+        };
+        let mut line = output.trim().replace('\n', " | ");
+        if line.chars().count() > 60 {
+            line = line.chars().take(57).collect::<String>() + "...";
+        }
+        println!(
+            "{:<16} {:>5} {:>8} {:>8}  {line}",
+            r.pc_id, r.exit_code, r.skipped, r.attempts
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn execution(status: &str, targeted: i64, ok: i64, failed: i64, skipped: i64) -> ExecutionRow {
+        ExecutionRow {
+            exec_id: "e".into(),
+            job_id: "j".into(),
+            version: "1".into(),
+            request_id: "r".into(),
+            target: "{}".into(),
+            targeted,
+            status: status.into(),
+            created_at: String::new(),
+            started: ok + failed,
+            succeeded: ok,
+            failed,
+            skipped,
+            reap_after_secs: 0,
+            late_targets: 0,
+            schedule_id: None,
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_the_table() {
+        assert_eq!(exec_exit_code(&execution("completed", 2, 2, 0, 0)), 0);
+        assert_eq!(exec_exit_code(&execution("completed", 2, 1, 1, 0)), 1);
+        assert_eq!(exec_exit_code(&execution("completed", 2, 1, 0, 1)), 1);
+        assert_eq!(exec_exit_code(&execution("cancelled", 2, 0, 2, 0)), 1);
+        assert_eq!(exec_exit_code(&execution("completed", 0, 0, 0, 0)), 2);
+        assert_eq!(exec_exit_code(&execution("running", 3, 2, 0, 0)), 3);
+        assert_eq!(exec_exit_code(&execution("running", 3, 1, 1, 0)), 1);
+        assert_eq!(
+            exec_exit_code(&execution("awaiting_approval", 3, 0, 0, 0)),
+            4
+        );
+        assert_eq!(urlencoding("a b&c"), "a%20b%26c");
+    }
+}

@@ -136,6 +136,7 @@ pub(crate) async fn intake(inner: Arc<Inner>) {
 /// re-created after errors, until it works).
 async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
     let registration = crate::registration::ensure(&inner).await;
+    let own_subject = subjects::commands_pc(&inner.settings.pc_id);
     let mut config = ConsumerConfig::new(
         format!("agent_{}", inner.settings.pc_id),
         DeliverPolicy::LastPerSubject,
@@ -167,7 +168,13 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
         match consumer.next().await {
             Ok(delivery) => {
                 let kitting = crate::registration::is_kitting(&delivery.message.payload);
-                if crate::registration::predates(registration, delivery.stream_sequence, kitting) {
+                let own = delivery.message.subject == own_subject;
+                if crate::registration::predates(
+                    registration,
+                    delivery.stream_sequence,
+                    own,
+                    kitting,
+                ) {
                     tracing::info!(
                         subject = delivery.message.subject,
                         sequence = delivery.stream_sequence,

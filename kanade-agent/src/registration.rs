@@ -4,9 +4,11 @@
 //! catches up — but a brand-new agent would replay the last fleet-wide
 //! command sent before it existed (think "reboot all"). So on its first
 //! start the agent records EXEC's last sequence in
-//! `<state_dir>/registration.json`; replayed commands at or before it are
-//! acknowledged and skipped (no result: the agent was not a target when
-//! they went out) unless the command opts in with `kitting: true`. Later
+//! `<state_dir>/registration.json`; replayed fleet-wide and group commands
+//! at or before it are acknowledged and skipped (no result: the agent was
+//! not a target when they went out) unless the command opts in with
+//! `kitting: true`. A command on the agent's own subject
+//! (`commands.pc.<pc>`) named it explicitly and always runs. Later
 //! starts keep the recorded position, so what was sent while the agent was
 //! off still replays. Positions come from the broker, so no clock is
 //! involved.
@@ -74,10 +76,15 @@ pub(crate) async fn ensure(inner: &Inner) -> Registration {
     registration
 }
 
-/// Whether a replayed command at `sequence` predates the agent and does
-/// not opt in (pure).
-pub fn predates(registration: Registration, sequence: u64, kitting: bool) -> bool {
-    sequence <= registration.exec_sequence && !kitting
+/// Whether a replayed command at `sequence` predates the agent, was not
+/// addressed to it by name (`own_subject`) and does not opt in (pure).
+pub fn predates(
+    registration: Registration,
+    sequence: u64,
+    own_subject: bool,
+    kitting: bool,
+) -> bool {
+    sequence <= registration.exec_sequence && !own_subject && !kitting
 }
 
 /// Whether a command body says `kitting: true`.
@@ -97,10 +104,11 @@ mod tests {
     #[test]
     fn only_older_commands_without_kitting_are_skipped() {
         let r = Registration { exec_sequence: 10 };
-        assert!(predates(r, 3, false));
-        assert!(predates(r, 10, false));
-        assert!(!predates(r, 11, false));
-        assert!(!predates(r, 3, true));
+        assert!(predates(r, 3, false, false));
+        assert!(predates(r, 10, false, false));
+        assert!(!predates(r, 11, false, false));
+        assert!(!predates(r, 3, false, true));
+        assert!(!predates(r, 3, true, false), "named by pc: always runs");
         assert!(is_kitting(br#"{"kitting": true, "id": "x"}"#));
         assert!(!is_kitting(br#"{"id": "x"}"#));
         assert!(!is_kitting(b"not json"));

@@ -291,3 +291,49 @@ async fn case_8_every_script_the_rules_accept_can_be_uploaded() {
         "{answer}"
     );
 }
+
+/// Issue 23, item 10: every bad request body — unparsable JSON, a missing
+/// or mistyped field, an unknown target key, the wrong content type — is
+/// answered with the JSON error body, never plain text; the results of an
+/// execution that does not exist are 404, not `200 []`; and a kill of a
+/// finished execution changes nothing and says so.
+#[tokio::test]
+async fn item_10_bad_bodies_are_json_errors_and_unknown_executions_404() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = open(Arc::new(MemoryTransport::new()), &dir.path().join("b.db")).await;
+    backend.apply_job(JOB, &Default::default()).await.unwrap();
+    let base = serve(backend.clone()).await;
+    for (endpoint, send) in [
+        (
+            "/api/jobs",
+            Send::Raw("{not json", Some("application/json")),
+        ),
+        ("/api/jobs", Send::Json(json!({"yml": JOB}))),
+        ("/api/jobs", Send::Json(json!({"yaml": 7}))),
+        ("/api/jobs/echo/exec", Send::Json(json!({"everyone": true}))),
+        ("/api/jobs/echo/exec", Send::Json(json!({"pcs": "pc-1"}))),
+        ("/api/jobs/echo/pin", Send::Json(json!({}))),
+        ("/api/freeze", Send::Json(json!({"until": 5}))),
+        ("/api/jobs", Send::Raw("yaml: x", Some("text/plain"))),
+        ("/api/jobs", Send::Raw("{}", None)),
+    ] {
+        let (status, body) = call("POST", format!("{base}{endpoint}"), send).await;
+        assert!((400..500).contains(&status), "{endpoint}: {status} {body}");
+        is_error_body(&body);
+    }
+    for endpoint in [
+        "/api/executions/no-such-exec/results",
+        "/api/executions/no-such-exec",
+    ] {
+        let (status, body) = call("GET", format!("{base}{endpoint}"), Send::Nothing).await;
+        assert_eq!(status, 404, "{endpoint}: {body}");
+        assert!(is_error_body(&body).contains("no-such-exec"), "{body}");
+    }
+    let (status, body) = call(
+        "POST",
+        format!("{base}/api/executions/no-such-exec/kill"),
+        Send::Nothing,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
+}

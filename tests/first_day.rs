@@ -1,0 +1,202 @@
+//! Issue 23, the first day of an operator: items 1–3 through the library
+//! (real backend, real agents, real `sh`, the memory transport).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+use common::{finished, run_agent, running_backend_with_hello, wait_for, wait_for_agent};
+use kanade::agent::{Agent, AgentSettings};
+use kanade::backend::manifest::Target;
+use kanade::backend::{Backend, BackendSettings, KillOutcome};
+use kanade::core::names::SubjectToken;
+use kanade::core::transport::memory::MemoryTransport;
+use kanade::core::transport::Transport;
+
+fn agent(transport: &Arc<dyn Transport>, dir: &Path, pc: &str) -> Agent {
+    let mut settings = AgentSettings::new(SubjectToken::pc(pc).unwrap(), dir.join(pc));
+    settings.inventory = false;
+    Agent::builder(settings, transport.clone()).build().unwrap()
+}
+
+fn pcs(list: &[&str]) -> Target {
+    Target {
+        pcs: list.iter().map(|p| (*p).to_owned()).collect(),
+        ..Target::default()
+    }
+}
+
+fn all() -> Target {
+    Target {
+        all: true,
+        ..Target::default()
+    }
+}
+
+async fn setup(online_window: Duration) -> (Arc<dyn Transport>, Backend, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let mut settings = BackendSettings::new(dir.path().join("backend.db"));
+    settings.online_window = online_window;
+    let backend = running_backend_with_hello(transport.clone(), settings).await;
+    (transport, backend, dir)
+}
+
+/// Item 1: a pc named explicitly is a target before its first heartbeat;
+/// the execution is not "completed" until it answered; an answer from a
+/// pc that was not counted joins the targets (late) so counters never
+/// exceed `targeted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_1_named_pcs_are_targets_and_late_answers_join_them() {
+    let (transport, backend, dir) = setup(Duration::from_secs(2)).await;
+    // Heartbeats every second, so "online" means seen in the last 2 s.
+    transport
+        .key_value(kanade::core::transport::KvConfig::new(
+            kanade::core::names::BUCKET_AGENT_CONFIG,
+        ))
+        .await
+        .unwrap()
+        .put(
+            kanade::core::names::KEY_AGENT_CONFIG_GLOBAL,
+            bytes::Bytes::from_static(br#"{"heartbeat_interval":"1s"}"#),
+        )
+        .await
+        .unwrap();
+    let early = backend.exec("hello", &pcs(&["pc-new"])).await.unwrap();
+    assert_eq!((early.targeted, early.status.as_str()), (1, "pending"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let row = backend.db().execution(&early.exec_id).unwrap().unwrap();
+    assert_eq!(
+        row.status, "pending",
+        "not completed before pc-new answered"
+    );
+    let _new = run_agent(agent(&transport, dir.path(), "pc-new"));
+    let done = finished(&backend, &early.exec_id).await;
+    assert_eq!(
+        (done.targeted, done.succeeded, done.late_targets),
+        (1, 1, 0)
+    );
+
+    // pc-late has run before (it is registered) but is offline when an
+    // --all exec goes out: it is not counted; when it comes back it
+    // replays the command and answers, and joins the targets.
+    let (stop, task) = run_agent(agent(&transport, dir.path(), "pc-late"));
+    wait_for_agent(&backend, "pc-late").await;
+    let warm = backend.exec("hello", &pcs(&["pc-late"])).await.unwrap();
+    finished(&backend, &warm.exec_id).await;
+    stop.send(()).unwrap();
+    task.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await; // past the online window
+    let fleet = backend.exec("hello", &all()).await.unwrap();
+    assert_eq!(fleet.targeted, 1, "only pc-new is online: {fleet:?}");
+    let _back = run_agent(agent(&transport, dir.path(), "pc-late"));
+    wait_for("pc-late's late answer", || {
+        let db = backend.db().clone();
+        let id = fleet.exec_id.clone();
+        async move { db.results(&id).unwrap().len() == 2 }
+    })
+    .await;
+    let row = backend.db().execution(&fleet.exec_id).unwrap().unwrap();
+    assert_eq!(
+        (row.targeted, row.succeeded, row.late_targets),
+        (2, 2, 1),
+        "{row:?}"
+    );
+    assert!(row.succeeded + row.failed + row.skipped <= row.targeted);
+    assert_eq!(row.status, "completed");
+    let targets = backend.db().targets(&fleet.exec_id).unwrap();
+    assert_eq!(
+        targets,
+        [("pc-late".to_owned(), false), ("pc-new".to_owned(), true)]
+    );
+}
+
+/// Item 2: a brand-new agent does not run a fleet-wide command sent
+/// before it first started (no result, no side effect); a `kitting` job's
+/// command it does run; commands sent while a known agent was off still
+/// replay (item 1 above shows that).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_2_a_new_agent_does_not_run_older_commands_unless_kitting() {
+    let (transport, backend, dir) = setup(Duration::from_secs(90)).await;
+    let marker = dir.path().join("rebooted");
+    backend
+        .apply_job(
+            &format!(
+                "id: reboot\nversion: 1\nexecute:\n  shell: sh\n  script: 'touch {}'\n  timeout: 30s\n",
+                marker.display()
+            ),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    backend
+        .apply_job(
+            "id: kit\nversion: 1\nkitting: true\nexecute:\n  shell: sh\n  script: echo kitted\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let _old = run_agent(agent(&transport, dir.path(), "pc-old"));
+    wait_for_agent(&backend, "pc-old").await;
+    let reboot = backend.exec("reboot", &all()).await.unwrap();
+    let kit = backend.exec("kit", &all()).await.unwrap();
+    finished(&backend, &reboot.exec_id).await;
+    std::fs::remove_file(&marker).unwrap();
+    // Fleet-wide commands sit in EXEC; a new machine joins.
+    let _new = run_agent(agent(&transport, dir.path(), "pc-fresh"));
+    wait_for("the kitting command on the new agent", || {
+        let db = backend.db().clone();
+        let id = kit.exec_id.clone();
+        async move {
+            db.results(&id)
+                .unwrap()
+                .iter()
+                .any(|r| r.pc_id == "pc-fresh")
+        }
+    })
+    .await;
+    // A command sent after it joined runs there as usual.
+    let after = backend.exec("hello", &pcs(&["pc-fresh"])).await.unwrap();
+    assert_eq!(finished(&backend, &after.exec_id).await.succeeded, 1);
+    let rows = backend.db().results(&reboot.exec_id).unwrap();
+    assert_eq!(rows.len(), 1, "only pc-old ran the reboot: {rows:?}");
+    assert!(!marker.exists(), "the new agent ran an old command");
+    let kit_row = backend.db().execution(&kit.exec_id).unwrap().unwrap();
+    assert_eq!((kit_row.succeeded, kit_row.late_targets), (2, 1));
+}
+
+/// Item 3: a kill of a finished execution changes nothing and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_3_killing_a_finished_execution_changes_nothing() {
+    let (transport, backend, dir) = setup(Duration::from_secs(90)).await;
+    let _a = run_agent(agent(&transport, dir.path(), "pc-a"));
+    wait_for_agent(&backend, "pc-a").await;
+    let exec = backend.exec("hello", &pcs(&["pc-a"])).await.unwrap();
+    let before = finished(&backend, &exec.exec_id).await;
+    assert_eq!(before.status, "completed");
+    for _ in 0..2 {
+        assert_eq!(
+            backend.kill(&exec.exec_id).await.unwrap(),
+            KillOutcome::AlreadyFinished {
+                status: "completed".into()
+            }
+        );
+    }
+    let after = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    assert_eq!(after, before, "history is not rewritten");
+    // A kill that went through, killed again: still cancelled, said so.
+    let open = backend.exec("hello", &pcs(&["pc-nowhere"])).await.unwrap();
+    assert_eq!(
+        backend.kill(&open.exec_id).await.unwrap(),
+        KillOutcome::Killed
+    );
+    assert_eq!(
+        backend.kill(&open.exec_id).await.unwrap(),
+        KillOutcome::AlreadyFinished {
+            status: "cancelled".into()
+        }
+    );
+}

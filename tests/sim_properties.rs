@@ -196,6 +196,17 @@ fn regressions_found_by_the_simulation() {
                 },
             },
         ),
+        // A brand-new agent cut off from its first start until after two
+        // fleet-wide commands went out: it registered late, yet they were
+        // sent after it started, so it must run them (issue 23, item 2).
+        (
+            7408356326091,
+            FaultSchedule::new(vec![Fault::Partition {
+                at: secs(0),
+                pc: 0,
+                for_: secs(16),
+            }]),
+        ),
     ];
     for (seed, schedule) in cases {
         let outcome = run(seed, &schedule);

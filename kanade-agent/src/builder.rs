@@ -97,6 +97,7 @@ impl AgentBuilder {
             ever_connected: self.connected.is_none(),
             ..Live::default()
         };
+        let started_at = clock.now();
         Ok(Agent {
             inner: Arc::new(Inner {
                 transport: self.transport,
@@ -113,6 +114,7 @@ impl AgentBuilder {
                 kills: Mutex::new(HashMap::new()),
                 killed: Mutex::new(HashMap::new()),
                 clock_offset: Mutex::new(Default::default()),
+                started_at,
                 rng: Mutex::new(rng),
                 connected: self.connected,
                 trust,

@@ -167,13 +167,13 @@ async fn replay(inner: Arc<Inner>, filters: Vec<String>) {
     loop {
         match consumer.next().await {
             Ok(delivery) => {
-                let kitting = crate::registration::is_kitting(&delivery.message.payload);
+                let provenance = crate::registration::Provenance::of(&delivery.message.payload);
                 let own = delivery.message.subject == own_subject;
                 if crate::registration::predates(
                     registration,
                     delivery.stream_sequence,
                     own,
-                    kitting,
+                    provenance,
                 ) {
                     tracing::info!(
                         subject = delivery.message.subject,

@@ -10,12 +10,17 @@
 //! `kitting: true`. A command on the agent's own subject
 //! (`commands.pc.<pc>`) named it explicitly and always runs. Later
 //! starts keep the recorded position, so what was sent while the agent was
-//! off still replays. Positions come from the broker, so no clock is
-//! involved.
+//! off still replays. An agent that first starts while the broker is
+//! out of reach records the position when it first gets it, and also its
+//! own first-start time: a command counts as older only if it is at or
+//! before the position *and* was issued (`issued_at`) before the agent
+//! first started — so commands sent while a new agent waited for the
+//! broker still reach it.
 
 use std::path::Path;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use kanade_core::names::STREAM_EXEC;
 use kanade_core::transport::TransportError;
 use serde::{Deserialize, Serialize};
@@ -28,9 +33,12 @@ pub const REGISTRATION_FILE: &str = "registration.json";
 /// The recorded position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
-    /// EXEC's last sequence when the agent first started: replayed
-    /// commands at or before it predate the agent.
+    /// EXEC's last sequence when the agent first reached the broker:
+    /// replayed commands at or before it may predate the agent.
     pub exec_sequence: u64,
+    /// When the agent first started (its clock).
+    #[serde(default)]
+    pub first_started_at: Option<DateTime<Utc>>,
 }
 
 fn read(dir: &Path) -> Option<Registration> {
@@ -46,6 +54,7 @@ pub(crate) async fn ensure(inner: &Inner) -> Registration {
     if let Some(registration) = read(dir) {
         return registration;
     }
+    let first_started_at = Some(inner.started_at);
     // An agent that has run commands before (its ledger remembers some) is
     // not new — an upgrade from a version without this file: everything
     // still in EXEC is for it.
@@ -64,7 +73,10 @@ pub(crate) async fn ensure(inner: &Inner) -> Registration {
             }
         }
     };
-    let registration = Registration { exec_sequence };
+    let registration = Registration {
+        exec_sequence,
+        first_started_at,
+    };
     let bytes = serde_json::to_vec(&registration).unwrap_or_default();
     match crate::outbox::write_durably(&dir.join(REGISTRATION_FILE), &bytes) {
         Ok(()) => tracing::info!(
@@ -76,25 +88,38 @@ pub(crate) async fn ensure(inner: &Inner) -> Registration {
     registration
 }
 
-/// Whether a replayed command at `sequence` predates the agent, was not
+/// What [`predates`] looks at in a command body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub struct Provenance {
+    /// The command opts in to agents newer than itself.
+    #[serde(default)]
+    pub kitting: bool,
+    /// When the backend published it.
+    #[serde(default)]
+    pub issued_at: Option<DateTime<Utc>>,
+}
+
+impl Provenance {
+    /// Reads them from a command body (defaults if it is not one).
+    pub fn of(payload: &[u8]) -> Self {
+        serde_json::from_slice(payload).unwrap_or_default()
+    }
+}
+
+/// Whether a replayed command at `sequence` predates the agent (at or
+/// before its position and issued before it first started), was not
 /// addressed to it by name (`own_subject`) and does not opt in (pure).
 pub fn predates(
     registration: Registration,
     sequence: u64,
     own_subject: bool,
-    kitting: bool,
+    command: Provenance,
 ) -> bool {
-    sequence <= registration.exec_sequence && !own_subject && !kitting
-}
-
-/// Whether a command body says `kitting: true`.
-pub(crate) fn is_kitting(payload: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Flag {
-        #[serde(default)]
-        kitting: bool,
-    }
-    serde_json::from_slice::<Flag>(payload).is_ok_and(|f| f.kitting)
+    let issued_before = match (command.issued_at, registration.first_started_at) {
+        (Some(issued), Some(started)) => issued < started,
+        _ => true,
+    };
+    sequence <= registration.exec_sequence && issued_before && !own_subject && !command.kitting
 }
 
 #[cfg(test)]
@@ -103,14 +128,35 @@ mod tests {
 
     #[test]
     fn only_older_commands_without_kitting_are_skipped() {
-        let r = Registration { exec_sequence: 10 };
-        assert!(predates(r, 3, false, false));
-        assert!(predates(r, 10, false, false));
-        assert!(!predates(r, 11, false, false));
-        assert!(!predates(r, 3, false, true));
-        assert!(!predates(r, 3, true, false), "named by pc: always runs");
-        assert!(is_kitting(br#"{"kitting": true, "id": "x"}"#));
-        assert!(!is_kitting(br#"{"id": "x"}"#));
-        assert!(!is_kitting(b"not json"));
+        let started = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let r = Registration {
+            exec_sequence: 10,
+            first_started_at: Some(started),
+        };
+        let plain = Provenance::default();
+        let kit = Provenance {
+            kitting: true,
+            issued_at: None,
+        };
+        assert!(predates(r, 3, false, plain));
+        assert!(predates(r, 10, false, plain));
+        assert!(!predates(r, 11, false, plain));
+        assert!(!predates(r, 3, false, kit));
+        assert!(!predates(r, 3, true, plain), "named by pc: always runs");
+        let before = Provenance {
+            kitting: false,
+            issued_at: Some(started - chrono::Duration::seconds(1)),
+        };
+        let after = Provenance {
+            kitting: false,
+            issued_at: Some(started + chrono::Duration::seconds(1)),
+        };
+        assert!(predates(r, 3, false, before));
+        assert!(
+            !predates(r, 3, false, after),
+            "sent while it waited for the broker"
+        );
+        assert!(Provenance::of(br#"{"kitting": true, "id": "x"}"#).kitting);
+        assert_eq!(Provenance::of(b"not json"), Provenance::default());
     }
 }

@@ -55,6 +55,9 @@ pub(crate) struct Inner {
     pub live_changed: Notify,
     pub groups_changed: Notify,
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
+    /// When this agent instance was built (its clock): the first start's,
+    /// for a brand-new agent's registration.
+    pub started_at: DateTime<Utc>,
     /// This host's clock offset from the backend's, estimated from live
     /// commands.
     pub clock_offset: Mutex<clock::OffsetEstimate>,

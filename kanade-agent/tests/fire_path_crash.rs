@@ -26,14 +26,12 @@ async fn replay_and_live_delivery_run_a_request_once() {
         .unwrap();
     let mut results = results(&transport).await;
     // Published before the agent first started: a brand-new agent does not
-    // replay it (issue 23, item 2) — unless the command opts in (kitting).
-    let before = command("early", "exit=0");
-    publish_command(&transport, "commands.pc.pc-1", &before).await;
-    let mut kitting = command("kit", "exit=0");
-    kitting.kitting = true;
-    publish_command(&transport, "commands.all", &kitting).await;
+    // replay a fleet-wide one (issue 23, item 2); one that names its pc it
+    // does — only replay can deliver it.
+    publish_command(&transport, "commands.all", &command("early", "exit=0")).await;
+    publish_command(&transport, "commands.pc.pc-1", &command("named", "exit=0")).await;
     let h = Harness::start(transport.clone()).await;
-    assert_eq!(next_result(&mut results).await.request_id, "kit");
+    assert_eq!(next_result(&mut results).await.request_id, "named");
     // Published while running: live subscription and replay consumer both deliver it.
     h.send("commands.all", &command("live", "exit=0")).await;
     assert_eq!(next_result(&mut results).await.request_id, "live");

@@ -280,12 +280,21 @@ async fn a_silent_run_is_reaped_and_a_late_result_replaces_it() {
 async fn a_pin_holds_and_approval_jobs_wait_for_their_approvers() {
     let fleet = fleet().await;
     let backend = &fleet.backend;
-    backend
-        .apply_job("id: pinned\nversion: 2.0.0\nexecute:\n  shell: sh\n  script: echo v2\n  timeout: 30s\n", &Default::default())
+    for version in ["1.0.0", "2.0.0"] {
+        backend
+            .apply_job(&format!("id: pinned\nversion: {version}\nexecute:\n  shell: sh\n  script: echo {version}\n  timeout: 30s\n"), &Default::default())
+            .await
+            .unwrap();
+    }
+    backend.pin("pinned", "1.0.0").await.unwrap();
+    // exec of 2.0.0 says the pin holds; a schedule's fire goes out and is
+    // skipped everywhere.
+    let refused = backend.exec("pinned", &all()).await.unwrap_err();
+    assert!(refused.to_string().contains("pinned to 1.0.0"), "{refused}");
+    let exec = backend
+        .fire("pinned", &all(), Default::default())
         .await
         .unwrap();
-    backend.pin("pinned", "1.0.0").await.unwrap();
-    let exec = backend.exec("pinned", &all()).await.unwrap();
     let done = finished(backend, &exec.exec_id).await;
     assert_eq!(
         (done.succeeded, done.skipped),

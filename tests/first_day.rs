@@ -52,19 +52,8 @@ async fn setup(online_window: Duration) -> (Arc<dyn Transport>, Backend, tempfil
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_1_named_pcs_are_targets_and_late_answers_join_them() {
     let (transport, backend, dir) = setup(Duration::from_secs(2)).await;
-    // Heartbeats every second, so "online" means seen in the last 2 s.
-    transport
-        .key_value(kanade::core::transport::KvConfig::new(
-            kanade::core::names::BUCKET_AGENT_CONFIG,
-        ))
-        .await
-        .unwrap()
-        .put(
-            kanade::core::names::KEY_AGENT_CONFIG_GLOBAL,
-            bytes::Bytes::from_static(br#"{"heartbeat_interval":"1s"}"#),
-        )
-        .await
-        .unwrap();
+    // (The common setup sends heartbeats every second: online means
+    // seen in the last 2 s.)
     let early = backend.exec("hello", &pcs(&["pc-new"])).await.unwrap();
     assert_eq!((early.targeted, early.status.as_str()), (1, "pending"));
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -199,4 +188,84 @@ async fn item_3_killing_a_finished_execution_changes_nothing() {
             status: "cancelled".into()
         }
     );
+}
+
+/// Item 5: a pin holds until it is cleared (apply and exec say so; agents
+/// skip other versions with 124), names a version that was applied, and a
+/// version's content is immutable unless replaced on purpose.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn item_5_pins_hold_and_versions_are_immutable() {
+    let (transport, backend, dir) = setup(Duration::from_secs(90)).await;
+    let _a = run_agent(agent(&transport, dir.path(), "pc-a"));
+    wait_for_agent(&backend, "pc-a").await;
+    let yaml = |version: &str, script: &str| {
+        format!("id: app\nversion: {version}\nexecute:\n  shell: sh\n  script: {script}\n  timeout: 30s\n")
+    };
+    let none = Default::default();
+    backend
+        .apply_job(&yaml("1.0.0", "echo one"), &none)
+        .await
+        .unwrap();
+    backend.pin("app", "1.0.0").await.unwrap();
+    let newer = backend
+        .apply_job_with(&yaml("1.1.0", "echo two"), &none, false)
+        .await
+        .unwrap();
+    assert_eq!(newer.pinned.as_deref(), Some("1.0.0"), "apply says so");
+    let current = transport
+        .key_value(kanade::core::transport::KvConfig::new(
+            kanade::core::names::BUCKET_SCRIPT_CURRENT,
+        ))
+        .await
+        .unwrap()
+        .get("app")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(current.value, "1.0.0", "the pin holds");
+    let refused = backend.exec("app", &pcs(&["pc-a"])).await.unwrap_err();
+    assert!(refused.to_string().contains("pinned to 1.0.0"), "{refused}");
+    // A schedule's fire of the newer version is skipped by agents (124).
+    let fired = backend
+        .fire("app", &pcs(&["pc-a"]), Default::default())
+        .await
+        .unwrap();
+    finished(&backend, &fired.exec_id).await;
+    let rows = backend.db().results(&fired.exec_id).unwrap();
+    assert_eq!((rows[0].exit_code, rows[0].skipped), (124, true));
+
+    // A pin names an applied version.
+    let err = backend.pin("app", "0.9.0").await.unwrap_err();
+    assert!(err.to_string().contains("no version \"0.9.0\""), "{err}");
+    backend.pin("app", "1.0.0").await.unwrap();
+
+    // Versions are immutable: the same content again is fine, other
+    // content (script or manifest) is refused unless replaced.
+    backend
+        .apply_job(&yaml("1.1.0", "echo two"), &none)
+        .await
+        .unwrap();
+    for changed in [
+        yaml("1.1.0", "echo three"),
+        yaml("1.1.0", "echo two").replace("30s", "60s"),
+    ] {
+        let err = backend.apply_job(&changed, &none).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already applied with other content"),
+            "{err}"
+        );
+    }
+    let replaced = backend
+        .apply_job_with(&yaml("1.1.0", "echo three"), &none, true)
+        .await
+        .unwrap();
+    assert!(replaced.replaced);
+
+    // Cleared: the latest version runs.
+    assert_eq!(backend.unpin("app").await.unwrap(), "1.1.0");
+    let exec = backend.exec("app", &pcs(&["pc-a"])).await.unwrap();
+    finished(&backend, &exec.exec_id).await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    assert_eq!((rows[0].exit_code, rows[0].stdout.as_str()), (0, "three\n"));
 }

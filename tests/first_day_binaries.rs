@@ -146,6 +146,22 @@ fn item_6_and_9_exit_codes_and_readable_output() {
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(rows.len(), 1, "{out}");
     assert_eq!(rows[0]["exec_id"], slow.as_str());
+    // Item 5 on the CLI: a pin names an applied version; a changed version
+    // needs --replace, which the audit trail records.
+    let (status, out) = code(&["pin", "ok", "0.9.0"]);
+    assert!(status != Some(0) && out.contains("no version"), "{out}");
+    let changed = job(d, "ok", "echo changed");
+    let (status, out) = code(&["job", "apply", "-f", &changed]);
+    assert!(status != Some(0) && out.contains("--replace"), "{out}");
+    let (status, out) = code(&["job", "apply", "-f", &changed, "--replace"]);
+    assert_eq!(status, Some(0), "{out}");
+    let (_, out) = code(&["audit", "--json"]);
+    assert!(
+        out.contains("job.replace") && out.contains("ok/1.0.0"),
+        "{out}"
+    );
+    let (_, out) = code(&["unpin", "ok"]);
+    assert!(out.starts_with("job ok unpinned"), "{out}");
     let (_, out) = code(&["schedule", "list"]);
     assert!(out.starts_with("schedule"), "a header: {out}");
     for (binary, first) in [

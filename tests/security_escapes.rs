@@ -42,7 +42,10 @@ async fn an_approval_rule_is_weakened_only_by_an_admin() {
             .await;
         assert_eq!(status, 403, "{weaker}: {body}");
     }
-    let stronger = GATED.replace("approvals: 2", "approvals: 3");
+    // (Each change is a new version: a version's content is immutable.)
+    let stronger = GATED
+        .replace("approvals: 2", "approvals: 3")
+        .replace("version: 1", "version: 2");
     let (status, body) = api
         .call(
             "POST",
@@ -52,10 +55,12 @@ async fn an_approval_rule_is_weakened_only_by_an_admin() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let removed = GATED.replace(
-        "require_approval: {approvals: 2, role: admin, ttl: 1h}\n",
-        "",
-    );
+    let removed = GATED
+        .replace(
+            "require_approval: {approvals: 2, role: admin, ttl: 1h}\n",
+            "",
+        )
+        .replace("version: 1", "version: 3");
     let (status, body) = api
         .call("POST", "/api/jobs", Some(&admin), Some(upload(&removed)))
         .await;

@@ -34,7 +34,7 @@ pub mod when;
 mod yaml_lines;
 
 pub use backend::{
-    finished_status, AgentIdentities, Backend, BackendError, BackendSettings, FireOptions, IdFn,
-    KillOutcome, NowFn,
+    finished_status, version_changed, AgentIdentities, AppliedJob, Backend, BackendError,
+    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn,
 };
 pub use scheduler::Scheduler;

@@ -268,11 +268,14 @@ async fn case_8_every_script_the_rules_accept_can_be_uploaded() {
     let yaml =
         "id: big\nversion: 1\nexecute:\n  shell: sh\n  script_file: big.sh\n  timeout: 30s\n";
     let upload = |body: String| Send::Json(json!({"yaml": yaml, "script_files": {"big.sh": body}}));
-    for (what, body) in [
-        ("3.4 MB of text", "echo ok\n".repeat(3_420_000 / 8)),
-        ("3.9 MB of control bytes", "\u{1}".repeat(3_900_000)),
+    for (version, what, body) in [
+        ("1", "3.4 MB of text", "echo ok\n".repeat(3_420_000 / 8)),
+        ("2", "3.9 MB of control bytes", "\u{1}".repeat(3_900_000)),
     ] {
-        let (status, answer) = call("POST", format!("{base}/api/jobs"), upload(body)).await;
+        // Each its own version (a version's content is immutable).
+        let yaml = yaml.replace("version: 1", &format!("version: {version}"));
+        let upload = Send::Json(json!({"yaml": yaml, "script_files": {"big.sh": body}}));
+        let (status, answer) = call("POST", format!("{base}/api/jobs"), upload).await;
         assert_eq!(status, 200, "{what}: {answer}");
     }
     let (status, answer) = call(

@@ -157,6 +157,20 @@ pub async fn running_backend_with_hello(
     transport: std::sync::Arc<dyn kanade::core::transport::Transport>,
     settings: kanade::backend::BackendSettings,
 ) -> kanade::backend::Backend {
+    // Heartbeats every second: a first one sent before the backend's
+    // projector subscribed is not a 30 s wait.
+    transport
+        .key_value(kanade::core::transport::KvConfig::new(
+            kanade::core::names::BUCKET_AGENT_CONFIG,
+        ))
+        .await
+        .unwrap()
+        .put(
+            kanade::core::names::KEY_AGENT_CONFIG_GLOBAL,
+            bytes::Bytes::from_static(br#"{"heartbeat_interval":"1s"}"#),
+        )
+        .await
+        .unwrap();
     let backend = kanade::backend::Backend::open(transport, settings)
         .await
         .unwrap();

@@ -14,27 +14,62 @@ use kanade_core::transport::ObjectStoreConfig;
 
 use super::core::Backend;
 use super::error::BackendError;
+use super::versions::{version_changed, AppliedJob};
 use crate::auth::Principal;
 use crate::manifest::{parse_job, parse_schedule, Job, Schedule};
 
 impl Backend {
     /// Validates and stores a job: JSON in `jobs`, the YAML verbatim in
     /// `jobs_yaml`, the script body in `scripts` as `<id>/<version>`.
+    ///
+    /// A version is immutable: re-applying it with other content is refused
+    /// ([`Backend::apply_job_replacing`] does it on purpose).
     pub async fn apply_job(
         &self,
         yaml: &str,
         script_files: &BTreeMap<String, String>,
     ) -> Result<Job, BackendError> {
+        Ok(self.apply_job_with(yaml, script_files, false).await?.job)
+    }
+
+    /// [`Backend::apply_job`] that may replace a version's content
+    /// (`replace`), saying what it did; the API audits a replacement.
+    pub async fn apply_job_with(
+        &self,
+        yaml: &str,
+        script_files: &BTreeMap<String, String>,
+        replace: bool,
+    ) -> Result<AppliedJob, BackendError> {
         let mut job = parse_job(yaml, script_files)?;
-        if let Some(body) = job.execute.script.take() {
+        let body = job.execute.script.take();
+        let key = format!("{}/{}", job.id, job.version);
+        if body.is_some() {
+            job.execute.script_file = None;
+            job.execute.script_object = Some(key.clone());
+        }
+        let stored = self.stored_job(&job.id).await?;
+        let stored_sha = self.stored_script_sha256(&key).await?;
+        let new_sha = body
+            .as_deref()
+            .map(|b| crate::audit::chain::sha256_hex(b.as_bytes()));
+        let replaced = version_changed(
+            stored.as_ref(),
+            &job,
+            stored_sha.as_deref(),
+            new_sha.as_deref(),
+        );
+        if replaced && !replace {
+            return Err(BackendError::Invalid(format!(
+                "job {} version {} was already applied with other content: give the change a new version (or re-apply with --replace, which is audited)",
+                job.id, job.version
+            )));
+        }
+        if let Some(body) = body {
             let store = self
                 .transport
                 .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
                 .await?;
-            let key = format!("{}/{}", job.id, job.version);
             store.put(&key, &mut body.as_bytes()).await?;
-            job.execute.script_file = None;
-            job.execute.script_object = Some(key);
         }
         self.bucket(BUCKET_JOBS)
             .await?
@@ -44,18 +79,30 @@ impl Backend {
             .await?
             .put(&job.id, Bytes::from(yaml.to_owned()))
             .await?;
-        // The applied version becomes current; an operator `pin` overrides it.
-        self.bucket(BUCKET_SCRIPT_CURRENT)
+        // The applied version becomes current, unless an operator pin
+        // holds the job at another one.
+        let pinned = self
+            .pin_of(&job.id)
             .await?
-            .put(&job.id, Bytes::from(job.version.clone()))
-            .await?;
+            .map(|pin| pin.version)
+            .filter(|version| *version != job.version);
+        if pinned.is_none() {
+            self.bucket(BUCKET_SCRIPT_CURRENT)
+                .await?
+                .put(&job.id, Bytes::from(job.version.clone()))
+                .await?;
+        }
         let status = self.bucket(BUCKET_SCRIPT_STATUS).await?;
         if status.get(&job.id).await?.is_none() {
             status
                 .put(&job.id, Bytes::from_static(SCRIPT_STATUS_ACTIVE.as_bytes()))
                 .await?;
         }
-        Ok(job)
+        Ok(AppliedJob {
+            job,
+            replaced,
+            pinned,
+        })
     }
 
     /// Every job.

@@ -103,6 +103,7 @@ impl Backend {
         requester: &Principal,
     ) -> Result<ExecutionRow, BackendError> {
         let prepared = self.prepare(job_id, target, FireOptions::default()).await?;
+        self.refuse_if_pinned_elsewhere(&prepared.job).await?;
         let Some(rule) = prepared.job.require_approval.rule_at(self.now()) else {
             return self.send(prepared).await;
         };

@@ -19,9 +19,11 @@ mod projectors;
 mod reaper;
 mod schedule_approvals;
 mod stop;
+mod versions;
 
 pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;
 pub use self::identities::AgentIdentities;
 pub use self::stop::{finished_status, KillOutcome};
+pub use self::versions::{version_changed, AppliedJob};

@@ -4,8 +4,8 @@
 
 use bytes::Bytes;
 use kanade_core::names::{
-    bucket_ttl, subjects, SubjectToken, TokenKind, BUCKET_EXEC_KILLS, BUCKET_SCRIPT_CURRENT,
-    BUCKET_SCRIPT_STATUS, SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
+    bucket_ttl, subjects, SubjectToken, TokenKind, BUCKET_EXEC_KILLS, BUCKET_SCRIPT_STATUS,
+    SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
 };
 use kanade_core::transport::KvConfig;
 use kanade_core::wire::KillRecord;
@@ -49,16 +49,6 @@ impl Backend {
         self.bucket(BUCKET_SCRIPT_STATUS)
             .await?
             .put(job_id, Bytes::from_static(SCRIPT_STATUS_ACTIVE.as_bytes()))
-            .await?;
-        Ok(())
-    }
-
-    /// Pins the version agents may run (others are skipped with 124).
-    pub async fn pin(&self, job_id: &str, version: &str) -> Result<(), BackendError> {
-        self.job(job_id).await?;
-        self.bucket(BUCKET_SCRIPT_CURRENT)
-            .await?
-            .put(job_id, Bytes::from(version.to_owned()))
             .await?;
         Ok(())
     }

@@ -160,5 +160,13 @@ pub(super) fn migrations() -> Migrations<'static> {
         ),
         // Which schedule fired an execution (NULL for exec).
         M::up("ALTER TABLE executions ADD COLUMN schedule_id TEXT;"),
+        // Operator pins (a pin holds until cleared).
+        M::up(
+            "CREATE TABLE job_pins (
+            job_id TEXT PRIMARY KEY,
+            version TEXT NOT NULL,
+            pinned_at TEXT NOT NULL
+        );",
+        ),
     ])
 }

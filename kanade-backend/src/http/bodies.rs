@@ -12,6 +12,10 @@ pub struct JobUpload {
     /// `script_file` name → body.
     #[serde(default)]
     pub script_files: BTreeMap<String, String>,
+    /// Replace the content of a version applied before (audited as
+    /// `job.replace`); without it such an upload is refused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replace: bool,
 }
 
 /// A schedule upload.

@@ -52,6 +52,8 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         .route("/api/jobs/{id}/revoke", post(revoke))
         .route("/api/jobs/{id}/activate", post(activate))
         .route("/api/jobs/{id}/pin", post(pin))
+        .route("/api/jobs/{id}/unpin", post(unpin))
+        .route("/api/pins", get(pins))
         .route("/api/executions", get(executions))
         .route("/api/executions/{id}", get(execution))
         .route("/api/executions/{id}/results", get(results))
@@ -127,11 +129,40 @@ async fn apply_job(
     Body(upload): Body<JobUpload>,
 ) -> ApiResult<crate::manifest::Job> {
     scope::require_job_upload(&backend, &principal, &upload).await?;
-    Ok(Json(
-        backend
-            .apply_job(&upload.yaml, &upload.script_files)
-            .await?,
-    ))
+    let applied = backend
+        .apply_job_with(&upload.yaml, &upload.script_files, upload.replace)
+        .await?;
+    if applied.replaced {
+        // A version's content changed in place: on the record, by whom.
+        let source = kanade_core::wire::AuditSource {
+            ip: None,
+            kind: "api".into(),
+        };
+        let mut entry = crate::audit::AuditDraft::new(
+            backend.now(),
+            principal.name.clone(),
+            source,
+            "job.replace",
+            crate::audit::OUTCOME_OK,
+        );
+        entry.target = Some(format!("{}/{}", applied.job.id, applied.job.version));
+        db(&backend, move |db| db.append_audit(entry)).await?;
+    }
+    Ok(Json(applied.job))
+}
+
+async fn unpin(
+    State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<serde_json::Value> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
+    let current = backend.unpin(&id).await?;
+    Ok(Json(json!({"job": id, "pinned": null, "current": current})))
+}
+
+async fn pins(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::Pin>> {
+    Ok(Json(db(&backend, |db| db.pins()).await?))
 }
 
 async fn schedules(State(backend): State<Backend>) -> ApiResult<Vec<crate::manifest::Schedule>> {

@@ -55,6 +55,8 @@ pub const ROUTES: &[RouteRule] = &[
         "job.activate",
     ),
     rule("POST", "/api/jobs/{id}/pin", Role::Operator, "job.pin"),
+    rule("POST", "/api/jobs/{id}/unpin", Role::Operator, "job.unpin"),
+    rule("GET", "/api/pins", Role::Viewer, "pins.list"),
     rule("GET", "/api/schedules", Role::Viewer, "schedules.list"),
     rule("POST", "/api/schedules", Role::Operator, "schedule.apply"),
     rule(

@@ -113,12 +113,18 @@ enum Cmd {
         /// Job id.
         job: String,
     },
-    /// Pin the version agents may run (others skip with 124).
+    /// Pin the version agents may run (others skip with 124) until
+    /// `kanade unpin`; it must be a version that was applied.
     Pin {
         /// Job id.
         job: String,
         /// Version.
         version: String,
+    },
+    /// Clear a pin: the job's latest applied version runs again.
+    Unpin {
+        /// Job id.
+        job: String,
     },
     /// Kill an execution: running copies stop, agents that have not
     /// started it never will (a finished one is left as it is).
@@ -181,11 +187,15 @@ enum Cmd {
 
 #[derive(Debug, Subcommand)]
 enum JobCmd {
-    /// Upload a job manifest (YAML).
+    /// Upload a job manifest (YAML). A version is immutable: a changed job
+    /// needs a new version.
     Apply {
         /// The manifest.
         #[arg(short, long)]
         file: PathBuf,
+        /// Replace the content of a version applied before (audited).
+        #[arg(long)]
+        replace: bool,
     },
     /// List jobs.
     List,
@@ -369,19 +379,30 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
             Ok(())
         }
         Cmd::Job {
-            action: JobCmd::Apply { file },
+            action: JobCmd::Apply { file, replace },
         } => {
             let yaml =
                 std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
             let upload = JobUpload {
                 script_files: script_files_next_to(&file, &yaml)?,
                 yaml,
+                replace,
             };
             let job: Job = api
                 .post("/api/jobs", &upload)
                 .map_err(|e| format!("{}: {e}", file.display()))?;
+            let pins: Vec<kanade_backend::db::Pin> = api.get("/api/pins").unwrap_or_default();
+            let pinned = pins
+                .into_iter()
+                .find(|p| p.job_id == job.id && p.version != job.version);
             print(args.json, &job, || {
-                println!("applied job {} {}", job.id, job.version)
+                println!("applied job {} {}", job.id, job.version);
+                if let Some(pin) = &pinned {
+                    println!(
+                        "job {} is pinned to {}: agents keep running it and skip {} (124) until `kanade pin {} {}` or `kanade unpin {}`",
+                        job.id, pin.version, job.version, job.id, job.version, job.id
+                    );
+                }
             })
         }
         Cmd::Job {
@@ -504,6 +525,15 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
             let answer: serde_json::Value = api.post(&format!("/api/jobs/{job}/activate"), &())?;
             print(args.json, &answer, || {
                 println!("job {job} active again: it runs where it is sent")
+            })
+        }
+        Cmd::Unpin { job } => {
+            let answer: serde_json::Value = api.post(&format!("/api/jobs/{job}/unpin"), &())?;
+            print(args.json, &answer, || {
+                println!(
+                    "job {job} unpinned: {} runs",
+                    answer["current"].as_str().unwrap_or("its latest version")
+                )
             })
         }
         Cmd::Pin { job, version } => {

@@ -162,6 +162,28 @@ fn item_6_and_9_exit_codes_and_readable_output() {
     );
     let (_, out) = code(&["unpin", "ok"]);
     assert!(out.starts_with("job ok unpinned"), "{out}");
+    // Item 8 on the CLI: each problem once, no "line ?".
+    let broken = d.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "id: broken\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  timeout: soon\n",
+    )
+    .unwrap();
+    let (status, out) = code(&["job", "apply", "-f", broken.to_str().unwrap()]);
+    assert!(status != Some(0), "{out}");
+    assert_eq!(out.matches("execute.timeout").count(), 1, "{out}");
+    assert!(
+        out.contains("line 6: execute.timeout: \"soon\" is not a duration"),
+        "{out}"
+    );
+    let no_target = d.join("no-target.yaml");
+    std::fs::write(&no_target, "id: s\njob_id: ok\nwhen:\n  per_pc: once\n").unwrap();
+    let (status, out) = code(&["schedule", "apply", "-f", no_target.to_str().unwrap()]);
+    assert!(
+        status != Some(0) && out.contains("target: names no agents"),
+        "{out}"
+    );
+    assert!(!out.contains("line ?"), "{out}");
     let (_, out) = code(&["schedule", "list"]);
     assert!(out.starts_with("schedule"), "a header: {out}");
     for (binary, first) in [

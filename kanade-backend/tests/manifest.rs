@@ -66,7 +66,7 @@ fn job_errors_name_field_and_line() {
     let base = "id: j\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n  timeout: 30s\n";
     let (line, field, message) = job_error(&format!("{base}colour: blue\n"));
     assert_eq!((line, field.as_str()), (Some(7), "colour"), "{message}");
-    assert!(message.contains("unknown field"), "{message}");
+    assert!(message.contains("is not a known key"), "{message}");
 
     let (line, _, message) = job_error(&base.replace("shell: sh", "shell: fish"));
     assert_eq!(line, Some(4), "{message}");
@@ -222,4 +222,93 @@ fn case_7_editor_encodings_are_normalised_or_refused() {
     assert_eq!(decode_script_file("w.ps1", &be).unwrap(), "echo hi\n");
     let err = decode_script_file("latin1.sh", &[b'e', 0xE9, b'\n']).unwrap_err();
     assert!(err.contains("latin1.sh") && err.contains("UTF-8"), "{err}");
+}
+
+/// Issue 23, item 8: each problem of a broken manifest is reported once,
+/// with its line (when the key is there), the field's real dotted name and
+/// a sentence — no empty field, no "target" for a job id, no parser
+/// jargon ("expected number at 0", "at line 4 column 10").
+#[test]
+fn item_8_manifest_errors_name_line_field_and_say_what_is_wrong() {
+    let none = Default::default();
+    let job = |execute: &str| {
+        format!("id: x\nversion: 1\nexecute:\n  shell: sh\n  script: echo\n{execute}")
+    };
+    let cases: Vec<(String, Option<usize>, &str, &str)> = vec![
+        (
+            job("  timeout: 30s\n").replace("shell: sh", "shell: zsh"),
+            Some(4),
+            "execute.shell",
+            "`zsh` is not allowed; use one of",
+        ),
+        (
+            job("  timeout: soon\n"),
+            Some(6),
+            "execute.timeout",
+            "write a number and a unit",
+        ),
+        (
+            job("  timeout: 5 parsecs\n"),
+            Some(6),
+            "execute.timeout",
+            "is not a duration",
+        ),
+        (
+            job(""),
+            Some(4),
+            "execute.timeout",
+            "is required but missing",
+        ),
+        (
+            job("  timeout: 30s\n  shel: sh\n"),
+            Some(7),
+            "execute.shel",
+            "is not a known key here",
+        ),
+        (
+            job("  timeout: 30s\n").replace("id: x", "id: 'bad id'"),
+            Some(1),
+            "id",
+            "job id \"bad id\"",
+        ),
+    ];
+    for (yaml, line, field, says) in cases {
+        let errors = kanade_backend::manifest::parse_job(&yaml, &none).unwrap_err();
+        assert_eq!(errors.errors.len(), 1, "{yaml}: {errors:?}");
+        let e = &errors.errors[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{yaml}: {e:?}");
+        assert!(e.message.contains(says), "{yaml}: {e:?}");
+        for jargon in ["expected number", " column ", "at line", "unknown variant"] {
+            assert!(!e.message.contains(jargon), "{yaml}: {e:?}");
+        }
+    }
+    let schedule = |body: &str| format!("id: s\njob_id: x\n{body}");
+    for (yaml, line, field, says) in [
+        (
+            schedule("when:\n  per_pc: once\n"),
+            None,
+            "target",
+            "names no agents",
+        ),
+        (
+            schedule("when:\n  per_pc: {every: soon}\ntarget:\n  all: true\n"),
+            Some(3),
+            "when",
+            "write a number and a unit",
+        ),
+        (
+            schedule("when:\n  per_pc: once\ntarget:\n  all: true\n")
+                .replace("job_id: x", "job_id: 'a b'"),
+            Some(2),
+            "job_id",
+            "job id \"a b\"",
+        ),
+    ] {
+        let errors = kanade_backend::manifest::parse_schedule(&yaml).unwrap_err();
+        assert_eq!(errors.errors.len(), 1, "{yaml}: {errors:?}");
+        let e = &errors.errors[0];
+        assert_eq!((e.line, e.field.as_str()), (line, field), "{yaml}: {e:?}");
+        assert!(e.message.contains(says), "{yaml}: {e:?}");
+        assert!(!e.to_string().contains("line ?"), "{e}");
+    }
 }

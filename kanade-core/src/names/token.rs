@@ -22,6 +22,10 @@ pub enum TokenKind {
     Action,
     /// An audit target.
     Target,
+    /// A job id.
+    JobId,
+    /// A schedule id.
+    ScheduleId,
 }
 
 impl fmt::Display for TokenKind {
@@ -34,6 +38,8 @@ impl fmt::Display for TokenKind {
             TokenKind::Actor => "actor",
             TokenKind::Action => "action",
             TokenKind::Target => "target",
+            TokenKind::JobId => "job id",
+            TokenKind::ScheduleId => "schedule id",
         })
     }
 }

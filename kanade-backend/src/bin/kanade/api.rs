@@ -74,14 +74,24 @@ impl Api {
             let body: serde_json::Value =
                 serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text.clone()));
             let mut message = body["error"].as_str().unwrap_or(&text).to_owned();
-            if let Some(details) = body["details"].as_array() {
+            // A refused manifest: each problem once, with its line when
+            // known and its field when it has one.
+            if let Some(details) = body["details"].as_array().filter(|d| !d.is_empty()) {
+                message = format!(
+                    "the manifest was refused ({} problem{}):",
+                    details.len(),
+                    if details.len() == 1 { "" } else { "s" }
+                );
                 for detail in details {
+                    let line = detail["line"]
+                        .as_u64()
+                        .map_or(String::new(), |l| format!("line {l}: "));
+                    let field = detail["field"]
+                        .as_str()
+                        .filter(|f| !f.is_empty())
+                        .map_or(String::new(), |f| format!("{f}: "));
                     message.push_str(&format!(
-                        "\n  line {}: {}: {}",
-                        detail["line"]
-                            .as_u64()
-                            .map_or("?".into(), |l| l.to_string()),
-                        detail["field"].as_str().unwrap_or(""),
+                        "\n  {line}{field}{}",
                         detail["message"].as_str().unwrap_or("")
                     ));
                 }

@@ -271,3 +271,102 @@ fn item_7_the_agent_needs_a_transport_and_says_what_it_does() {
         text.contains("subscribed") && text.contains("commands.pc.pc-1")
     });
 }
+
+/// Whether `pid` is a live (not zombie) process.
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Item 4: `kill -9` the agent while a script runs; on restart the agent
+/// terminates what its previous life left running (the recorded process
+/// group, checked by start time) before reporting 121.
+#[test]
+fn item_4_a_crashed_agents_script_is_terminated_on_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bus = format!("file:{}", d.join("bus").display());
+    let db = d.join("backend.db");
+    let created = Command::new(workspace_binary("kanade-backend"))
+        .args(["token", "create", "--name", "ci", "--role", "admin", "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let api = format!("127.0.0.1:{}", free_port());
+    let _backend = KillOnDrop(
+        Command::new(workspace_binary("kanade-backend"))
+            .args(["--transport", &bus, "--listen", &api])
+            .arg("--db")
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let cli = Cli {
+        server: format!("http://{api}"),
+        token,
+        home: d.join("home"),
+    };
+    wait_until("the backend API", || cli.run(&["agents"]).status.success());
+    let agent = || {
+        Command::new(workspace_binary("kanade-agent"))
+            .args(["--transport", &bus, "--pc-id", "pc-1"])
+            .arg("--state-dir")
+            .arg(d.join("agent"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = agent();
+    wait_until("the agent", || {
+        String::from_utf8_lossy(&cli.run(&["agents"]).stdout).contains("pc-1")
+    });
+    let pidfile = d.join("script.pid");
+    let out = cli.run(&[
+        "job",
+        "apply",
+        "-f",
+        &job(
+            d,
+            "long",
+            &format!("echo $$ > {}; exec sleep 300", pidfile.display()),
+        ),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = cli.run(&["--json", "exec", "long", "--pcs", "pc-1", "--no-wait"]);
+    let exec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let exec_id = exec["exec_id"].as_str().unwrap().to_owned();
+    wait_until("the script's pid", || {
+        std::fs::read_to_string(&pidfile).is_ok_and(|t| !t.trim().is_empty())
+    });
+    let pid: u32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // A real crash: SIGKILL, no chance to clean up.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(alive(pid), "the orphan outlives the agent");
+    let _second = KillOnDrop(agent());
+    wait_until("the 121 result", || {
+        String::from_utf8_lossy(&cli.run(&["--json", "results", &exec_id]).stdout)
+            .contains("\"exit_code\": 121")
+    });
+    let started = Instant::now();
+    while alive(pid) && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "the restarted agent terminated the orphan");
+    let out = cli.run(&["results", &exec_id]);
+    assert!(text(&out).contains("121"), "{}", text(&out));
+    let json =
+        String::from_utf8_lossy(&cli.run(&["--json", "results", &exec_id]).stdout).into_owned();
+    assert!(json.contains("has been terminated"), "{json}");
+}

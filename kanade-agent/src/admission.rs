@@ -4,6 +4,7 @@
 //! 121, what was admitted but not started is handed back to run.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kanade_core::names::subjects;
 use kanade_core::names::{SubjectToken, TokenKind};
@@ -54,6 +55,18 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
             let _ = inner.ledger.set_stage(&entry.request_id, Stage::Finished);
             continue;
         }
+        // What that run left behind is stopped before it is reported.
+        let left_over = crate::orphans::terminate_left_over(
+            &crate::orphans::records_dir(&inner.settings.state_dir),
+            &entry.request_id,
+            Duration::from_secs(5),
+        )
+        .await;
+        let mut stderr = "kanade: the agent restarted while this command was launching or running; outcome unknown, not relaunched".to_owned();
+        if let Some(note) = left_over {
+            stderr.push('\n');
+            stderr.push_str(&note);
+        }
         let now = inner.clock.now();
         let result = ExecResult {
             result_id: result_id(&request, inner),
@@ -63,7 +76,7 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
             exit_code: exit_codes::AGENT_RESTARTED,
             skipped: false,
             stdout: String::new(),
-            stderr: "kanade: the agent restarted while this command was launching or running; outcome unknown, not relaunched".into(),
+            stderr,
             started_at: entry.admitted_at,
             finished_at: now,
             stdout_object: None,

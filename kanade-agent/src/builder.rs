@@ -74,6 +74,8 @@ impl AgentBuilder {
         let ledger = Ledger::open(&settings.state_dir.join("ledger"), clock.now())?;
         let outbox = Outbox::open(&settings.state_dir.join("outbox"), log.clone())?
             .with_signer(settings.publisher_signer.clone());
+        std::fs::create_dir_all(crate::orphans::records_dir(&settings.state_dir))
+            .map_err(|e| AgentError::io("creating process records", &settings.state_dir, e))?;
         std::fs::create_dir_all(settings.state_dir.join("scripts"))
             .map_err(|e| AgentError::io("creating script cache", &settings.state_dir, e))?;
         let host = HostSupport {

@@ -289,6 +289,10 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
         run_as: command.run_as,
         request_id: command.request_id.clone(),
         attempt: 1,
+        process_record: Some(crate::orphans::record_path(
+            &crate::orphans::records_dir(&inner.settings.state_dir),
+            request.as_str(),
+        )),
     };
     let mut attempts = 0u32;
     let started_at = inner.clock.now();

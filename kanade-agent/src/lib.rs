@@ -35,6 +35,7 @@ mod intake;
 mod kills;
 mod ledger;
 mod limiter;
+mod orphans;
 mod outbox;
 mod presence;
 mod registration;

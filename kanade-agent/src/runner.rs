@@ -32,6 +32,10 @@ pub struct RunSpec {
     pub request_id: String,
     /// Which attempt this is, from 1.
     pub attempt: u32,
+    /// Where to record the spawned process group and its start time while
+    /// it runs, so a restarted agent can terminate what a crash left behind
+    /// (`None`: not recorded).
+    pub process_record: Option<PathBuf>,
 }
 
 /// How a run ended.
@@ -264,6 +268,16 @@ impl ScriptRunner for ProcessRunner {
             }
         };
         let pgid = child.id().unwrap_or(0);
+        if let Some(path) = &spec.process_record {
+            let record = crate::orphans::ProcessRecord {
+                pgid,
+                start_ticks: crate::orphans::start_ticks(pgid).unwrap_or(0),
+            };
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            if let Err(e) = crate::outbox::write_durably(path, &bytes) {
+                tracing::warn!("process group not recorded: {e}");
+            }
+        }
         let captures: [SharedCapture; 2] =
             std::array::from_fn(|_| Arc::new(Mutex::new(CappedCapture::new(self.capture_cap))));
         let readers = [
@@ -307,6 +321,9 @@ impl ScriptRunner for ProcessRunner {
             }
         };
         let pipes = wait_for_pipes(pgid, readers).await;
+        if let Some(path) = &spec.process_record {
+            let _ = std::fs::remove_file(path);
+        }
         let stdout = take(&captures[0]);
         let mut stderr = take(&captures[1]);
         stderr.extend_from_slice(pipes.note());

@@ -18,6 +18,7 @@ fn spec(script: &str, timeout: Duration) -> RunSpec {
         run_as: RunAs::System,
         request_id: "r1".into(),
         attempt: 1,
+        process_record: None,
     }
 }
 

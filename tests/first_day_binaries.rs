@@ -47,12 +47,9 @@ fn job(dir: &Path, id: &str, script: &str) -> String {
     path.to_str().unwrap().to_owned()
 }
 
-/// Items 6 and 9: `kanade exec` exit codes a script can rely on, and
-/// every command answering in sentences (with a header, a state line).
-#[test]
-fn item_6_and_9_exit_codes_and_readable_output() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// A `kanade-backend` binary on a file transport in `d` (the bus URL for
+/// agents), with an admin token for the CLI, answering.
+fn backend_on_file_bus(d: &Path) -> (String, Cli, KillOnDrop) {
     let bus = format!("file:{}", d.join("bus").display());
     let db = d.join("backend.db");
     let created = Command::new(workspace_binary("kanade-backend"))
@@ -62,7 +59,7 @@ fn item_6_and_9_exit_codes_and_readable_output() {
         .unwrap();
     let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
     let api = format!("127.0.0.1:{}", free_port());
-    let _backend = KillOnDrop(
+    let backend = KillOnDrop(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", &bus, "--listen", &api])
             .arg("--db")
@@ -78,6 +75,16 @@ fn item_6_and_9_exit_codes_and_readable_output() {
         home: d.join("home"),
     };
     wait_until("the backend API", || cli.run(&["agents"]).status.success());
+    (bus, cli, backend)
+}
+
+/// Items 6 and 9: `kanade exec` exit codes a script can rely on, and
+/// every command answering in sentences (with a header, a state line).
+#[test]
+fn item_6_and_9_exit_codes_and_readable_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (bus, cli, _backend) = backend_on_file_bus(d);
     let _agent = KillOnDrop(
         Command::new(workspace_binary("kanade-agent"))
             .args(["--transport", &bus, "--pc-id", "pc-1", "--group", "web"])
@@ -288,31 +295,7 @@ fn alive(pid: u32) -> bool {
 fn item_4_a_crashed_agents_script_is_terminated_on_restart() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let bus = format!("file:{}", d.join("bus").display());
-    let db = d.join("backend.db");
-    let created = Command::new(workspace_binary("kanade-backend"))
-        .args(["token", "create", "--name", "ci", "--role", "admin", "--db"])
-        .arg(&db)
-        .output()
-        .unwrap();
-    let token = String::from_utf8(created.stdout).unwrap().trim().to_owned();
-    let api = format!("127.0.0.1:{}", free_port());
-    let _backend = KillOnDrop(
-        Command::new(workspace_binary("kanade-backend"))
-            .args(["--transport", &bus, "--listen", &api])
-            .arg("--db")
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let cli = Cli {
-        server: format!("http://{api}"),
-        token,
-        home: d.join("home"),
-    };
-    wait_until("the backend API", || cli.run(&["agents"]).status.success());
+    let (bus, cli, _backend) = backend_on_file_bus(d);
     let agent = || {
         Command::new(workspace_binary("kanade-agent"))
             .args(["--transport", &bus, "--pc-id", "pc-1"])

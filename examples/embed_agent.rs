@@ -12,6 +12,25 @@
 //! cargo run --example embed_agent
 //! NATS_URL=nats://127.0.0.1:4222 cargo run --example embed_agent
 //! ```
+//!
+//! Sending a command and waiting for its result needs no sleep and no
+//! polling: subscribe to `results.*` first, publish the command on the
+//! agent's own subject (`commands.pc.<pc>`: the EXEC stream keeps it, so an
+//! agent still starting replays it), then await the subscription for the
+//! result whose `request_id` is the command's.
+//!
+//! In a project of your own this example needs:
+//!
+//! ```toml
+//! [dependencies]
+//! kanade = { version = "0.1", features = ["agent"] }   # + "nats" for NATS_URL
+//! tokio = { version = "1", features = ["macros", "rt-multi-thread", "time"] }
+//! async-trait = "0.1"
+//! bytes = "1"
+//! chrono = "0.4"
+//! serde_json = "1"
+//! tempfile = "3"
+//! ```
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,8 +106,8 @@ async fn main() -> Result<(), Error> {
     println!("agent {pc} running on {url}");
 
     let log = transport.messages();
+    // Subscribe before publishing: the result cannot slip past.
     let mut results = log.subscribe("results.*").await?;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let command: Command = serde_json::from_value(serde_json::json!({
         "id": "greet", "version": "1.0.0", "request_id": format!("embed-{}", std::process::id()),
         "exec_id": "embed-1", "shell": "sh", "timeout_secs": 10,
@@ -100,10 +119,18 @@ async fn main() -> Result<(), Error> {
         Bytes::from(serde_json::to_vec(&command)?),
     )
     .await?;
-    let message = tokio::time::timeout(Duration::from_secs(30), results.next())
-        .await?
-        .ok_or("the results subscription ended")?;
-    let result: ExecResult = serde_json::from_slice(&message.payload)?;
+    // The first result answering this request (others may pass by on a
+    // shared bus).
+    let result = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(message) = results.next().await {
+            let result: ExecResult = serde_json::from_slice(&message.payload)?;
+            if result.request_id == command.request_id {
+                return Ok(result);
+            }
+        }
+        Err::<ExecResult, Error>("the results subscription ended".into())
+    })
+    .await??;
     println!(
         "result of {}: exit {} after {} attempt(s)\n{}",
         result.request_id,

@@ -89,7 +89,7 @@ impl RequireApproval {
         match humantime::parse_duration(&spec.ttl) {
             Ok(ttl) if ttl.as_secs() >= 60 && ttl.as_secs() <= 30 * 86_400 => {}
             Ok(_) => problems.push(("ttl", format!("{:?} is not from 1m to 30d", spec.ttl))),
-            Err(e) => problems.push(("ttl", crate::manifest::duration_problem(&spec.ttl, &e))),
+            Err(e) => problems.push(("ttl", crate::wording::duration_problem(&spec.ttl, &e))),
         }
         problems
     }

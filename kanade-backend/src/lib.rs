@@ -31,6 +31,7 @@ pub mod schedule;
 pub mod scheduler;
 mod script_text;
 pub mod when;
+pub mod wording;
 mod yaml_lines;
 
 pub use backend::{

@@ -256,7 +256,7 @@ impl Problems<'_> {
         match humantime::parse_duration(value) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.add(path, duration_problem(value, &e));
+                self.add(path, crate::wording::duration_problem(value, &e));
                 None
             }
         }
@@ -324,66 +324,9 @@ fn refuse_duplicate_keys(text: &str) -> Result<(), ManifestErrors> {
     Err(errors)
 }
 
-/// Why a duration does not parse, in words (humantime's own errors say
-/// things like "expected number at 0").
-pub fn duration_problem(value: &str, _error: &humantime::DurationError) -> String {
-    format!("{value:?} is not a duration: write a number and a unit, like 30s, 5m or 1h 30m")
-}
-
-/// A YAML reader's message as (field, sentence): the dotted path it starts
-/// with becomes the field, the trailing "at line N column M" goes (the
-/// line is reported on its own), and serde's phrasing becomes a sentence
-/// (pure).
-pub fn describe_yaml_error(message: &str) -> (String, String) {
-    let message = match message.rfind(" at line ") {
-        Some(at) if message[at..].contains(" column ") => &message[..at],
-        _ => message,
-    };
-    let (path, rest) = match message.split_once(": ") {
-        Some((path, rest))
-            if !path.is_empty()
-                && path
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '[' | ']')) =>
-        {
-            (path.to_owned(), rest)
-        }
-        _ => (String::new(), message),
-    };
-    let join = |name: &str| {
-        if path.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{path}.{name}")
-        }
-    };
-    let quoted = |text: &str| text.split('`').nth(1).unwrap_or_default().to_owned();
-    if let Some(tail) = rest.strip_prefix("unknown field ") {
-        let name = quoted(tail);
-        let allowed = tail
-            .split_once(", expected ")
-            .map_or(String::new(), |(_, a)| a.to_owned());
-        return (
-            join(&name),
-            format!("`{name}` is not a known key here; use {allowed}"),
-        );
-    }
-    if let Some(tail) = rest.strip_prefix("missing field ") {
-        return (join(&quoted(tail)), "is required but missing".to_owned());
-    }
-    if let Some(tail) = rest.strip_prefix("unknown variant ") {
-        let value = quoted(tail);
-        let allowed = tail
-            .split_once(", expected ")
-            .map_or(String::new(), |(_, a)| a.to_owned());
-        return (path, format!("`{value}` is not allowed; use {allowed}"));
-    }
-    (path, rest.to_owned())
-}
-
 fn parse_error(text: &str, error: serde_yaml_ng::Error) -> ManifestErrors {
     let line = error.location().map(|l| l.line());
-    let (field, message) = describe_yaml_error(&error.to_string());
+    let (field, message) = crate::wording::describe_yaml_error(&error.to_string());
     let unknown = message.contains("is not a known key");
     // Point an unknown key at its own line.
     let key = field.rsplit('.').next().unwrap_or_default().to_owned();

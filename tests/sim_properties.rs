@@ -196,6 +196,26 @@ fn regressions_found_by_the_simulation() {
                 },
             },
         ),
+        // Found by CI: a kill lost on the way (2 % of deliveries dropped)
+        // while an agent waited out its jitter let it start the run after
+        // the kill; after a wait the agent now asks the kill record itself.
+        // (Later changes moved the trace; kept as a lossy schedule with kills.)
+        (
+            4598143178688342832,
+            FaultSchedule {
+                faults: vec![Fault::BrokerRestart {
+                    at: secs(0),
+                    for_: secs(1),
+                }],
+                network: NetworkRates {
+                    drop: 21,
+                    duplicate: 0,
+                    delay: 0,
+                    reorder: 0,
+                    max_delay: Duration::from_millis(1),
+                },
+            },
+        ),
         // A brand-new agent cut off from its first start until after two
         // fleet-wide commands went out: it registered late, yet they were
         // sent after it started, so it must run them (issue 23, item 2).

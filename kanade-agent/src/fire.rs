@@ -243,11 +243,29 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             .await;
         }
     }
+    let slot_wait = tokio::time::Instant::now();
     let permit = tokio::select! {
         biased;
         _ = crate::runner::kill_requested(&mut kill) => None,
         permit = inner.limiter.acquire() => Some(permit),
     };
+    // After a wait, ask the kill record itself: a live kill or a watch
+    // update lost on the way must not let the command start.
+    let waited = jitter > 0 || slot_wait.elapsed() > Duration::from_millis(100);
+    if permit.is_some() && waited {
+        if let Some(exec_id) = &command.exec_id {
+            if crate::kills::killed_before_arrival(&inner, exec_id, Arrival::Late).await {
+                drop(registration);
+                return finish(
+                    &inner,
+                    &command,
+                    &request,
+                    killed_before_start(&inner, "its jitter"),
+                )
+                .await;
+            }
+        }
+    }
     if permit.is_none() || *kill.borrow() {
         drop(registration);
         return finish(

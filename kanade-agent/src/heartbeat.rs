@@ -83,14 +83,21 @@ fn log_publish_failure<T>(what: &str, sent: Result<T, JsonCallError>) {
 /// Heartbeats on the live config's period, and at once on a config change.
 pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     let subject = subjects::heartbeat(&inner.settings.pc_id);
+    // The second heartbeat follows the first after a second: a backend
+    // still subscribing when the agent started sees it without waiting a
+    // whole interval.
+    let mut first = true;
     loop {
         publish_heartbeat(&inner, &subject).await;
         let changed = inner.live_changed.notified();
-        let period = inner
+        let mut period = inner
             .live()
             .config
             .heartbeat_period()
             .max(Duration::from_secs(1));
+        if std::mem::take(&mut first) {
+            period = period.min(Duration::from_secs(1));
+        }
         tokio::select! {
             biased;
             _ = tokio::time::sleep(period) => {}

@@ -39,6 +39,8 @@ mod object;
 pub mod open;
 pub mod provision;
 #[cfg(feature = "test-server")]
+pub mod test_cluster;
+#[cfg(feature = "test-server")]
 pub mod test_server;
 
 use std::sync::Arc;

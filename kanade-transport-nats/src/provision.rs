@@ -116,6 +116,15 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
     let js = &transport.shared.js;
     let replicas = transport.shared.replicas;
     let mut report = ProvisionReport::default();
+    // A standalone server cannot hold replicas: say so rather than let
+    // every create fail (or quietly keep one copy).
+    let info = transport.shared.client.server_info();
+    if replicas > 1 && info.cluster.is_none() {
+        return Err(TransportError::InvalidConfig(format!(
+            "replicas {replicas} needs a JetStream cluster, but server {} is standalone: use replicas 1, or connect to the cluster's servers",
+            info.server_name
+        )));
+    }
     for spec in &ALL_STREAMS {
         ensure_stream(
             js,
@@ -181,7 +190,33 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
     }
     for store in names::ALL_OBJECT_STORES {
         match js.get_object_store(store).await {
-            Ok(_) => report.unchanged.push(format!("object store {store}")),
+            Ok(_) => {
+                // An object store is the stream OBJ_<store>: keep its
+                // replica count as asked.
+                let mut stream = js
+                    .get_stream(format!("OBJ_{store}"))
+                    .await
+                    .map_err(|e| backend(&format!("reading object store {store}"), e))?;
+                let mut config = stream
+                    .info()
+                    .await
+                    .map_err(|e| backend("stream info", e))?
+                    .config
+                    .clone();
+                if config.num_replicas != replicas.max(1) {
+                    config.num_replicas = replicas.max(1);
+                    js.update_stream(config).await.map_err(|e| {
+                        TransportError::InvalidConfig(format!(
+                            "object store {store}: update refused: {e}"
+                        ))
+                    })?;
+                    report
+                        .updated
+                        .push(format!("object store {store} [num_replicas]"));
+                } else {
+                    report.unchanged.push(format!("object store {store}"));
+                }
+            }
             Err(_) => {
                 js.create_object_store(jetstream::object_store::Config {
                     bucket: store.to_owned(),

@@ -216,6 +216,23 @@ fn regressions_found_by_the_simulation() {
                 },
             },
         ),
+        // Found by CI: a command fired while every heartbeat was stale
+        // (an 18 s broker outage) counted no targets and was "completed" at
+        // once; its kill was then refused as finished while agents still
+        // ran it. A fleet-wide execution's kill is now recorded anyway.
+        (
+            0,
+            FaultSchedule::new(vec![
+                Fault::BrokerRestart {
+                    at: secs(0),
+                    for_: secs(1),
+                },
+                Fault::BrokerRestart {
+                    at: secs(11),
+                    for_: secs(18),
+                },
+            ]),
+        ),
         // A brand-new agent cut off from its first start until after two
         // fleet-wide commands went out: it registered late, yet they were
         // sent after it started, so it must run them (issue 23, item 2).

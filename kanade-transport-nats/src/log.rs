@@ -182,7 +182,15 @@ impl MessageLog for NatsLog {
                 duplicate: ack.duplicate,
             })),
             Err(e) => match e.kind() {
-                jetstream::context::PublishErrorKind::StreamNotFound => Ok(None),
+                // The listing says a stream captures this subject, yet none
+                // answered: in a cluster, its leader is moving. Never report
+                // that as a success — the message may not be stored.
+                jetstream::context::PublishErrorKind::StreamNotFound => {
+                    self.shared.forget_routes();
+                    Err(TransportError::Disconnected(format!(
+                        "no stream acknowledged the publish on {subject} (its leader may be moving); retry"
+                    )))
+                }
                 jetstream::context::PublishErrorKind::TimedOut => {
                     Err(TransportError::Timeout(self.shared.request_timeout))
                 }
@@ -288,6 +296,9 @@ struct NatsConsumer {
 
 /// How long one pull request waits on the server before it is renewed.
 const PULL_EXPIRY: Duration = Duration::from_secs(5);
+/// How long past its expiry the client waits for a request's end before it
+/// gives the request up (the server holding it may be gone).
+const PULL_GRACE: Duration = Duration::from_secs(2);
 
 impl NatsConsumer {
     /// Sends a pull request for one message. Cancel-safe: the request is
@@ -314,7 +325,15 @@ impl Consumer for NatsConsumer {
             };
             // `Batch` is a stream over a subscription: polling it is
             // cancel-safe, and it stays in `pull` if this call is dropped.
-            let item = batch.next().await;
+            // The server ends an expired request with a status message —
+            // unless the server that held it died (a cluster member, the
+            // consumer's leader moving): then the client gives up on its
+            // own a little after the expiry and asks again, wherever the
+            // consumer leads now (an unacknowledged message is redelivered
+            // after its ack wait).
+            let item = tokio::time::timeout(PULL_EXPIRY + PULL_GRACE, batch.next())
+                .await
+                .unwrap_or_default();
             // One message was asked for: the request is spent either way.
             *pull = None;
             let Some(message) = item else {

@@ -25,6 +25,13 @@ pub enum KillOutcome {
     },
 }
 
+/// Whether an execution's target (its JSON) reaches agents beyond those
+/// named: `all` or groups, whose late members may still answer (pure).
+pub fn open_to_late_targets(target_json: &str) -> bool {
+    serde_json::from_str::<crate::manifest::Target>(target_json)
+        .map_or(true, |t| t.all || !t.groups.is_empty())
+}
+
 /// The status of an execution that is over, or `None` while it may still
 /// run (pending, running, awaiting approval).
 pub fn finished_status(status: &str) -> Option<&str> {
@@ -69,11 +76,30 @@ impl Backend {
             return Err(BackendError::NotFound(format!("execution {exec_id}")));
         };
         if let Some(status) = finished_status(&execution.status) {
-            // History stays as it is: nothing runs, nothing to stop.
+            // History stays as it is. A fleet-wide or group execution may
+            // still reach agents it did not count (they answer late): the
+            // kill is recorded for them, its status unchanged.
+            if status == "completed" && open_to_late_targets(&execution.target) {
+                self.record_and_publish_kill(exec_id, &token).await?;
+            }
             return Ok(KillOutcome::AlreadyFinished {
                 status: status.to_owned(),
             });
         }
+        self.record_and_publish_kill(exec_id, &token).await?;
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || db.set_status(&id, "cancelled")).await?;
+        Ok(KillOutcome::Killed)
+    }
+
+    /// Records the kill in `exec_kills`, then publishes `kill.<exec_id>`,
+    /// both signed.
+    async fn record_and_publish_kill(
+        &self,
+        exec_id: &str,
+        token: &SubjectToken,
+    ) -> Result<(), BackendError> {
         // The body names the execution, so a signed kill cannot be moved
         // onto another execution's subject.
         let body = Bytes::from(exec_id.to_owned());
@@ -96,11 +122,8 @@ impl Backend {
             )
             .await?;
         self.log
-            .publish(&subjects::kill(&token), headers, body)
+            .publish(&subjects::kill(token), headers, body)
             .await?;
-        let db = self.db.clone();
-        let id = exec_id.to_owned();
-        self.run_db(move || db.set_status(&id, "cancelled")).await?;
-        Ok(KillOutcome::Killed)
+        Ok(())
     }
 }

@@ -340,7 +340,7 @@ async fn kill(
             "execution": id,
             "status": status,
             "killed": false,
-            "message": format!("execution {id} had already finished ({status}); nothing was changed"),
+            "message": format!("execution {id} had already finished ({status}); its status is unchanged"),
         }),
     }))
 }

@@ -223,7 +223,7 @@ pub fn kill(api: &Api, json: bool, exec: &str) -> Result<ExitCode, String> {
             println!("execution {exec} killed: running copies are stopped, agents that have not started it never will");
         } else {
             println!(
-                "execution {exec} had already finished ({}); nothing was changed",
+                "execution {exec} had already finished ({}); its status is unchanged",
                 answer["status"].as_str().unwrap_or("?")
             );
         }

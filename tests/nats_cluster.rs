@@ -1,0 +1,277 @@
+//! Past one machine: a real three-server JetStream cluster (R3) on
+//! loopback. kanade provisions it with replicas, and keeps its promises
+//! while members die: every acknowledged result reaches the backend once,
+//! an agent whose server dies reconnects to another and its result
+//! arrives once.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+mod common;
+use common::{finished, run_agent, wait_for};
+use kanade::agent::{Agent, AgentSettings};
+use kanade::backend::manifest::Target;
+use kanade::backend::{Backend, BackendSettings};
+use kanade::core::names::{subjects, SubjectToken};
+use kanade::core::transport::{Headers, Transport, MESSAGE_ID_HEADER};
+use kanade::nats::provision::provision;
+use kanade::nats::test_cluster::NatsCluster;
+use kanade::nats::test_server::NatsServer;
+use kanade::nats::{NatsOptions, NatsTransport};
+
+/// A client of every member, with `replicas`.
+async fn client(cluster: &NatsCluster, replicas: usize) -> NatsTransport {
+    let mut options = NatsOptions::new("");
+    options.servers = cluster.urls();
+    options.replicas = replicas;
+    options.request_timeout = Duration::from_secs(5);
+    NatsTransport::connect(options).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_with_replicas_on_a_cluster() {
+    let cluster = NatsCluster::start(3).await;
+    // Provisioned once as R1, then as R3: every drifted count is named.
+    let r1 = client(&cluster, 1).await;
+    provision(&r1).await.unwrap();
+    let r3 = client(&cluster, 3).await;
+    let report = provision(&r3).await.unwrap();
+    assert!(report.created.is_empty(), "{report:?}");
+    for name in [
+        "stream EXEC",
+        "bucket script_status",
+        "object store scripts",
+    ] {
+        assert!(
+            report
+                .updated
+                .iter()
+                .any(|u| u.starts_with(name) && u.contains("num_replicas")),
+            "{name} not updated to R3: {report:?}"
+        );
+    }
+    let again = provision(&r3).await.unwrap();
+    assert!(
+        again.created.is_empty() && again.updated.is_empty(),
+        "{again:?}"
+    );
+    for stream in [
+        "EXEC",
+        "RESULTS",
+        "KV_script_status",
+        "KV_exec_kills",
+        "OBJ_scripts",
+    ] {
+        let info = r3
+            .client()
+            .request(format!("$JS.API.STREAM.INFO.{stream}"), Bytes::new())
+            .await
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.payload).unwrap();
+        assert_eq!(info["config"]["num_replicas"], 3, "{stream}: {info}");
+    }
+
+    // R3 on a standalone server is refused, not quietly R1.
+    let single = NatsServer::start();
+    let mut options = NatsOptions::new(single.url());
+    options.replicas = 3;
+    let standalone = NatsTransport::connect(options).await.unwrap();
+    let err = provision(&standalone).await.unwrap_err().to_string();
+    assert!(err.contains("needs a JetStream cluster"), "{err}");
+}
+
+/// The backend on the cluster (R3), running.
+async fn backend_on(cluster: &NatsCluster, dir: &std::path::Path) -> Backend {
+    let transport = client(cluster, 3).await;
+    provision(&transport).await.unwrap();
+    let transport: Arc<dyn Transport> = Arc::new(transport);
+    let backend =
+        common::running_backend_with_hello(transport, BackendSettings::new(dir.join("backend.db")))
+            .await;
+    backend
+}
+
+/// `kill -9` the leader of RESULTS while 200 results are published (with
+/// retries until acknowledged, as agents' outboxes do): every acknowledged
+/// result is stored once. Prints the acknowledged / stored / duplicated
+/// counts and the time from the leader's death to the next acknowledged
+/// result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_results_leader_loses_no_acknowledged_result() {
+    let mut cluster = NatsCluster::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend_on(&cluster, dir.path()).await;
+    let pcs: Vec<String> = (0..200).map(|i| format!("pc-{i:03}")).collect();
+    let exec = backend
+        .exec(
+            "hello",
+            &Target {
+                pcs: pcs.clone(),
+                ..Target::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.targeted, 200);
+    let leader = cluster
+        .stream_leader("RESULTS")
+        .await
+        .expect("RESULTS has a leader");
+
+    let acked = Arc::new(AtomicUsize::new(0));
+    let publishers = client(&cluster, 3).await;
+    let log = publishers.messages();
+    let killed_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let first_ack_after: Arc<std::sync::Mutex<Option<Duration>>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (n, pc) in pcs.iter().enumerate() {
+        let log = log.clone();
+        let acked = acked.clone();
+        let killed_at = killed_at.clone();
+        let first_ack_after = first_ack_after.clone();
+        let result = serde_json::json!({
+            "result_id": format!("{}-{pc}", exec.request_id),
+            "request_id": exec.request_id,
+            "exec_id": exec.exec_id,
+            "pc_id": pc,
+            "exit_code": 0,
+            "stdout": "hello\n",
+            "stderr": "",
+            "started_at": chrono::Utc::now(),
+            "finished_at": chrono::Utc::now(),
+        });
+        tasks.spawn(async move {
+            // Spread over ~2 s so the leader dies mid-stream.
+            tokio::time::sleep(Duration::from_millis(10 * n as u64)).await;
+            let subject = subjects::results(&SubjectToken::pc(format!("r{n}")).unwrap());
+            let headers = Headers::from([(
+                MESSAGE_ID_HEADER.to_owned(),
+                result["result_id"].as_str().unwrap().to_owned(),
+            )]);
+            let body = Bytes::from(serde_json::to_vec(&result).unwrap());
+            for _ in 0..300 {
+                if log
+                    .publish(&subject, headers.clone(), body.clone())
+                    .await
+                    .is_ok()
+                {
+                    acked.fetch_add(1, Ordering::SeqCst);
+                    if let Some(at) = *killed_at.lock().unwrap() {
+                        first_ack_after.lock().unwrap().get_or_insert(at.elapsed());
+                    }
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster.kill(leader);
+    *killed_at.lock().unwrap() = Some(Instant::now());
+    while tasks.join_next().await.is_some() {}
+    let acknowledged = acked.load(Ordering::SeqCst);
+    let waited = Instant::now();
+    while backend.db().results(&exec.exec_id).unwrap().len() < acknowledged
+        && waited.elapsed() < Duration::from_secs(20)
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "stored {} of {acknowledged} acknowledged after {:?}",
+        backend.db().results(&exec.exec_id).unwrap().len(),
+        waited.elapsed()
+    );
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    let distinct: std::collections::BTreeSet<_> = rows.iter().map(|r| r.pc_id.clone()).collect();
+    let row = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    println!(
+        "RESULTS leader n{leader} killed: acknowledged {acknowledged}, stored {}, duplicated {}, \
+         counters {} succeeded of {} targeted; first acknowledged result {:?} after the kill",
+        rows.len(),
+        rows.len() - distinct.len(),
+        row.succeeded,
+        row.targeted,
+        first_ack_after.lock().unwrap()
+    );
+    assert_eq!(
+        acknowledged, 200,
+        "every publish was acknowledged in the end"
+    );
+    assert_eq!((rows.len(), distinct.len()), (200, 200));
+    assert_eq!(
+        (row.succeeded, row.targeted, row.status.as_str()),
+        (200, 200, "completed")
+    );
+}
+
+/// `kill -9` the server an agent is connected to while it runs a command:
+/// it reconnects to another member, its result arrives once; a command
+/// published while it was moving is replayed and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_moves_to_another_server_and_loses_nothing() {
+    let mut cluster = NatsCluster::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend_on(&cluster, dir.path()).await;
+    backend
+        .apply_job(
+            "id: slow\nversion: 1\nexecute:\n  shell: sh\n  script: sleep 2; echo done\n  timeout: 60s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let agent_transport = client(&cluster, 3).await;
+    let server = agent_transport.client().server_info().server_name.clone();
+    let index = (0..3).find(|i| cluster.name(*i) == server).unwrap();
+    let mut settings =
+        AgentSettings::new(SubjectToken::pc("pc-1").unwrap(), dir.path().join("agent"));
+    settings.inventory = false;
+    let agent = Agent::builder(settings, Arc::new(agent_transport) as Arc<dyn Transport>)
+        .build()
+        .unwrap();
+    let _agent = run_agent(agent);
+    common::wait_for_agent(&backend, "pc-1").await;
+    let one = Target {
+        pcs: vec!["pc-1".into()],
+        ..Target::default()
+    };
+    let running = backend.exec("slow", &one).await.unwrap();
+    wait_for("the run starts", || {
+        let db = backend.db().clone();
+        let id = running.exec_id.clone();
+        async move { db.execution(&id).unwrap().unwrap().started == 1 }
+    })
+    .await;
+    let started = Instant::now();
+    cluster.kill(index);
+    // Published while the agent is moving to another member (retried as an
+    // operator would while the cluster elects new leaders).
+    let mut moved = None;
+    for _ in 0..60 {
+        match backend.exec("hello", &one).await {
+            Ok(row) => {
+                moved = Some(row);
+                break;
+            }
+            Err(e) => {
+                println!("exec during the failover: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let moved = moved.expect("exec works again within 30 s");
+    let first = finished(&backend, &running.exec_id).await;
+    let second = finished(&backend, &moved.exec_id).await;
+    println!(
+        "agent's server {server} killed: both results in {:?}",
+        started.elapsed()
+    );
+    for (row, exec) in [(first, &running), (second, &moved)] {
+        assert_eq!((row.succeeded, row.targeted), (1, 1), "{row:?}");
+        assert_eq!(backend.db().results(&exec.exec_id).unwrap().len(), 1);
+    }
+}

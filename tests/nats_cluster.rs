@@ -155,11 +155,8 @@ async fn killing_the_results_leader_loses_no_acknowledged_result() {
             )]);
             let body = Bytes::from(serde_json::to_vec(&result).unwrap());
             for _ in 0..300 {
-                if log
-                    .publish(&subject, headers.clone(), body.clone())
-                    .await
-                    .is_ok()
-                {
+                // Counted only with a stream's acknowledgement.
+                if let Ok(Some(_)) = log.publish(&subject, headers.clone(), body.clone()).await {
                     acked.fetch_add(1, Ordering::SeqCst);
                     if let Some(at) = *killed_at.lock().unwrap() {
                         first_ack_after.lock().unwrap().get_or_insert(at.elapsed());
@@ -177,7 +174,7 @@ async fn killing_the_results_leader_loses_no_acknowledged_result() {
     let acknowledged = acked.load(Ordering::SeqCst);
     let waited = Instant::now();
     while backend.db().results(&exec.exec_id).unwrap().len() < acknowledged
-        && waited.elapsed() < Duration::from_secs(20)
+        && waited.elapsed() < Duration::from_secs(60)
     {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -274,4 +271,147 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
         assert_eq!((row.succeeded, row.targeted), (1, 1), "{row:?}");
         assert_eq!(backend.db().results(&exec.exec_id).unwrap().len(), 1);
     }
+}
+
+/// A rolling restart of all three members (one at a time, each stopped
+/// and started again) while the scheduler fires a job every 5 s on three
+/// agents: every fire's execution gets exactly one result per agent,
+/// none is left running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_during_a_scheduled_run_loses_and_doubles_nothing() {
+    let mut cluster = NatsCluster::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend_on(&cluster, dir.path()).await;
+    let mut agents = Vec::new();
+    for pc in ["pc-a", "pc-b", "pc-c"] {
+        let transport: Arc<dyn Transport> = Arc::new(client(&cluster, 3).await);
+        let mut settings = AgentSettings::new(SubjectToken::pc(pc).unwrap(), dir.path().join(pc));
+        settings.inventory = false;
+        agents.push(run_agent(
+            Agent::builder(settings, transport).build().unwrap(),
+        ));
+        common::wait_for_agent(&backend, pc).await;
+    }
+    backend
+        .apply_schedule(
+            "id: often\njob_id: hello\nwhen:\n  per_target: {every: 5s}\ntarget:\n  all: true\n",
+        )
+        .await
+        .unwrap();
+    let scheduler = kanade::backend::scheduler::Scheduler::with_clock(
+        backend.clone(),
+        Arc::new(chrono::Utc::now),
+        Duration::from_millis(500),
+    );
+    let (stop_scheduler, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = tokio::spawn(scheduler.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for member in 0..3 {
+        cluster.stop(member);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        cluster.restart(member).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop_scheduler.send(());
+    scheduler.await.unwrap();
+    // Let the last fires finish.
+    let executions = backend.db().executions().unwrap();
+    let fires: Vec<_> = executions
+        .iter()
+        .filter(|e| e.schedule_id.as_deref() == Some("often"))
+        .collect();
+    assert!(
+        fires.len() >= 3,
+        "the schedule fired during the restarts: {}",
+        fires.len()
+    );
+    let mut stored = 0;
+    for fire in &fires {
+        let done = finished(&backend, &fire.exec_id).await;
+        let rows = backend.db().results(&fire.exec_id).unwrap();
+        let pcs: std::collections::BTreeSet<_> = rows.iter().map(|r| r.pc_id.as_str()).collect();
+        assert_eq!(rows.len(), pcs.len(), "a result twice: {rows:?}");
+        assert_eq!(
+            pcs.into_iter().collect::<Vec<_>>(),
+            ["pc-a", "pc-b", "pc-c"],
+            "every agent answered fire {}: {done:?}",
+            fire.exec_id
+        );
+        assert_eq!(done.status, "completed");
+        assert!(done.succeeded + done.failed + done.skipped <= done.targeted);
+        stored += rows.len();
+    }
+    println!(
+        "rolling restart: {} fires, {stored} results stored, 0 duplicated, none left running",
+        fires.len()
+    );
+}
+
+/// Median time of `runs` execs of `hello` on three agents over
+/// `transport_for` (a fresh client per agent and for the backend), exec to
+/// the last result stored.
+async fn round_trip<F, Fut>(transport_for: F, dir: &std::path::Path, runs: usize) -> Duration
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = NatsTransport>,
+{
+    std::fs::create_dir_all(dir).unwrap();
+    let backend_transport = transport_for().await;
+    provision(&backend_transport).await.unwrap();
+    let backend = common::running_backend_with_hello(
+        Arc::new(backend_transport),
+        BackendSettings::new(dir.join("backend.db")),
+    )
+    .await;
+    let mut agents = Vec::new();
+    for pc in ["pc-a", "pc-b", "pc-c"] {
+        let transport: Arc<dyn Transport> = Arc::new(transport_for().await);
+        let mut settings = AgentSettings::new(SubjectToken::pc(pc).unwrap(), dir.join(pc));
+        settings.inventory = false;
+        agents.push(run_agent(
+            Agent::builder(settings, transport).build().unwrap(),
+        ));
+        common::wait_for_agent(&backend, pc).await;
+    }
+    let all = Target {
+        all: true,
+        ..Target::default()
+    };
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let started = Instant::now();
+        let exec = backend.exec("hello", &all).await.unwrap();
+        let done = finished(&backend, &exec.exec_id).await;
+        assert_eq!(done.succeeded, 3);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// Point 4 of the cluster issue, printed (no timing is asserted: the
+/// machines are shared): the fleet round trip — exec to the last of three
+/// agents' results stored — on a single server and on the R3 cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_round_trip_on_a_cluster_next_to_a_single_server() {
+    let single = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let one = round_trip(
+        || async {
+            NatsTransport::connect(NatsOptions::new(single.url()))
+                .await
+                .unwrap()
+        },
+        &dir.path().join("single"),
+        10,
+    )
+    .await;
+    let cluster = NatsCluster::start(3).await;
+    let three = round_trip(|| client(&cluster, 3), &dir.path().join("cluster"), 10).await;
+    println!(
+        "fleet round trip (3 agents, median of 10): single server {one:?}, R3 cluster {three:?}"
+    );
 }

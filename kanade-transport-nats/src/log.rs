@@ -106,6 +106,15 @@ impl NatsLog {
     /// created elsewhere is noticed within that time (until then its
     /// messages are still stored, only without an ack).
     async fn capturing_stream(&self, subject: &str) -> TransportResult<Option<String>> {
+        // kanade's own streams (results, commands, events, …) always
+        // capture their subjects once provisioned: such a publish waits for
+        // its ack even if a listing taken mid-failover left the stream out.
+        if let Some(spec) = kanade_core::names::ALL_STREAMS
+            .iter()
+            .find(|spec| kanade_core::transport::subject::matches_any(spec.subjects, subject))
+        {
+            return Ok(Some(spec.name.to_owned()));
+        }
         if let Some(routes) = self.shared.fresh_routes() {
             return Ok(routes.capturing(subject));
         }

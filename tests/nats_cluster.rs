@@ -275,20 +275,25 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
 
 /// A rolling restart of all three members (one at a time, each stopped
 /// and started again) while the scheduler fires a job every 5 s on three
-/// agents: every fire's execution gets exactly one result per agent,
-/// none is left running.
+/// `kanade-agent` processes: every fire's execution gets exactly one result
+/// per agent, none is left running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_restart_during_a_scheduled_run_loses_and_doubles_nothing() {
     let mut cluster = NatsCluster::start(3).await;
     let dir = tempfile::tempdir().unwrap();
     let backend = backend_on(&cluster, dir.path()).await;
+    // Three real agent processes, each given every member's URL.
     let mut agents = Vec::new();
     for pc in ["pc-a", "pc-b", "pc-c"] {
-        let transport: Arc<dyn Transport> = Arc::new(client(&cluster, 3).await);
-        let mut settings = AgentSettings::new(SubjectToken::pc(pc).unwrap(), dir.path().join(pc));
-        settings.inventory = false;
-        agents.push(run_agent(
-            Agent::builder(settings, transport).build().unwrap(),
+        agents.push(common::KillOnDrop(
+            std::process::Command::new(common::workspace_binary("kanade-agent"))
+                .args(["--transport", &cluster.urls().join(","), "--pc-id", pc])
+                .arg("--state-dir")
+                .arg(dir.path().join(pc))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
         ));
         common::wait_for_agent(&backend, pc).await;
     }

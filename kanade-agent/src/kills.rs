@@ -16,9 +16,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use kanade_core::names::{bucket_ttl, BUCKET_EXEC_KILLS, KILL_RECORD_TTL};
+use kanade_core::names::{exec_kills_config, KILL_RECORD_TTL};
 use kanade_core::policy::signature::HEADER_AT;
-use kanade_core::transport::{Headers, KeyValue, KvConfig, TransportError};
+use kanade_core::transport::{Headers, KeyValue, TransportError};
 use kanade_core::wire::KillRecord;
 
 use crate::state::Inner;
@@ -33,15 +33,8 @@ pub(crate) enum Arrival {
     Late,
 }
 
-/// The `exec_kills` bucket, as provisioned (latest value, 8-day TTL).
-pub(crate) fn kill_bucket_config() -> KvConfig {
-    let mut config = KvConfig::new(BUCKET_EXEC_KILLS);
-    config.ttl = bucket_ttl(BUCKET_EXEC_KILLS);
-    config
-}
-
 async fn kill_bucket(inner: &Inner) -> Result<Arc<dyn KeyValue>, TransportError> {
-    inner.transport.key_value(kill_bucket_config()).await
+    inner.transport.key_value(exec_kills_config()).await
 }
 
 /// Why a kill is not obeyed on an enforcing host (`None`: obey). A kill's

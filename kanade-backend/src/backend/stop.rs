@@ -4,10 +4,9 @@
 
 use bytes::Bytes;
 use kanade_core::names::{
-    bucket_ttl, subjects, SubjectToken, TokenKind, BUCKET_EXEC_KILLS, BUCKET_SCRIPT_STATUS,
+    exec_kills_config, subjects, SubjectToken, TokenKind, BUCKET_SCRIPT_STATUS,
     SCRIPT_STATUS_ACTIVE, SCRIPT_STATUS_REVOKED,
 };
-use kanade_core::transport::KvConfig;
 use kanade_core::wire::KillRecord;
 
 use super::core::Backend;
@@ -111,10 +110,8 @@ impl Backend {
             killed_at: self.now(),
             signature: headers.clone(),
         };
-        let mut config = KvConfig::new(BUCKET_EXEC_KILLS);
-        config.ttl = bucket_ttl(BUCKET_EXEC_KILLS);
         self.transport
-            .key_value(config)
+            .key_value(exec_kills_config())
             .await?
             .put(
                 exec_id,

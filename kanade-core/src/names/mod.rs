@@ -53,6 +53,14 @@ pub fn bucket_ttl(bucket: &str) -> Option<std::time::Duration> {
     (bucket == BUCKET_EXEC_KILLS).then_some(KILL_RECORD_TTL)
 }
 
+/// The `exec_kills` bucket as every party opens it: the latest record per
+/// execution, expiring after [`KILL_RECORD_TTL`].
+pub fn exec_kills_config() -> crate::transport::KvConfig {
+    let mut config = crate::transport::KvConfig::new(BUCKET_EXEC_KILLS);
+    config.ttl = bucket_ttl(BUCKET_EXEC_KILLS);
+    config
+}
+
 /// Every KV bucket name the reference uses (see also [`EXTENSION_BUCKETS`]).
 pub const ALL_BUCKETS: [&str; 9] = [
     BUCKET_AGENTS_STATE,

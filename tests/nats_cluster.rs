@@ -206,9 +206,35 @@ async fn killing_the_results_leader_loses_no_acknowledged_result() {
     );
 }
 
-/// `kill -9` the server an agent is connected to while it runs a command:
-/// it reconnects to another member, its result arrives once; a command
-/// published while it was moving is replayed and runs once.
+/// Three `kanade-agent` processes, each given every member's URL, with
+/// their state under `dir`, each seen by the backend.
+async fn agent_processes(
+    cluster: &NatsCluster,
+    backend: &Backend,
+    dir: &std::path::Path,
+    pcs: &[&str],
+) -> Vec<common::KillOnDrop> {
+    let mut agents = Vec::new();
+    for pc in pcs {
+        agents.push(common::KillOnDrop(
+            std::process::Command::new(common::workspace_binary("kanade-agent"))
+                .args(["--transport", &cluster.urls().join(","), "--pc-id", pc])
+                .arg("--state-dir")
+                .arg(dir.join(pc))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+        common::wait_for_agent(backend, pc).await;
+    }
+    agents
+}
+
+/// `kill -9` the server an agent process is connected to while it runs a
+/// command: it reconnects to another member, its result arrives once; a
+/// command published while it was moving is replayed and runs once on it
+/// (and once on the two other agents).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_agent_moves_to_another_server_and_loses_nothing() {
     let mut cluster = NatsCluster::start(3).await;
@@ -221,17 +247,17 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
         )
         .await
         .unwrap();
-    let agent_transport = client(&cluster, 3).await;
-    let server = agent_transport.client().server_info().server_name.clone();
-    let index = (0..3).find(|i| cluster.name(*i) == server).unwrap();
-    let mut settings =
-        AgentSettings::new(SubjectToken::pc("pc-1").unwrap(), dir.path().join("agent"));
-    settings.inventory = false;
-    let agent = Agent::builder(settings, Arc::new(agent_transport) as Arc<dyn Transport>)
-        .build()
-        .unwrap();
-    let _agent = run_agent(agent);
-    common::wait_for_agent(&backend, "pc-1").await;
+    let _agents = agent_processes(&cluster, &backend, dir.path(), &["pc-1", "pc-2", "pc-3"]).await;
+    // Which member pc-1's process chose, from the members' /connz.
+    let mut index = None;
+    for _ in 0..50 {
+        index = cluster.member_serving("kanade-agent pc-1").await;
+        if index.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let index = index.expect("a member serves pc-1's connection");
     let one = Target {
         pcs: vec!["pc-1".into()],
         ..Target::default()
@@ -247,9 +273,13 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
     cluster.kill(index);
     // Published while the agent is moving to another member (retried as an
     // operator would while the cluster elects new leaders).
+    let all = Target {
+        all: true,
+        ..Target::default()
+    };
     let mut moved = None;
     for _ in 0..60 {
-        match backend.exec("hello", &one).await {
+        match backend.exec("hello", &all).await {
             Ok(row) => {
                 moved = Some(row);
                 break;
@@ -263,13 +293,26 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
     let moved = moved.expect("exec works again within 30 s");
     let first = finished(&backend, &running.exec_id).await;
     let second = finished(&backend, &moved.exec_id).await;
+    let now_on = cluster.member_serving("kanade-agent pc-1").await;
     println!(
-        "agent's server {server} killed: both results in {:?}",
+        "pc-1's server {} killed: pc-1 now on {:?}; both executions finished in {:?}",
+        cluster.name(index),
+        now_on.map(|i| cluster.name(i).to_owned()),
         started.elapsed()
     );
-    for (row, exec) in [(first, &running), (second, &moved)] {
-        assert_eq!((row.succeeded, row.targeted), (1, 1), "{row:?}");
-        assert_eq!(backend.db().results(&exec.exec_id).unwrap().len(), 1);
+    assert_ne!(now_on, Some(index));
+    assert_eq!((first.succeeded, first.targeted), (1, 1), "{first:?}");
+    assert_eq!((second.succeeded, second.targeted), (3, 3), "{second:?}");
+    for (exec, expected) in [(&running, 1), (&moved, 3)] {
+        let rows = backend.db().results(&exec.exec_id).unwrap();
+        let pcs: std::collections::BTreeSet<_> = rows.iter().map(|r| r.pc_id.clone()).collect();
+        println!(
+            "{}: stored {}, duplicated {}",
+            exec.exec_id,
+            rows.len(),
+            rows.len() - pcs.len()
+        );
+        assert_eq!((rows.len(), pcs.len()), (expected, expected));
     }
 }
 
@@ -282,21 +325,7 @@ async fn a_rolling_restart_during_a_scheduled_run_loses_and_doubles_nothing() {
     let mut cluster = NatsCluster::start(3).await;
     let dir = tempfile::tempdir().unwrap();
     let backend = backend_on(&cluster, dir.path()).await;
-    // Three real agent processes, each given every member's URL.
-    let mut agents = Vec::new();
-    for pc in ["pc-a", "pc-b", "pc-c"] {
-        agents.push(common::KillOnDrop(
-            std::process::Command::new(common::workspace_binary("kanade-agent"))
-                .args(["--transport", &cluster.urls().join(","), "--pc-id", pc])
-                .arg("--state-dir")
-                .arg(dir.path().join(pc))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap(),
-        ));
-        common::wait_for_agent(&backend, pc).await;
-    }
+    let _agents = agent_processes(&cluster, &backend, dir.path(), &["pc-a", "pc-b", "pc-c"]).await;
     backend
         .apply_schedule(
             "id: often\njob_id: hello\nwhen:\n  per_target: {every: 5s}\ntarget:\n  all: true\n",

@@ -9,6 +9,10 @@
 //! once JetStream answers (a meta leader is elected); members can be
 //! killed (`kill -9`), stopped and restarted by index, and
 //! [`NatsCluster::stream_leader`] says which member leads a stream.
+//! Each member also serves its monitoring endpoints on a third loopback
+//! port, so [`NatsCluster::member_serving`] can tell which member a
+//! client process (an agent binary, say) is connected to, by the
+//! connection name it gave.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -23,6 +27,7 @@ struct Member {
     name: String,
     client_port: u16,
     route_port: u16,
+    monitor_port: u16,
     store: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -67,6 +72,7 @@ impl NatsCluster {
                 name: format!("n{index}"),
                 client_port: free_port(),
                 route_port: free_port(),
+                monitor_port: free_port(),
                 store: tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?,
                 child: None,
             });
@@ -103,11 +109,12 @@ impl NatsCluster {
             .map(|m| format!("nats-route://127.0.0.1:{}", m.route_port))
             .collect();
         format!(
-            "server_name: {name}\nlisten: 127.0.0.1:{client}\n\
+            "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
              jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
              cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
             name = member.name,
             client = member.client_port,
+            monitor = member.monitor_port,
             store = member.store.path().join("js").display().to_string(),
             route = member.route_port,
             routes = routes.join(", "),
@@ -210,6 +217,57 @@ impl NatsCluster {
             return self.members.iter().position(|m| m.name == leader);
         }
         None
+    }
+}
+
+impl NatsCluster {
+    /// The index of the live member holding a client connection named
+    /// `connection_name` (the `name` a client gave when connecting), read
+    /// from each member's `/connz` monitoring endpoint; `None` if no live
+    /// member has one (yet).
+    pub async fn member_serving(&self, connection_name: &str) -> Option<usize> {
+        for (index, member) in self.members.iter().enumerate() {
+            if member.child.is_none() {
+                continue;
+            }
+            let Ok(body) = http_get(member.monitor_port, "/connz?limit=1024").await else {
+                continue;
+            };
+            let Ok(connz) = serde_json::from_str::<serde_json::Value>(&body) else {
+                continue;
+            };
+            let named = connz["connections"].as_array().is_some_and(|connections| {
+                connections
+                    .iter()
+                    .any(|c| c["name"].as_str() == Some(connection_name))
+            });
+            if named {
+                return Some(index);
+            }
+        }
+        None
+    }
+}
+
+/// The body of `GET path` on a loopback monitoring port (HTTP/1.0, so the
+/// server closes the connection after the body).
+async fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "monitoring endpoint"))??;
+    let response = String::from_utf8_lossy(&response);
+    match response.split_once("\r\n\r\n") {
+        Some((_, body)) => Ok(body.to_owned()),
+        None => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no HTTP body",
+        )),
     }
 }
 

@@ -120,7 +120,9 @@ async fn open_transport(
     tls: kanade_transport_nats::TlsOptions,
 ) -> Result<(Arc<dyn Transport>, Option<watch::Receiver<bool>>), String> {
     let opened = kanade_transport_nats::open_with(spec, |options| {
-        options.name = Some("kanade-agent".into());
+        // Named after the PC so a server's monitoring (`/connz`) shows
+        // which endpoint each connection is.
+        options.name = Some(format!("kanade-agent {}", pc_id.as_str()));
         options.retry_on_initial_connect = true;
         if let Some(seed) = nkey {
             options.auth = kanade_transport_nats::Auth::NKey(seed);

@@ -27,6 +27,7 @@ pub mod db;
 pub mod http;
 pub mod manifest;
 pub mod nats_auth;
+pub mod rollout;
 pub mod schedule;
 pub mod scheduler;
 mod script_text;

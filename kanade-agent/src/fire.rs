@@ -311,6 +311,19 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             &crate::orphans::records_dir(&inner.settings.state_dir),
             request.as_str(),
         )),
+        env: vec![
+            (
+                "KANADE_PC_ID".into(),
+                inner.settings.pc_id.as_str().to_owned(),
+            ),
+            ("KANADE_JOB_ID".into(), command.id.clone()),
+            ("KANADE_JOB_VERSION".into(), command.version.clone()),
+            (
+                "KANADE_EXEC_ID".into(),
+                command.exec_id.clone().unwrap_or_default(),
+            ),
+            ("KANADE_REQUEST_ID".into(), command.request_id.clone()),
+        ],
     };
     let mut attempts = 0u32;
     let started_at = inner.clock.now();

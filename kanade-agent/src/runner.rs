@@ -36,6 +36,10 @@ pub struct RunSpec {
     /// it runs, so a restarted agent can terminate what a crash left behind
     /// (`None`: not recorded).
     pub process_record: Option<PathBuf>,
+    /// Variables added to the script's environment (the agent sets
+    /// `KANADE_PC_ID`, `KANADE_JOB_ID`, `KANADE_JOB_VERSION`,
+    /// `KANADE_EXEC_ID` and `KANADE_REQUEST_ID`, as Rundeck's `RD_NODE_*`).
+    pub env: Vec<(String, String)>,
 }
 
 /// How a run ended.
@@ -255,6 +259,7 @@ impl ScriptRunner for ProcessRunner {
         if let Some(cwd) = &spec.cwd {
             command.current_dir(cwd);
         }
+        command.envs(spec.env.iter().map(|(k, v)| (k, v)));
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => {

@@ -19,6 +19,7 @@ fn spec(script: &str, timeout: Duration) -> RunSpec {
         request_id: "r1".into(),
         attempt: 1,
         process_record: None,
+        env: vec![("KANADE_PC_ID".into(), "pc-test".into())],
     }
 }
 
@@ -56,6 +57,18 @@ async fn runs_sh_and_reports_exit_codes_and_output() {
     assert!(out.finished_at >= out.started_at);
     assert!(runner().supports(Shell::Sh));
     assert!(!runner().supports(Shell::Cmd), "no cmd.exe on this host");
+}
+
+#[tokio::test]
+async fn the_script_sees_the_agents_variables() {
+    let (_kill, signal) = watch::channel(false);
+    let out = runner()
+        .run(
+            spec("echo \"$KANADE_PC_ID\"", Duration::from_secs(10)),
+            signal,
+        )
+        .await;
+    assert_eq!(out.stdout, b"pc-test\n");
 }
 
 #[tokio::test]

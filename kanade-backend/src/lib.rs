@@ -37,6 +37,6 @@ mod yaml_lines;
 
 pub use backend::{
     finished_status, version_changed, AgentIdentities, AppliedJob, Backend, BackendError,
-    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn,
+    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn, RolloutStatus, WaveStatus,
 };
 pub use scheduler::Scheduler;

@@ -102,11 +102,42 @@ impl Backend {
         target: &Target,
         requester: &Principal,
     ) -> Result<ExecutionRow, BackendError> {
+        self.exec_with(job_id, target, None, requester).await
+    }
+
+    /// [`Backend::exec_as`] with an optional self-stopping `rollout`
+    /// (DESIGN §11): the execution's targets are then dispatched by the
+    /// rollout driver in batches, waves and within its error budget,
+    /// instead of one command to every target at once.
+    ///
+    /// # Errors
+    /// Besides those of [`Backend::exec_as`]: the rollout is invalid
+    /// (every problem named by field), or is the reference's timed waves
+    /// (`strategy: wave`), which only schedules have.
+    pub async fn exec_with(
+        &self,
+        job_id: &str,
+        target: &Target,
+        rollout: Option<&crate::rollout::spec::RolloutSpec>,
+        requester: &Principal,
+    ) -> Result<ExecutionRow, BackendError> {
+        let rollout = match rollout {
+            Some(spec) => Some((spec.clone(), super::rollouts::policy_of(spec)?)),
+            None => None,
+        };
         let prepared = self.prepare(job_id, target, FireOptions::default()).await?;
         self.refuse_if_pinned_elsewhere(&prepared.job).await?;
         let Some(rule) = prepared.job.require_approval.rule_at(self.now()) else {
-            return self.send(prepared).await;
+            return match rollout {
+                Some((spec, policy)) => self.start_rollout(prepared, spec, policy).await,
+                None => self.send(prepared).await,
+            };
         };
+        if rollout.is_some() {
+            return Err(BackendError::Invalid(format!(
+                "job {job_id} requires approval, and a rollout of it cannot be approved yet: run it without rollout, or from an approved schedule"
+            )));
+        }
         let mut row = prepared.row.clone();
         row.status = crate::db::AWAITING_APPROVAL.to_owned();
         let pending = serde_json::to_string(&PendingCommand {
@@ -170,42 +201,9 @@ impl Backend {
             let token = SubjectToken::pc(pc.clone())?;
             subjects_to.push(subjects::commands_pc(&token));
         }
-        let object =
-            job.execute.script_object.clone().ok_or_else(|| {
-                BackendError::Internal(format!("job {job_id} has no stored script"))
-            })?;
-        let info = self
-            .transport
-            .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
-            .await?
-            .info(&object)
-            .await?;
-        let timeout =
-            humantime::parse_duration(&job.execute.timeout).unwrap_or(Duration::from_secs(60));
         let exec_id = options.exec_id.clone().unwrap_or_else(|| self.new_id());
-        let request_id = self.new_id();
-        let command = Command {
-            id: job.id.clone(),
-            version: job.version.clone(),
-            request_id: request_id.clone(),
-            exec_id: Some(exec_id.clone()),
-            shell: job.execute.shell,
-            script: String::new(),
-            script_object: Some(object),
-            script_object_sha256: Some(info.sha256),
-            timeout_secs: timeout.as_secs().max(1),
-            jitter_secs: options.jitter_secs,
-            run_as: job.execute.run_as,
-            cwd: job.execute.cwd.clone(),
-            deadline_at: options.deadline_at,
-            staleness: job.staleness.clone(),
-            emit: job.emit,
-            check: job.check.clone(),
-            retry: options.retry,
-            // Stamped when it is published (publish_command).
-            issued_at: None,
-            kitting: job.kitting,
-        };
+        let (command, timeout) = self.command_for(&job, &exec_id, &options).await?;
+        let request_id = command.request_id.clone();
         let pcs = self.execution_targets(target).await?;
         let targeted = pcs.len() as i64;
         let row = ExecutionRow {
@@ -253,10 +251,26 @@ impl Backend {
         Ok(prepared.row)
     }
 
-    /// Pins the command's version (unless an operator pinned one: then
-    /// agents skip other versions with 124) and publishes it on every
-    /// subject; a failed publish marks the execution `failed`.
+    /// [`Backend::publish_to`]; a failed publish marks the execution
+    /// `failed`.
     pub(super) async fn publish_command(
+        &self,
+        command: &Command,
+        subjects_to: &[String],
+    ) -> Result<(), BackendError> {
+        let published = self.publish_to(command, subjects_to).await;
+        if published.is_err() {
+            let db = self.db.clone();
+            let id = command.exec_id.clone().unwrap_or_default();
+            let _ = self.run_db(move || db.set_status(&id, "failed")).await;
+        }
+        published
+    }
+
+    /// Pins the command's version (unless an operator pinned one: then
+    /// agents skip other versions with 124), stamps it with the backend's
+    /// clock, signs it once and publishes it on every subject.
+    pub(super) async fn publish_to(
         &self,
         command: &Command,
         subjects_to: &[String],
@@ -281,29 +295,70 @@ impl Backend {
         );
         let headers = self.signature_headers(&payload, &what).await;
         for subject in subjects_to {
-            if let Err(e) = self
-                .log
+            self.log
                 .publish(subject, headers.clone(), payload.clone())
-                .await
-            {
-                let db = self.db.clone();
-                let id = command.exec_id.clone().unwrap_or_default();
-                let _ = self.run_db(move || db.set_status(&id, "failed")).await;
-                return Err(e.into());
-            }
+                .await?;
         }
         Ok(())
     }
 }
 
+impl Backend {
+    /// The command that runs `job`'s current version as execution
+    /// `exec_id` (a new request id), with `options` lowered onto it, and
+    /// the job's timeout.
+    pub(super) async fn command_for(
+        &self,
+        job: &crate::manifest::Job,
+        exec_id: &str,
+        options: &FireOptions,
+    ) -> Result<(Command, Duration), BackendError> {
+        let object = job.execute.script_object.clone().ok_or_else(|| {
+            BackendError::Internal(format!("job {} has no stored script", job.id))
+        })?;
+        let info = self
+            .transport
+            .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
+            .await?
+            .info(&object)
+            .await?;
+        let timeout =
+            humantime::parse_duration(&job.execute.timeout).unwrap_or(Duration::from_secs(60));
+        let request_id = self.new_id();
+        let command = Command {
+            id: job.id.clone(),
+            version: job.version.clone(),
+            request_id: request_id.clone(),
+            exec_id: Some(exec_id.to_owned()),
+            shell: job.execute.shell,
+            script: String::new(),
+            script_object: Some(object),
+            script_object_sha256: Some(info.sha256),
+            timeout_secs: timeout.as_secs().max(1),
+            jitter_secs: options.jitter_secs,
+            run_as: job.execute.run_as,
+            cwd: job.execute.cwd.clone(),
+            deadline_at: options.deadline_at,
+            staleness: job.staleness.clone(),
+            emit: job.emit,
+            check: job.check.clone(),
+            retry: options.retry,
+            // Stamped when it is published (publish_command).
+            issued_at: None,
+            kitting: job.kitting,
+        };
+        Ok((command, timeout))
+    }
+}
+
 /// A fire looked up and checked, not yet written or sent.
-struct Prepared {
-    job: crate::manifest::Job,
-    command: Command,
-    subjects: Vec<String>,
-    row: ExecutionRow,
+pub(super) struct Prepared {
+    pub(super) job: crate::manifest::Job,
+    pub(super) command: Command,
+    pub(super) subjects: Vec<String>,
+    pub(super) row: ExecutionRow,
     /// The pcs it counts as targets.
-    pcs: Vec<String>,
+    pub(super) pcs: Vec<String>,
 }
 
 /// What an execution awaiting approval publishes on quorum (stored as JSON

@@ -6,7 +6,8 @@
 //! `catalogue` (jobs and schedules in the key-value buckets), `fanout`
 //! (targets and commands), `stop` (revoke, activate, pin, kill),
 //! `projectors` (results, start events, heartbeats into SQLite) and
-//! `reaper` (runs that never reported), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
+//! `reaper` (runs that never reported), `rollouts` (self-stopping
+//! rollouts: their driver, halt actions and controls), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
 //! (who may publish results as which pc). `error` holds [`BackendError`].
 
 mod approvals;
@@ -17,6 +18,7 @@ mod fanout;
 mod identities;
 mod projectors;
 mod reaper;
+mod rollouts;
 mod schedule_approvals;
 mod stop;
 mod versions;
@@ -25,5 +27,6 @@ pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;
 pub use self::identities::AgentIdentities;
+pub use self::rollouts::{RolloutStatus, WaveStatus};
 pub use self::stop::{finished_status, KillOutcome};
 pub use self::versions::{version_changed, AppliedJob};

@@ -86,10 +86,20 @@ impl Backend {
             });
         }
         self.record_and_publish_kill(exec_id, &token).await?;
-        let db = self.db.clone();
-        let id = exec_id.to_owned();
-        self.run_db(move || db.set_status(&id, "cancelled")).await?;
+        // A halted or aborted rollout keeps saying why it stopped.
+        if execution.status != "halted" && execution.status != "aborted" {
+            let db = self.db.clone();
+            let id = exec_id.to_owned();
+            self.run_db(move || db.set_status(&id, "cancelled")).await?;
+        }
         Ok(KillOutcome::Killed)
+    }
+
+    /// Kills the running copies of an execution (a rollout's `on_halt:
+    /// kill`), leaving its status as it is.
+    pub(super) async fn kill_copies(&self, exec_id: &str) -> Result<(), BackendError> {
+        let token = SubjectToken::new(TokenKind::ExecId, exec_id.to_owned())?;
+        self.record_and_publish_kill(exec_id, &token).await
     }
 
     /// Records the kill in `exec_kills`, then publishes `kill.<exec_id>`,

@@ -26,6 +26,8 @@ pub struct Db {
     conn: Arc<Mutex<Connection>>,
     /// Signalled when an audit entry is appended (wakes the publisher).
     audit_appended: Arc<tokio::sync::Notify>,
+    /// Signalled when a result moves a rollout (wakes its driver).
+    rollout_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Db {
@@ -40,6 +42,7 @@ impl Db {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             audit_appended: Arc::new(tokio::sync::Notify::new()),
+            rollout_changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -47,6 +50,12 @@ impl Db {
     /// transaction, so nothing half-done is left behind).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signalled when a result moves a rollout (the rollout driver waits
+    /// on it).
+    pub fn rollout_changed(&self) -> &Arc<tokio::sync::Notify> {
+        &self.rollout_changed
     }
 
     /// Signalled when an audit entry is appended (see `db::audit`).

@@ -58,7 +58,8 @@ pub struct ExecutionFilter {
     #[serde(default)]
     pub schedule: Option<String>,
     /// Only those in this status (`pending`, `running`, `completed`,
-    /// `cancelled`, `failed`, `awaiting_approval`).
+    /// `cancelled`, `failed`, `awaiting_approval`, and for rollouts
+    /// `halted`, `aborted`).
     #[serde(default)]
     pub status: Option<String>,
     /// At most this many, newest first (default 100).
@@ -198,7 +199,7 @@ pub(super) fn adjust_counters(
     ])?;
     tx.prepare_cached(
         "UPDATE executions SET status = CASE
-            WHEN status = 'cancelled' THEN status
+            WHEN status IN ('cancelled', 'halted', 'aborted') THEN status
             WHEN succeeded + failed + skipped >= targeted THEN 'completed'
             WHEN started > 0 OR succeeded + failed + skipped > 0 THEN 'running'
             ELSE status END

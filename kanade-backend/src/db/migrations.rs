@@ -168,5 +168,30 @@ pub(super) fn migrations() -> Migrations<'static> {
             pinned_at TEXT NOT NULL
         );",
         ),
+        // Self-stopping rollouts (DESIGN §11) and their targets.
+        M::up(
+            "CREATE TABLE rollouts (
+            exec_id TEXT PRIMARY KEY,
+            spec TEXT NOT NULL,
+            command TEXT NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            wave INTEGER NOT NULL DEFAULT 0,
+            wave_finished_at TEXT,
+            budget_errors INTEGER NOT NULL DEFAULT 0,
+            budget_results INTEGER NOT NULL DEFAULT 0,
+            halt_actions_done INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE TABLE rollout_targets (
+            exec_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            phase TEXT NOT NULL,
+            outcome TEXT,
+            dispatched_at TEXT,
+            PRIMARY KEY (exec_id, pc_id)
+        );
+        CREATE INDEX rollout_targets_by_phase ON rollout_targets (exec_id, wave, phase);",
+        ),
     ])
 }

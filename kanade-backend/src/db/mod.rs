@@ -15,6 +15,7 @@ mod heartbeats;
 mod migrations;
 mod pins;
 mod results;
+mod rollouts;
 mod schedule_approvals;
 mod schedules;
 mod targets;
@@ -28,6 +29,10 @@ pub use self::executions::ExecutionRow;
 pub use self::heartbeats::{AgentRow, Sighting};
 pub use self::pins::Pin;
 pub use self::results::{OverdueRun, ResultRow};
+pub use self::rollouts::{
+    RolloutRow, WaveCounts, ROLLOUT_ABORTED, ROLLOUT_COMPLETED, ROLLOUT_HALTED, ROLLOUT_PAUSED,
+    ROLLOUT_RUNNING,
+};
 pub use self::schedule_approvals::{ScheduleApproval, APPROVED};
 pub use self::schedules::{Freeze, PlannedWave};
 pub use self::tokens::{NewToken, TokenCreateError, TokenRejection, TokenRow, TOKEN_PREFIX};

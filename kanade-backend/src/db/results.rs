@@ -10,6 +10,7 @@ use kanade_core::wire::ExecResult;
 
 use super::core::{Db, DbError};
 use super::executions::{adjust_counters, Counters};
+use crate::rollout::decide::Outcome;
 
 /// One stored result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -75,6 +76,7 @@ impl Db {
             None => true,
             Some((was_reaped, _, _)) => was_reaped && !reaped,
         };
+        let mut rollout_changed = false;
         if write {
             tx.execute(
                 "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
@@ -102,6 +104,15 @@ impl Db {
                 if existing.is_none() {
                     super::targets::count_answer(&tx, exec_id, &result.pc_id)?;
                 }
+                let previous = existing.map(|(_, skipped, code)| Outcome::of(skipped, code));
+                let outcome = Outcome::of(result.skipped, i64::from(result.exit_code));
+                rollout_changed = super::rollouts::rollout_result(
+                    &tx,
+                    exec_id,
+                    &result.pc_id,
+                    previous,
+                    outcome,
+                )?;
                 let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
                 if let Some((_, skipped, exit_code)) = existing {
                     delta = delta.minus(Counters::of_result(skipped, exit_code));
@@ -113,6 +124,9 @@ impl Db {
             }
         }
         tx.commit()?;
+        if rollout_changed {
+            self.rollout_changed().notify_one();
+        }
         Ok(write)
     }
 
@@ -135,6 +149,7 @@ impl Db {
                 params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
             )? > 0;
             if let (true, Some(exec_id)) = (inserted, &run.exec_id) {
+                super::rollouts::rollout_started(&tx, exec_id, &run.pc_id)?;
                 let delta = Counters {
                     started: 1,
                     ..Counters::default()

@@ -18,6 +18,37 @@ pub struct JobUpload {
     pub replace: bool,
 }
 
+/// `POST /api/jobs/{id}/exec` body: the target (`all`, `groups`, `pcs`,
+/// as a schedule's `target:`), and optionally a self-stopping `rollout`
+/// (DESIGN §11). A bare target, as before rollouts, is still a valid body.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// Every agent.
+    #[serde(default)]
+    pub all: bool,
+    /// These groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// These pcs.
+    #[serde(default)]
+    pub pcs: Vec<String>,
+    /// Batches, window, waves and the error budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<crate::rollout::spec::RolloutSpec>,
+}
+
+impl ExecRequest {
+    /// The target part.
+    pub fn target(&self) -> crate::manifest::Target {
+        crate::manifest::Target {
+            all: self.all,
+            groups: self.groups.clone(),
+            pcs: self.pcs.clone(),
+        }
+    }
+}
+
 /// A schedule upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleUpload {

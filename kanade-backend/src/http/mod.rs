@@ -7,6 +7,7 @@ mod bodies;
 mod error;
 mod extract;
 mod guard;
+mod rollout;
 pub mod routes;
 mod scope;
 mod security;
@@ -19,14 +20,15 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use self::blocking::db;
-pub use self::bodies::{FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload};
+pub use self::bodies::{
+    ExecRequest, FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload,
+};
 use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
 use self::extract::{Body, PathParams, QueryParams};
 pub use self::guard::ApiAuth;
 pub use self::security::{ApprovalDecision, TokenCreated};
 use crate::auth::Principal;
-use crate::manifest::Target;
 use crate::{Backend, BackendError};
 
 /// The API's routes over `backend`, every `/api` route behind the guard
@@ -58,6 +60,10 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         .route("/api/executions/{id}", get(execution))
         .route("/api/executions/{id}/results", get(results))
         .route("/api/executions/{id}/kill", post(kill))
+        .route("/api/executions/{id}/rollout", get(rollout::status))
+        .route("/api/executions/{id}/rollout/pause", post(rollout::pause))
+        .route("/api/executions/{id}/rollout/resume", post(rollout::resume))
+        .route("/api/executions/{id}/rollout/abort", post(rollout::abort))
         .route("/api/executions/{id}/approve", post(security::approve))
         .route("/api/executions/{id}/deny", post(security::deny))
         .route("/api/approvals", get(security::approvals))
@@ -184,11 +190,14 @@ async fn exec(
     State(backend): State<Backend>,
     Extension(principal): Extension<Principal>,
     PathParams(id): PathParams<String>,
-    Body(target): Body<Target>,
+    Body(request): Body<ExecRequest>,
 ) -> Result<(axum::http::StatusCode, Json<crate::db::ExecutionRow>), ApiError> {
     scope::require_job_by_id(&backend, &principal, &id).await?;
+    let target = request.target();
     crate::auth::require_target(&principal, &target)?;
-    let row = backend.exec_as(&id, &target, &principal).await?;
+    let row = backend
+        .exec_with(&id, &target, request.rollout.as_ref(), &principal)
+        .await?;
     // 202: recorded, waiting for approvals, nothing published yet.
     let status = if row.status == crate::db::AWAITING_APPROVAL {
         axum::http::StatusCode::ACCEPTED

@@ -115,6 +115,30 @@ pub const ROUTES: &[RouteRule] = &[
         "execution.kill",
     ),
     rule(
+        "GET",
+        "/api/executions/{id}/rollout",
+        Role::Viewer,
+        "rollout.status",
+    ),
+    rule(
+        "POST",
+        "/api/executions/{id}/rollout/pause",
+        Role::Operator,
+        "rollout.pause",
+    ),
+    rule(
+        "POST",
+        "/api/executions/{id}/rollout/resume",
+        Role::Operator,
+        "rollout.resume",
+    ),
+    rule(
+        "POST",
+        "/api/executions/{id}/rollout/abort",
+        Role::Operator,
+        "rollout.abort",
+    ),
+    rule(
         "POST",
         "/api/executions/{id}/approve",
         Role::Operator,

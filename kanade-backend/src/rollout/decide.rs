@@ -50,13 +50,17 @@ impl Outcome {
 /// A count budget is judged on every result; a percentage once
 /// `min_sample` results are in.
 pub fn breach(policy: &RolloutPolicy, errors: u64, results: u64) -> Option<String> {
-    let reason = || format!("{errors} errors of {results} results > {}", budget_text(policy));
+    let reason = || {
+        format!(
+            "{errors} errors of {results} results > {}",
+            budget_text(policy)
+        )
+    };
     match policy.max_errors? {
         Amount::Count(allowed) => (errors > allowed).then(reason),
-        Amount::Percent(p) => {
-            (results >= policy.min_sample.max(1) && (errors as f64) * 100.0 > p * results as f64)
-                .then(reason)
-        }
+        Amount::Percent(p) => (results >= policy.min_sample.max(1)
+            && (errors as f64) * 100.0 > p * results as f64)
+            .then(reason),
     }
 }
 

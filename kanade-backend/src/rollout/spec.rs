@@ -200,9 +200,8 @@ impl RolloutSpec {
     /// listed (field and sentence).
     pub fn validate(&self) -> Result<Option<RolloutPolicy>, Vec<RolloutProblem>> {
         let mut problems = Vec::new();
-        let mut add = |field: &'static str, message: String| {
-            problems.push(RolloutProblem { field, message })
-        };
+        let mut add =
+            |field: &'static str, message: String| problems.push(RolloutProblem { field, message });
         if let Some(strategy) = &self.strategy {
             if strategy != "wave" {
                 add(
@@ -229,7 +228,13 @@ impl RolloutSpec {
                     None => add("waves", format!("wave {} names no group", n + 1)),
                 }
                 if wave.percent.is_some() || wave.bake.is_some() {
-                    add("waves", format!("wave {}: percent and bake need a rollout without strategy: wave", n + 1));
+                    add(
+                        "waves",
+                        format!(
+                            "wave {}: percent and bake need a rollout without strategy: wave",
+                            n + 1
+                        ),
+                    );
                 }
                 if let Some(Err(e)) = wave.delay.as_deref().map(duration) {
                     add("waves", format!("wave {}: delay {e}", n + 1));
@@ -253,7 +258,9 @@ impl RolloutSpec {
             Some(Ok(Amount::Percent(p))) if !(p > 0.0 && p <= 100.0) => {
                 add(
                     "batch",
-                    format!("{p}% is not a share of the targets: use more than 0% and at most 100%"),
+                    format!(
+                        "{p}% is not a share of the targets: use more than 0% and at most 100%"
+                    ),
                 );
                 Amount::Percent(100.0)
             }
@@ -296,7 +303,10 @@ impl RolloutSpec {
                 }
                 (None, Some(p)) => {
                     if p == 0 || p > 100 {
-                        add("waves", format!("wave {}: percent {p} is not between 1 and 100", n + 1));
+                        add(
+                            "waves",
+                            format!("wave {}: percent {p} is not between 1 and 100", n + 1),
+                        );
                     } else if p < reached {
                         add("waves", format!("wave {}: percent {p} is below the {reached} an earlier wave reached (percentages count from the first wave)", n + 1));
                     }
@@ -330,7 +340,11 @@ impl RolloutSpec {
                 bake: Duration::ZERO,
             });
         } else if waves.last().map(|w| &w.rule) != Some(&WaveRule::Percent(100)) {
-            add("waves", "do not cover the target: end with { percent: 100 } so every target has a wave".into());
+            add(
+                "waves",
+                "do not cover the target: end with { percent: 100 } so every target has a wave"
+                    .into(),
+            );
         }
         let mut revoke_on_halt = false;
         let mut kill_on_halt = false;

@@ -52,7 +52,10 @@ fn bad_policies_are_named_by_field() {
         ("batch: 150%\n", "rollout.batch: 150% is not a share"),
         ("batch: lots\n", "rollout.batch: \"lots\" is neither"),
         ("max_concurrency: 0\n", "rollout.max_concurrency: is 0"),
-        ("max_errors: 101%\n", "rollout.max_errors: 101% is not a share"),
+        (
+            "max_errors: 101%\n",
+            "rollout.max_errors: 101% is not a share",
+        ),
         (
             "waves:\n  - { group: canary }\n  - { percent: 25 }\n",
             "rollout.waves: do not cover the target",

@@ -1,0 +1,313 @@
+//! Rollouts that stop themselves (DESIGN §11), on the in-memory bus with
+//! real agents running real `sh` scripts: a budget breach halts the
+//! rollout on the result that breached it and nothing is dispatched
+//! after; the window is never overfilled; resume with a fixed version
+//! finishes the targets not yet done; a canary wave goes first and the
+//! next waits for its bake; pause holds dispatch.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+use common::{run_agent, wait_for, RunningAgent};
+use kanade::agent::{Agent, AgentSettings};
+use kanade::backend::db::ResultRow;
+use kanade::backend::manifest::Target;
+use kanade::backend::rollout::spec::RolloutSpec;
+use kanade::backend::{Backend, BackendSettings};
+use kanade::core::names::SubjectToken;
+use kanade::core::transport::Transport;
+
+/// The pcs whose run of version 1 fails.
+const FAILING: [&str; 4] = ["pc-03", "pc-05", "pc-08", "pc-10"];
+
+fn job(version: u32, failing: bool) -> String {
+    let script = if failing {
+        format!(
+            "sleep 0.3; case \"$KANADE_PC_ID\" in {}) echo broken >&2; exit 1;; esac; echo ok",
+            FAILING.join("|")
+        )
+    } else {
+        "sleep 0.3; echo fixed".to_owned()
+    };
+    format!("id: patch\nversion: {version}\nexecute:\n  shell: sh\n  script: '{script}'\n  timeout: 30s\n")
+}
+
+struct Fleet {
+    backend: Backend,
+    _agents: Vec<RunningAgent>,
+    _dir: tempfile::TempDir,
+}
+
+async fn fleet(n: usize, canaries: &[&str]) -> Fleet {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = kanade::transport::open("memory").await.unwrap();
+    let backend = common::running_backend_with_hello(
+        transport.clone(),
+        BackendSettings::new(dir.path().join("backend.db")),
+    )
+    .await;
+    let mut agents = Vec::new();
+    for i in 1..=n {
+        let pc = format!("pc-{i:02}");
+        let mut settings =
+            AgentSettings::new(SubjectToken::pc(pc.clone()).unwrap(), dir.path().join(&pc));
+        settings.inventory = false;
+        if canaries.contains(&pc.as_str()) {
+            settings.groups = vec![SubjectToken::group("canary").unwrap()];
+        }
+        agents.push(run_agent(
+            Agent::builder(settings, transport.clone()).build().unwrap(),
+        ));
+    }
+    for i in 1..=n {
+        common::wait_for_agent(&backend, &format!("pc-{i:02}")).await;
+    }
+    Fleet {
+        backend,
+        _agents: agents,
+        _dir: dir,
+    }
+}
+
+fn spec(json: &str) -> RolloutSpec {
+    serde_json::from_str(json).unwrap()
+}
+
+fn all() -> Target {
+    Target {
+        all: true,
+        ..Target::default()
+    }
+}
+
+/// The most runs that overlapped in time, from the results' start and
+/// finish times.
+fn most_overlapping(rows: &[ResultRow]) -> usize {
+    let mut edges: Vec<(String, i32)> = Vec::new();
+    for row in rows.iter().filter(|r| !r.skipped) {
+        edges.push((row.started_at.clone(), 1));
+        edges.push((row.finished_at.clone(), -1));
+    }
+    // Ends before starts at the same instant.
+    edges.sort_by(|a, b| {
+        let a_t = chrono::DateTime::parse_from_rfc3339(&a.0).unwrap();
+        let b_t = chrono::DateTime::parse_from_rfc3339(&b.0).unwrap();
+        a_t.cmp(&b_t).then(a.1.cmp(&b.1))
+    });
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+async fn rollout_state(backend: &Backend, exec_id: &str, state: &str) {
+    wait_for(&format!("the rollout is {state}"), || {
+        let backend = backend.clone();
+        let id = exec_id.to_owned();
+        let state = state.to_owned();
+        async move { backend.rollout_status(&id).await.unwrap().rollout.state == state }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breach_halts_dispatch_and_resume_with_a_fix_finishes_the_rest() {
+    let fleet = fleet(12, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, true), &Default::default())
+        .await
+        .unwrap();
+    let exec = backend
+        .exec_with(
+            "patch",
+            &all(),
+            Some(&spec(r#"{"batch": 3, "max_errors": 1}"#)),
+            &kanade::backend::auth::Principal::local("test"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(exec.targeted, 12);
+    rollout_state(backend, &exec.exec_id, "halted").await;
+    let halted = backend.rollout_status(&exec.exec_id).await.unwrap();
+    let reason = halted.rollout.reason.clone().unwrap();
+    assert!(
+        reason.starts_with("2 errors of ") && reason.ends_with(" results > 1"),
+        "{reason}"
+    );
+    // In-flight runs finish; nothing more is dispatched.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = backend.rollout_status(&exec.exec_id).await.unwrap();
+    let counts = &after.waves[0].counts;
+    assert_eq!(counts.in_flight, 0);
+    let ran = counts.succeeded + counts.failed + counts.skipped;
+    assert_eq!(ran + counts.pending, 12, "{counts:?}");
+    assert!(
+        counts.pending >= 5,
+        "pc-08 and later never went out: {counts:?}"
+    );
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    let ran_pcs: BTreeSet<_> = rows.iter().map(|r| r.pc_id.as_str()).collect();
+    assert!(!ran_pcs.contains("pc-08") && !ran_pcs.contains("pc-10"));
+    assert_eq!(rows.iter().filter(|r| r.exit_code != 0).count(), 2);
+    assert!(most_overlapping(&rows) <= 3, "window of 3 overfilled");
+    let execution = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    assert_eq!(execution.status, "halted");
+    // Still halted a while later: a halted rollout never dispatches again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        backend.db().results(&exec.exec_id).unwrap().len(),
+        rows.len()
+    );
+    // The fix, then resume: the pcs not yet done run version 2.
+    backend
+        .apply_job(&job(2, false), &Default::default())
+        .await
+        .unwrap();
+    let resumed = backend.resume_rollout(&exec.exec_id).await.unwrap();
+    assert_eq!(resumed.rollout.state, "running");
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    let pcs: BTreeSet<_> = rows.iter().map(|r| r.pc_id.as_str()).collect();
+    assert_eq!((rows.len(), pcs.len()), (12, 12), "each pc once");
+    assert_eq!(rows.iter().filter(|r| r.exit_code != 0).count(), 2);
+    assert!(rows
+        .iter()
+        .filter(|r| !ran_pcs.contains(r.pc_id.as_str()))
+        .all(|r| r.stdout == "fixed\n"));
+    assert!(most_overlapping(&rows) <= 3);
+    let execution = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    assert_eq!(
+        (execution.status.as_str(), execution.version.as_str()),
+        ("completed", "2")
+    );
+    // Controls say what state allows them.
+    let again = backend.resume_rollout(&exec.exec_id).await.unwrap_err();
+    assert!(again.to_string().contains("is completed"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_wave_bakes_before_the_rest_and_pause_holds_dispatch() {
+    let fleet = fleet(6, &["pc-04"]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, false), &Default::default())
+        .await
+        .unwrap();
+    let exec = backend
+        .exec_with(
+            "patch",
+            &all(),
+            Some(&spec(
+                r#"{"batch": 2, "waves": [{"group": "canary", "bake": "3s"}, {"percent": 100}], "max_errors": "10%"}"#,
+            )),
+            &kanade::backend::auth::Principal::local("test"),
+        )
+        .await
+        .unwrap();
+    wait_for("the canary answers", || {
+        let db = backend.db().clone();
+        let id = exec.exec_id.clone();
+        async move { db.results(&id).unwrap().len() == 1 }
+    })
+    .await;
+    assert_eq!(
+        backend.db().results(&exec.exec_id).unwrap()[0].pc_id,
+        "pc-04"
+    );
+    // Baking: nothing else for about 3 s.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let baking = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(baking.waves[1].counts.pending, 5, "{baking:?}");
+    assert!(baking.rollout.wave_finished_at.is_some());
+    // Pause during the bake: still nothing once the bake is over.
+    backend.pause_rollout(&exec.exec_id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let paused = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(paused.rollout.state, "paused");
+    assert_eq!(paused.waves[1].counts.pending, 5);
+    backend.resume_rollout(&exec.exec_id).await.unwrap();
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    assert_eq!(rows.len(), 6);
+    assert!(most_overlapping(&rows) <= 2);
+    // Abort of a finished rollout is refused with its state.
+    let refused = backend
+        .abort_rollout(&exec.exec_id, "test")
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("is completed"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_target_does_not_hold_the_window() {
+    let fleet = fleet(3, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, false), &Default::default())
+        .await
+        .unwrap();
+    // pc-99 is named but has never been seen: at its turn it is offline,
+    // so it is passed over and, once nothing else is left, unreached.
+    let exec = backend
+        .exec_with(
+            "patch",
+            &Target {
+                pcs: vec![
+                    "pc-01".into(),
+                    "pc-02".into(),
+                    "pc-03".into(),
+                    "pc-99".into(),
+                ],
+                ..Target::default()
+            },
+            Some(&spec(r#"{"batch": 1}"#)),
+            &kanade::backend::auth::Principal::local("test"),
+        )
+        .await
+        .unwrap();
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    let status = backend.rollout_status(&exec.exec_id).await.unwrap();
+    let counts = &status.waves[0].counts;
+    assert_eq!((counts.succeeded, counts.unreached), (3, 1), "{counts:?}");
+    assert_eq!(backend.db().results(&exec.exec_id).unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_rollouts_are_refused_with_the_field() {
+    let fleet = fleet(1, &[]).await;
+    let backend = &fleet.backend;
+    for (json, expected) in [
+        (r#"{"batch": 0}"#, "rollout.batch: is 0"),
+        (r#"{"batch": "120%"}"#, "rollout.batch: 120% is not a share"),
+        (
+            r#"{"waves": [{"group": "canary"}]}"#,
+            "rollout.waves: do not cover the target",
+        ),
+        (
+            r#"{"strategy": "wave", "waves": [{"group": "canary"}]}"#,
+            "which schedules have",
+        ),
+    ] {
+        let err = backend
+            .exec_with(
+                "hello",
+                &all(),
+                Some(&spec(json)),
+                &kanade::backend::auth::Principal::local("test"),
+            )
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{json}: {err}");
+    }
+    assert!(
+        backend.db().executions().unwrap().is_empty(),
+        "nothing recorded"
+    );
+}

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 mod api;
 mod credentials;
+mod rollouts;
 mod runs;
 mod security;
 
@@ -79,6 +80,15 @@ enum Cmd {
         /// Longest wait for results.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         wait: Duration,
+        /// A rollout that stops itself: batches, a window, a canary
+        /// group, an error budget.
+        #[command(flatten)]
+        rollout: rollouts::RolloutArgs,
+    },
+    /// A rollout's status, and pause, resume, abort.
+    Rollout {
+        #[command(subcommand)]
+        action: rollouts::RolloutCmd,
     },
     /// An execution's state and results.
     Results {
@@ -335,14 +345,17 @@ fn run_with(api: &Api, args: Args) -> Result<ExitCode, String> {
             pcs,
             no_wait,
             wait,
+            rollout,
         } => runs::exec(
             api,
             args.json,
             &job,
             Target { all, groups, pcs },
+            rollout.spec(),
             no_wait,
             wait,
         ),
+        Cmd::Rollout { action } => rollouts::run(api, args.json, action),
         Cmd::Results { exec } => runs::results(api, args.json, &exec),
         Cmd::Executions {
             job,
@@ -375,9 +388,11 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
             schedule,
             reason,
         } => security::decide(api, args.json, exec, schedule, Some(reason)),
-        Cmd::Exec { .. } | Cmd::Results { .. } | Cmd::Executions { .. } | Cmd::Kill { .. } => {
-            Ok(())
-        }
+        Cmd::Exec { .. }
+        | Cmd::Results { .. }
+        | Cmd::Executions { .. }
+        | Cmd::Kill { .. }
+        | Cmd::Rollout { .. } => Ok(()),
         Cmd::Job {
             action: JobCmd::Apply { file, replace },
         } => {

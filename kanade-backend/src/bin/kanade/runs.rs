@@ -6,7 +6,7 @@
 //! | code | meaning |
 //! |------|---------|
 //! | 0 | every target answered and succeeded (exit 0) |
-//! | 1 | a target failed, timed out, was killed or skipped its run (a gate: revoked, pinned, late, …) |
+//! | 1 | a target failed, timed out, was killed or skipped its run (a gate: revoked, pinned, late, …), or a rollout halted or was aborted |
 //! | 2 | usage error, or nothing was targeted |
 //! | 3 | not every target answered within `--wait` |
 //! | 4 | the execution awaits approvals: nothing ran yet |
@@ -19,7 +19,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use kanade_backend::db::{ExecutionFilter, ExecutionRow, ResultRow};
+use kanade_backend::http::ExecRequest;
 use kanade_backend::manifest::Target;
+use kanade_backend::rollout::spec::RolloutSpec;
+use kanade_backend::RolloutStatus;
 
 use crate::api::Api;
 use crate::print;
@@ -42,7 +45,12 @@ pub fn exec_exit_code(execution: &ExecutionRow) -> u8 {
         EXIT_AWAITING_APPROVAL
     } else if execution.targeted == 0 {
         EXIT_NOTHING_TARGETED
-    } else if execution.status == "cancelled" || execution.failed > 0 || execution.skipped > 0 {
+    } else if matches!(
+        execution.status.as_str(),
+        "cancelled" | "halted" | "aborted"
+    ) || execution.failed > 0
+        || execution.skipped > 0
+    {
         EXIT_SOME_FAILED
     } else if answered < execution.targeted {
         EXIT_NOT_ALL_ANSWERED
@@ -57,10 +65,18 @@ pub fn exec(
     json: bool,
     job: &str,
     target: Target,
+    rollout: Option<RolloutSpec>,
     no_wait: bool,
     wait: Duration,
 ) -> Result<ExitCode, String> {
-    let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &target)?;
+    let is_rollout = rollout.is_some();
+    let request = ExecRequest {
+        all: target.all,
+        groups: target.groups,
+        pcs: target.pcs,
+        rollout,
+    };
+    let execution: ExecutionRow = api.post(&format!("/api/jobs/{job}/exec"), &request)?;
     if execution.status == kanade_backend::db::AWAITING_APPROVAL {
         print(json, &execution, || {
             println!(
@@ -88,9 +104,44 @@ pub fn exec(
         })?;
         return Ok(ExitCode::SUCCESS);
     }
-    let bar = indicatif::ProgressBar::new(execution.targeted.max(0) as u64);
-    let started = Instant::now();
     let id = execution.exec_id.clone();
+    let (finished, rollout) = if is_rollout {
+        let (row, status) = wait_for_rollout(api, &id, wait)?;
+        (row, Some(status))
+    } else {
+        (
+            wait_for_execution(api, &id, execution.targeted, wait)?,
+            None,
+        )
+    };
+    let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{id}/results"))?;
+    let code = exec_exit_code(&finished);
+    print(json, &rows, || {
+        summary(&finished);
+        if let Some(status) = &rollout {
+            crate::rollouts::describe(status);
+        }
+        if code == EXIT_NOT_ALL_ANSWERED {
+            println!(
+                "not every target answered within {}",
+                humantime::format_duration(wait)
+            );
+        }
+        results_table(&rows);
+    })?;
+    Ok(ExitCode::from(code))
+}
+
+/// Polls an execution with a progress bar until it is over or `wait`
+/// passed.
+fn wait_for_execution(
+    api: &Api,
+    id: &str,
+    targeted: i64,
+    wait: Duration,
+) -> Result<ExecutionRow, String> {
+    let bar = indicatif::ProgressBar::new(targeted.max(0) as u64);
+    let started = Instant::now();
     let finished = loop {
         let current: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
         let done = current.succeeded + current.failed + current.skipped;
@@ -103,19 +154,37 @@ pub fn exec(
         std::thread::sleep(Duration::from_millis(250));
     };
     bar.finish_and_clear();
-    let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{id}/results"))?;
-    let code = exec_exit_code(&finished);
-    print(json, &rows, || {
-        summary(&finished);
-        if code == EXIT_NOT_ALL_ANSWERED {
-            println!(
-                "not every target answered within {}",
-                humantime::format_duration(wait)
-            );
+    Ok(finished)
+}
+
+/// Polls a rollout with a progress bar per wave until it completed,
+/// halted (and its runs in flight finished) or was aborted, or `wait`
+/// passed.
+fn wait_for_rollout(
+    api: &Api,
+    id: &str,
+    wait: Duration,
+) -> Result<(ExecutionRow, RolloutStatus), String> {
+    let started = Instant::now();
+    let mut status: RolloutStatus = api.get(&format!("/api/executions/{id}/rollout"))?;
+    let bars = crate::rollouts::WaveBars::new(&status);
+    loop {
+        bars.update(&status);
+        let in_flight: i64 = status.waves.iter().map(|w| w.counts.in_flight).sum();
+        let over = match status.rollout.state.as_str() {
+            "completed" | "aborted" => true,
+            "halted" => in_flight == 0,
+            _ => false,
+        };
+        if over || started.elapsed() > wait {
+            break;
         }
-        results_table(&rows);
-    })?;
-    Ok(ExitCode::from(code))
+        std::thread::sleep(Duration::from_millis(250));
+        status = api.get(&format!("/api/executions/{id}/rollout"))?;
+    }
+    bars.finish();
+    let row: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
+    Ok((row, status))
 }
 
 /// The one-line state of an execution.

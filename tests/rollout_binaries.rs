@@ -1,0 +1,197 @@
+//! A rollout over real binaries on a real nats-server: the `kanade-backend`
+//! binary, twelve `kanade-agent` processes, and the `kanade` CLI running
+//! `exec --batch 3 --max-errors 1` of a script that fails on four chosen
+//! pcs. It halts on the second failure, nothing is dispatched after the
+//! halt, never more than three run at once; `rollout resume` after a new
+//! version finishes the pcs not yet done.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::collections::BTreeSet;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use kanade::nats::test_server::NatsServer;
+
+mod common;
+use common::{free_port, wait_until, workspace_binary, KillOnDrop};
+
+const FAILING: [&str; 4] = ["pc-03", "pc-05", "pc-08", "pc-10"];
+
+struct Cli {
+    server: String,
+    token: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = Command::new(workspace_binary("kanade"))
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .env("KANADE_TOKEN", &self.token)
+            .env(
+                "XDG_CONFIG_HOME",
+                std::env::temp_dir().join("kanade-test-no-config"),
+            )
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (_, out, err) = self.run(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    }
+}
+
+fn job_yaml(version: u32, failing: bool) -> String {
+    let script = if failing {
+        format!(
+            "sleep 0.5; case \"$KANADE_PC_ID\" in {}) echo broken >&2; exit 1;; esac; echo ok",
+            FAILING.join("|")
+        )
+    } else {
+        "sleep 0.5; echo fixed".to_owned()
+    };
+    format!("id: patch\nversion: {version}\nexecute:\n  shell: sh\n  script: '{script}'\n  timeout: 30s\n")
+}
+
+/// The most runs overlapping in time, from the results' start and finish.
+fn most_overlapping(rows: &[serde_json::Value]) -> usize {
+    let mut edges: Vec<(chrono::DateTime<chrono::FixedOffset>, i32)> = Vec::new();
+    for row in rows {
+        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(row[k].as_str().unwrap()).unwrap();
+        edges.push((at("started_at"), 1));
+        edges.push((at("finished_at"), -1));
+    }
+    edges.sort();
+    let (mut now, mut most) = (0, 0);
+    for (_, step) in edges {
+        now += step;
+        most = most.max(now);
+    }
+    most as usize
+}
+
+#[test]
+fn a_cli_rollout_on_nats_halts_on_the_second_failure_and_resumes_with_a_fix() {
+    let nats = NatsServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let api = format!("127.0.0.1:{}", free_port());
+    let created = Command::new(workspace_binary("kanade-backend"))
+        .args([
+            "token", "create", "--name", "ops", "--role", "operator", "--db",
+        ])
+        .arg(dir.path().join("backend.db"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let cli = Cli {
+        server: format!("http://{api}"),
+        token: String::from_utf8(created.stdout).unwrap().trim().to_owned(),
+    };
+    let _backend = KillOnDrop(
+        Command::new(workspace_binary("kanade-backend"))
+            .args(["--transport", &nats.url(), "--listen", &api])
+            .arg("--db")
+            .arg(dir.path().join("backend.db"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the backend API", || cli.run(&["agents"]).0 == Some(0));
+    let mut agents = Vec::new();
+    for i in 1..=12 {
+        let pc = format!("pc-{i:02}");
+        agents.push(KillOnDrop(
+            Command::new(workspace_binary("kanade-agent"))
+                .args(["--transport", &nats.url(), "--pc-id", &pc])
+                .arg("--state-dir")
+                .arg(dir.path().join(&pc))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        ));
+    }
+    wait_until("twelve agents online", || {
+        cli.json(&["agents"]).as_array().map(Vec::len) == Some(12)
+    });
+    let job = dir.path().join("patch.yaml");
+    std::fs::write(&job, job_yaml(1, true)).unwrap();
+    let (code, out, err) = cli.run(&["job", "apply", "-f", job.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let (code, out, err) = cli.run(&[
+        "--json",
+        "exec",
+        "patch",
+        "--all",
+        "--batch",
+        "3",
+        "--max-errors",
+        "1",
+    ]);
+    assert_eq!(code, Some(1), "a halted rollout exits 1: {out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let exec = rows[0]["exec_id"].as_str().unwrap().to_owned();
+    let status = cli.json(&["rollout", "status", &exec]);
+    assert_eq!(status["rollout"]["state"], "halted", "{status}");
+    let reason = status["rollout"]["reason"].as_str().unwrap();
+    assert!(reason.starts_with("2 errors of "), "{reason}");
+    let failed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["exit_code"] != 0)
+        .map(|r| r["pc_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["pc-03", "pc-05"], "halted on the second failure");
+    let ran: BTreeSet<String> = rows
+        .iter()
+        .map(|r| r["pc_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(!ran.contains("pc-08") && !ran.contains("pc-10"), "{ran:?}");
+    assert!(most_overlapping(&rows) <= 3, "window of 3 overfilled");
+    let pending = status["waves"][0]["counts"]["pending"].as_i64().unwrap();
+    assert_eq!(pending as usize + ran.len(), 12, "{status}");
+    // Nothing is dispatched after the halt.
+    std::thread::sleep(Duration::from_secs(3));
+    let later = cli.json(&["rollout", "status", &exec]);
+    assert_eq!(later["waves"][0]["counts"]["pending"], pending, "{later}");
+    assert_eq!(later["waves"][0]["counts"]["in_flight"], 0, "{later}");
+    let (_, text, _) = cli.run(&["rollout", "status", &exec]);
+    println!("{text}");
+    assert!(text.contains("halted (2 errors of"), "{text}");
+
+    // The fix, then resume: the pcs not done yet run version 2.
+    std::fs::write(&job, job_yaml(2, false)).unwrap();
+    let (code, out, err) = cli.run(&["job", "apply", "-f", job.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    let (code, out, err) = cli.run(&["rollout", "resume", &exec]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains(": running"), "{out}");
+    wait_until("the rollout completes", || {
+        cli.json(&["rollout", "status", &exec])["rollout"]["state"] == "completed"
+    });
+    let rows = cli.json(&["results", &exec]);
+    let rows = rows.as_array().unwrap();
+    let pcs: BTreeSet<&str> = rows.iter().map(|r| r["pc_id"].as_str().unwrap()).collect();
+    assert_eq!((rows.len(), pcs.len()), (12, 12), "each pc once");
+    for row in rows {
+        let pc = row["pc_id"].as_str().unwrap();
+        if !ran.contains(pc) {
+            assert_eq!(row["stdout"], "fixed\n", "{pc} ran version 2");
+        }
+    }
+    assert!(most_overlapping(rows) <= 3);
+    // Resuming a completed rollout is refused and says why.
+    let (code, _, err) = cli.run(&["rollout", "resume", &exec]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("is completed"), "{err}");
+}

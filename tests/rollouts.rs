@@ -311,3 +311,57 @@ async fn bad_rollouts_are_refused_with_the_field() {
         "nothing recorded"
     );
 }
+
+#[test]
+fn a_schedules_rollout_is_checked_with_field_and_line() {
+    let err = kanade::backend::manifest::parse_schedule(
+        "id: s\njob_id: patch\nwhen:\n  per_target: once\ntarget:\n  all: true\nrollout:\n  batch: 0\n  max_errors: 150%\n",
+    )
+    .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("line 8: rollout.batch: is 0"), "{text}");
+    assert!(text.contains("line 9: rollout.max_errors"), "{text}");
+    // The reference's timed waves still parse.
+    kanade::backend::manifest::parse_schedule(
+        "id: s\njob_id: patch\nwhen:\n  per_target: once\ntarget:\n  groups: [canary, rest]\nrollout:\n  strategy: wave\n  waves:\n    - group: canary\n    - group: rest\n      delay: 1h\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schedule_fires_through_its_rollout() {
+    let fleet = fleet(5, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, false), &Default::default())
+        .await
+        .unwrap();
+    backend
+        .apply_schedule(
+            "id: nightly-patch\njob_id: patch\nwhen:\n  per_target: {every: 1h}\ntarget:\n  all: true\nrollout:\n  batch: 2\n  max_errors: 0\n",
+        )
+        .await
+        .unwrap();
+    let scheduler = kanade::backend::scheduler::Scheduler::with_clock(
+        backend.clone(),
+        Arc::new(chrono::Utc::now),
+        Duration::from_millis(200),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(scheduler.run(async {
+        let _ = stopped.await;
+    }));
+    wait_for("the schedule fires", || {
+        let db = backend.db().clone();
+        async move { !db.executions().unwrap().is_empty() }
+    })
+    .await;
+    let _ = stop.send(());
+    running.await.unwrap();
+    let exec = backend.db().executions().unwrap().remove(0);
+    assert_eq!(exec.schedule_id.as_deref(), Some("nightly-patch"));
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    assert_eq!(rows.len(), 5);
+    assert!(most_overlapping(&rows) <= 2, "batch 2 overfilled");
+}

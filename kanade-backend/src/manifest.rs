@@ -126,26 +126,13 @@ pub struct Target {
     pub pcs: Vec<String>,
 }
 
-/// One rollout wave.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Wave {
-    /// The group of this wave.
-    pub group: String,
-    /// Delay after the first wave (humantime).
-    #[serde(default)]
-    pub delay: Option<String>,
-}
+/// One rollout wave (`{group, delay}` in the reference's timed waves;
+/// `{group}` or `{percent, bake}` in a self-stopping rollout).
+pub type Wave = crate::rollout::spec::WaveSpec;
 
-/// `rollout:` of a schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Rollout {
-    /// Only `wave`.
-    pub strategy: String,
-    /// The waves, in order.
-    pub waves: Vec<Wave>,
-}
+/// `rollout:` of a schedule: the reference's timed waves
+/// (`strategy: wave`) or a self-stopping rollout (DESIGN §11).
+pub type Rollout = crate::rollout::spec::RolloutSpec;
 
 /// `retry:` under `on_failure`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -483,24 +470,27 @@ pub fn parse_schedule(text: &str) -> Result<Schedule, ManifestErrors> {
         .as_ref()
         .and_then(|d| p.duration(&["starting_deadline"], d));
     if let Some(rollout) = &schedule.rollout {
-        if rollout.strategy != "wave" {
-            p.add(
-                &["rollout", "strategy"],
-                format!("{:?} is not a strategy; use wave", rollout.strategy),
-            );
+        if let Err(problems) = rollout.validate() {
+            for problem in problems {
+                p.add(&["rollout", problem.field], problem.message);
+            }
         }
-        for wave in &rollout.waves {
-            p.token(&["rollout", "waves"], &wave.group, SubjectToken::group);
-            if let Some(delay) = wave
-                .delay
-                .as_ref()
-                .and_then(|d| p.duration(&["rollout", "waves"], d))
-            {
-                if deadline.is_some_and(|deadline| delay > deadline) {
-                    p.add(
-                        &["rollout", "waves"],
-                        format!("wave {} waits longer than starting_deadline", wave.group),
-                    );
+        if rollout.is_timed_waves() {
+            for wave in &rollout.waves {
+                let delay = wave
+                    .delay
+                    .as_deref()
+                    .and_then(|d| humantime::parse_duration(d).ok());
+                if let (Some(delay), Some(deadline)) = (delay, deadline) {
+                    if delay > deadline {
+                        p.add(
+                            &["rollout", "waves"],
+                            format!(
+                                "wave {} waits longer than starting_deadline",
+                                wave.group.as_deref().unwrap_or("")
+                            ),
+                        );
+                    }
                 }
             }
         }

@@ -105,6 +105,12 @@ impl Scheduler {
             // only once its current version is approved; later rollout
             // waves belong to such a fire.
             approved: true,
+            // A self-stopping rollout (the reference's timed waves are
+            // planned by the scheduler instead).
+            rollout: schedule
+                .rollout
+                .clone()
+                .filter(|r| !r.is_timed_waves()),
         }
     }
 
@@ -182,7 +188,11 @@ impl Scheduler {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<String, BackendError> {
-        let Some(rollout) = schedule.rollout.as_ref().filter(|r| !r.waves.is_empty()) else {
+        let Some(rollout) = schedule
+            .rollout
+            .as_ref()
+            .filter(|r| r.is_timed_waves() && !r.waves.is_empty())
+        else {
             return self
                 .fire(
                     schedule,
@@ -195,7 +205,7 @@ impl Scheduler {
                 .await;
         };
         let first = Target {
-            groups: vec![rollout.waves[0].group.clone()],
+            groups: vec![rollout.waves[0].group.clone().unwrap_or_default()],
             ..Target::default()
         };
         // Plan the later waves under the first wave's execution id before
@@ -213,7 +223,7 @@ impl Scheduler {
                 schedule_id: schedule.id.clone(),
                 fire_key: fire_key.clone(),
                 wave: index as i64,
-                group: wave.group.clone(),
+                group: wave.group.clone().unwrap_or_default(),
                 due_at: due_at + delay,
                 deadline_base: due_at + delay,
                 exec_id: self.backend.new_id(),

@@ -161,6 +161,7 @@ impl Operator {
                 exec_id: None,
                 schedule_id: None,
                 approved: false,
+                rollout: None,
             };
             self.after_faults_of_this_instant().await;
             match self.backend.fire(kind.job_id(), &target, options).await {

@@ -34,6 +34,9 @@ pub struct FireOptions {
     /// The job requires approval and the scheduler checked that this
     /// schedule's approvers approved its current version.
     pub approved: bool,
+    /// Dispatch through a self-stopping rollout (a schedule's `rollout:`
+    /// without `strategy`).
+    pub rollout: Option<crate::rollout::spec::RolloutSpec>,
 }
 
 impl Backend {
@@ -167,13 +170,20 @@ impl Backend {
         options: FireOptions,
     ) -> Result<ExecutionRow, BackendError> {
         let approved = options.approved;
+        let rollout = match &options.rollout {
+            Some(spec) => Some((spec.clone(), super::rollouts::policy_of(spec)?)),
+            None => None,
+        };
         let prepared = self.prepare(job_id, target, options).await?;
         if prepared.job.require_approval.required() && !approved {
             return Err(BackendError::Invalid(format!(
                 "job {job_id} requires approval: run it with exec, or from a schedule its approvers approved"
             )));
         }
-        self.send(prepared).await
+        match rollout {
+            Some((spec, policy)) => self.start_rollout(prepared, spec, policy).await,
+            None => self.send(prepared).await,
+        }
     }
 
     /// Everything a fire needs, looked up and checked, nothing written.

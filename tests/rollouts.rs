@@ -365,3 +365,111 @@ async fn a_schedule_fires_through_its_rollout() {
     assert_eq!(rows.len(), 5);
     assert!(most_overlapping(&rows) <= 2, "batch 2 overfilled");
 }
+
+/// A backend started on `db`, and the sender that stops it (its
+/// projectors, driver and reaper are aborted, as in a crash of the task).
+async fn stoppable_backend(
+    transport: &Arc<dyn Transport>,
+    db: &std::path::Path,
+) -> (Backend, tokio::sync::oneshot::Sender<()>) {
+    let mut settings = BackendSettings::new(db.to_path_buf());
+    settings.reap_grace = Duration::from_secs(600);
+    let backend = Backend::open(transport.clone(), settings).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = backend.clone();
+    tokio::spawn(async move {
+        running
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap()
+    });
+    (backend, stop)
+}
+
+/// A backend stopped mid-rollout and started again on the same database:
+/// no target is dispatched twice, none is forgotten, and results that
+/// arrived while it was down are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_restart_mid_rollout_neither_redispatches_nor_forgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("backend.db");
+    let transport: Arc<dyn Transport> = kanade::transport::open("memory").await.unwrap();
+    transport
+        .key_value(kanade::core::transport::KvConfig::new(
+            kanade::core::names::BUCKET_AGENT_CONFIG,
+        ))
+        .await
+        .unwrap()
+        .put(
+            kanade::core::names::KEY_AGENT_CONFIG_GLOBAL,
+            bytes::Bytes::from_static(br#"{"heartbeat_interval":"1s"}"#),
+        )
+        .await
+        .unwrap();
+    let (first, stop_first) = stoppable_backend(&transport, &db).await;
+    let log = dir.path().join("runs.log");
+    first
+        .apply_job(
+            &format!(
+                "id: slow\nversion: 1\nexecute:\n  shell: sh\n  script: 'echo \"$KANADE_PC_ID\" >> {}; sleep 1'\n  timeout: 30s\n",
+                log.display()
+            ),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let mut agents = Vec::new();
+    for i in 1..=8 {
+        let pc = format!("pc-{i:02}");
+        let mut agent_settings =
+            AgentSettings::new(SubjectToken::pc(pc.clone()).unwrap(), dir.path().join(&pc));
+        agent_settings.inventory = false;
+        agents.push(run_agent(
+            Agent::builder(agent_settings, transport.clone())
+                .build()
+                .unwrap(),
+        ));
+    }
+    for i in 1..=8 {
+        common::wait_for_agent(&first, &format!("pc-{i:02}")).await;
+    }
+    let exec = first
+        .exec_with(
+            "slow",
+            &all(),
+            Some(&spec(r#"{"batch": 2}"#)),
+            &kanade::backend::auth::Principal::local("test"),
+        )
+        .await
+        .unwrap();
+    wait_for("two runs in flight", || {
+        let backend = first.clone();
+        let id = exec.exec_id.clone();
+        async move {
+            let status = backend.rollout_status(&id).await.unwrap();
+            status.waves[0].counts.in_flight == 2
+        }
+    })
+    .await;
+    let _ = stop_first.send(());
+    drop(first);
+    // Down while the two in-flight runs finish and publish their results.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let runs_while_down = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(runs_while_down, 2, "nothing more was dispatched while down");
+    let (second, _stop_second) = stoppable_backend(&transport, &db).await;
+    rollout_state(&second, &exec.exec_id, "completed").await;
+    let rows = second.db().results(&exec.exec_id).unwrap();
+    assert_eq!(rows.len(), 8);
+    let runs = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = runs.lines().collect();
+    let distinct: BTreeSet<&str> = lines.iter().copied().collect();
+    assert_eq!(
+        (lines.len(), distinct.len()),
+        (8, 8),
+        "each pc ran once: {runs}"
+    );
+    drop(agents);
+}

@@ -107,10 +107,7 @@ impl Scheduler {
             approved: true,
             // A self-stopping rollout (the reference's timed waves are
             // planned by the scheduler instead).
-            rollout: schedule
-                .rollout
-                .clone()
-                .filter(|r| !r.is_timed_waves()),
+            rollout: schedule.rollout.clone().filter(|r| !r.is_timed_waves()),
         }
     }
 

@@ -173,7 +173,10 @@ async fn project_results(backend: Backend) {
         }
         let db = backend.db.clone();
         match backend
-            .run_db(move || db.store_result(&result, false))
+            .run_db({
+                let now = backend.now();
+                move || db.store_result_at(&result, false, now)
+            })
             .await
         {
             // Ack only after the row is committed.

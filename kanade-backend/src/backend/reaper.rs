@@ -51,7 +51,13 @@ pub(super) async fn reaper(backend: Backend) {
                 attempts: 1,
             };
             let db = backend.db.clone();
-            if let Err(e) = backend.run_db(move || db.store_result(&result, true)).await {
+            if let Err(e) = backend
+                .run_db({
+                    let now = backend.now();
+                    move || db.store_result_at(&result, true, now)
+                })
+                .await
+            {
                 tracing::warn!("reaper: {e}");
             }
         }

@@ -25,7 +25,7 @@ use crate::db::{
     ExecutionRow, RolloutRow, WaveCounts, ROLLOUT_ABORTED, ROLLOUT_HALTED, ROLLOUT_PAUSED,
     ROLLOUT_RUNNING,
 };
-use crate::rollout::decide::{assign_waves, next_step, slot_expires, Step, View};
+use crate::rollout::decide::{assign_waves, effective_window, next_step, slot_expires, Step, View};
 use crate::rollout::spec::{RolloutPolicy, RolloutSpec, WaveRule};
 
 /// Extra time a dispatched target keeps its slot past its start deadline,
@@ -64,6 +64,10 @@ pub struct RolloutStatus {
     pub batch: u64,
     /// Targets in flight at most.
     pub window: u64,
+    /// The window now: with a percentage budget it starts at `min_sample`
+    /// and grows with the results judged (see
+    /// [`effective_window`](crate::rollout::decide::effective_window)).
+    pub window_now: u64,
     /// The budget as written (`5%`, `1`), if any.
     pub max_errors: Option<String>,
     /// Results before a percentage budget is judged.
@@ -173,6 +177,7 @@ impl Backend {
         Ok(RolloutStatus {
             batch: policy.batch_size(total),
             window: policy.window(total),
+            window_now: effective_window(&policy, total, row.budget_results.max(0) as u64),
             max_errors: policy.max_errors.map(|a| a.to_string()),
             min_sample: policy.min_sample,
             waves,
@@ -383,6 +388,7 @@ impl Backend {
                     .as_deref()
                     .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
                     .map(|t| t.with_timezone(&chrono::Utc)),
+                judged: current.budget_results.max(0) as u64,
                 now,
             };
             let db = self.db.clone();

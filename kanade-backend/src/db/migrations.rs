@@ -180,7 +180,8 @@ pub(super) fn migrations() -> Migrations<'static> {
             wave_finished_at TEXT,
             budget_errors INTEGER NOT NULL DEFAULT 0,
             budget_results INTEGER NOT NULL DEFAULT 0,
-            halt_actions_done INTEGER NOT NULL DEFAULT 0
+            halt_actions_done INTEGER NOT NULL DEFAULT 0,
+            halted_at TEXT
         );
         CREATE TABLE rollout_targets (
             exec_id TEXT NOT NULL,

@@ -30,8 +30,8 @@ pub use self::heartbeats::{AgentRow, Sighting};
 pub use self::pins::Pin;
 pub use self::results::{OverdueRun, ResultRow};
 pub use self::rollouts::{
-    RolloutRow, WaveCounts, ROLLOUT_ABORTED, ROLLOUT_COMPLETED, ROLLOUT_HALTED, ROLLOUT_PAUSED,
-    ROLLOUT_RUNNING,
+    RolloutRow, RolloutTargetRow, WaveCounts, ROLLOUT_ABORTED, ROLLOUT_COMPLETED, ROLLOUT_HALTED,
+    ROLLOUT_PAUSED, ROLLOUT_RUNNING,
 };
 pub use self::schedule_approvals::{ScheduleApproval, APPROVED};
 pub use self::schedules::{Freeze, PlannedWave};

@@ -63,6 +63,17 @@ impl Db {
     /// for the 10,000th result of an execution as for the first). Returns
     /// whether anything changed.
     pub fn store_result(&self, result: &ExecResult, reaped: bool) -> Result<bool, DbError> {
+        self.store_result_at(result, reaped, Utc::now())
+    }
+
+    /// [`Db::store_result`] at `now` by the backend's clock (the time a
+    /// rollout it halts records).
+    pub fn store_result_at(
+        &self,
+        result: &ExecResult,
+        reaped: bool,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let existing: Option<(bool, bool, i64)> = tx
@@ -112,6 +123,7 @@ impl Db {
                     &result.pc_id,
                     previous,
                     outcome,
+                    now,
                 )?;
                 let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
                 if let Some((_, skipped, exit_code)) = existing {

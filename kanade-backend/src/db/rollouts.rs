@@ -51,6 +51,24 @@ pub struct RolloutRow {
     pub budget_results: i64,
     /// Whether the halt's `on_halt` actions ran.
     pub halt_actions_done: bool,
+    /// When the budget halted it (the time of the result that breached
+    /// it, by the backend's clock).
+    pub halted_at: Option<String>,
+}
+
+/// One target of a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct RolloutTargetRow {
+    /// The pc.
+    pub pc_id: String,
+    /// Its wave (0-based).
+    pub wave: i64,
+    /// `pending`, `dispatched`, `started`, `done` or `unreached`.
+    pub phase: String,
+    /// `succeeded`, `failed` or `skipped` once done.
+    pub outcome: Option<String>,
+    /// When its command went out.
+    pub dispatched_at: Option<String>,
 }
 
 /// A rollout's targets, counted per wave.
@@ -87,10 +105,11 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RolloutRow> {
         budget_errors: r.get(7)?,
         budget_results: r.get(8)?,
         halt_actions_done: r.get(9)?,
+        halted_at: r.get(10)?,
     })
 }
 
-const COLUMNS: &str = "exec_id, spec, command, state, reason, wave, wave_finished_at, budget_errors, budget_results, halt_actions_done";
+const COLUMNS: &str = "exec_id, spec, command, state, reason, wave, wave_finished_at, budget_errors, budget_results, halt_actions_done, halted_at";
 
 impl Db {
     /// Records a rollout and its targets with their waves (`pending`).
@@ -143,6 +162,26 @@ impl Db {
             "SELECT {COLUMNS} FROM rollouts WHERE state = 'running' OR (state = 'halted' AND halt_actions_done = 0) ORDER BY exec_id"
         ))?;
         let rows = stmt.query_map([], read_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    /// Every target of a rollout, by pc.
+    pub fn rollout_targets(&self, exec_id: &str) -> Result<Vec<RolloutTargetRow>, DbError> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT pc_id, wave, phase, outcome, dispatched_at FROM rollout_targets WHERE exec_id = ?1 ORDER BY pc_id",
+        )?;
+        let rows = stmt
+            .query_map([exec_id], |r| {
+                Ok(RolloutTargetRow {
+                    pc_id: r.get(0)?,
+                    wave: r.get(1)?,
+                    phase: r.get(2)?,
+                    outcome: r.get(3)?,
+                    dispatched_at: r.get(4)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
@@ -375,7 +414,7 @@ impl Db {
 /// moves the target to `done` with `outcome` (replacing `previous`, the
 /// outcome of a reaped result a real one replaces), moves the budget's
 /// counts, and halts the rollout (state, reason, execution status) if they
-/// now breach its budget. Returns whether a rollout changed (the driver is
+/// now breach its budget (`now`: the halt's time). Returns whether a rollout changed (the driver is
 /// woken); executions without a rollout are untouched.
 pub(super) fn rollout_result(
     tx: &rusqlite::Transaction<'_>,
@@ -383,6 +422,7 @@ pub(super) fn rollout_result(
     pc_id: &str,
     previous: Option<Outcome>,
     outcome: Outcome,
+    now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
     let rollout: Option<(String, String, i64, i64)> = tx
         .prepare_cached(
@@ -424,9 +464,9 @@ pub(super) fn rollout_result(
             policy.and_then(|p| breach(&p, errors.max(0) as u64, results.max(0) as u64))
         {
             tx.prepare_cached(
-                "UPDATE rollouts SET state = 'halted', reason = ?2, halt_actions_done = 0 WHERE exec_id = ?1",
+                "UPDATE rollouts SET state = 'halted', reason = ?2, halt_actions_done = 0, halted_at = ?3 WHERE exec_id = ?1",
             )?
-            .execute(params![exec_id, reason])?;
+            .execute(params![exec_id, reason, now.to_rfc3339()])?;
             tx.prepare_cached("UPDATE executions SET status = 'halted' WHERE exec_id = ?1")?
                 .execute([exec_id])?;
         }

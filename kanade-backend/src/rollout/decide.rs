@@ -126,6 +126,8 @@ pub struct View {
     pub in_flight_wave: u64,
     /// When the current wave finished (its bake started), if it did.
     pub wave_finished_at: Option<DateTime<Utc>>,
+    /// Non-skipped results the budget has judged (since start or resume).
+    pub judged: u64,
     /// Now.
     pub now: DateTime<Utc>,
 }
@@ -175,7 +177,7 @@ pub fn next_step(policy: &RolloutPolicy, view: &View) -> Step {
             Step::Wait
         };
     }
-    let room = policy.window(view.total).saturating_sub(view.in_flight);
+    let room = effective_window(policy, view.total, view.judged).saturating_sub(view.in_flight);
     let n = room
         .min(policy.batch_size(view.total))
         .min(view.pending_online);
@@ -183,6 +185,21 @@ pub fn next_step(policy: &RolloutPolicy, view: &View) -> Step {
         Step::Dispatch(n)
     } else {
         Step::Wait
+    }
+}
+
+/// The window now. With a percentage budget, which cannot be judged
+/// before `min_sample` results, the window starts at `min_sample` and
+/// grows to twice the results judged so far (a slow start), up to the
+/// configured window: a bad version reaches about the sample before the
+/// halt, not a whole batch. Otherwise the configured window.
+pub fn effective_window(policy: &RolloutPolicy, total: u64, judged: u64) -> u64 {
+    let window = policy.window(total);
+    match policy.max_errors {
+        Some(Amount::Percent(_)) => window
+            .min(policy.min_sample.max(1).max(judged.saturating_mul(2)))
+            .max(1),
+        _ => window,
     }
 }
 

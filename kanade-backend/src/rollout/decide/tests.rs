@@ -176,6 +176,7 @@ fn view(pending: u64, online: u64, in_flight: u64) -> View {
         in_flight,
         in_flight_wave: in_flight,
         wave_finished_at: None,
+        judged: 0,
         now: at(0),
     }
 }
@@ -191,6 +192,24 @@ fn the_window_slides() {
     assert_eq!(next_step(&wide, &view(10, 10, 4)), Step::Dispatch(1));
     // Only online targets are dispatched.
     assert_eq!(next_step(&p, &view(9, 1, 0)), Step::Dispatch(1));
+}
+
+#[test]
+fn a_percentage_budget_starts_slow() {
+    let p = policy("batch: 500\nmax_errors: 2%\nmin_sample: 10\n");
+    assert_eq!(effective_window(&p, 10_000, 0), 10);
+    assert_eq!(effective_window(&p, 10_000, 9), 18);
+    assert_eq!(effective_window(&p, 10_000, 100), 200);
+    assert_eq!(effective_window(&p, 10_000, 5_000), 500);
+    let mut v = view(10_000, 10_000, 0);
+    v.total = 10_000;
+    assert_eq!(next_step(&p, &v), Step::Dispatch(10));
+    v.judged = 40;
+    v.in_flight = 10;
+    assert_eq!(next_step(&p, &v), Step::Dispatch(70));
+    // A count budget (or none) uses the window at once.
+    let counted = policy("batch: 500\nmax_errors: 5\n");
+    assert_eq!(effective_window(&counted, 10_000, 0), 500);
 }
 
 #[test]
@@ -224,7 +243,7 @@ proptest! {
     ) {
         let p = policy(&format!("batch: {batch}\nmax_concurrency: {window}\n"));
         let online = pending * online_share / 100;
-        let v = View { total, wave: 0, pending, pending_online: online, in_flight, in_flight_wave: in_flight, wave_finished_at: None, now: at(0) };
+        let v = View { total, wave: 0, pending, pending_online: online, in_flight, in_flight_wave: in_flight, wave_finished_at: None, judged: pending / 3, now: at(0) };
         if let Step::Dispatch(n) = next_step(&p, &v) {
             prop_assert!(n >= 1);
             prop_assert!(in_flight + n <= window);

@@ -77,6 +77,23 @@ fn spec(json: &str) -> RolloutSpec {
     serde_json::from_str(json).unwrap()
 }
 
+/// Runs `job` on `target` through the rollout `json`, as a test operator.
+async fn rollout_exec(
+    backend: &Backend,
+    job: &str,
+    target: &Target,
+    json: &str,
+) -> Result<kanade::backend::db::ExecutionRow, kanade::backend::BackendError> {
+    backend
+        .exec_with(
+            job,
+            target,
+            Some(&spec(json)),
+            &kanade::backend::auth::Principal::local("test"),
+        )
+        .await
+}
+
 fn all() -> Target {
     Target {
         all: true,
@@ -124,13 +141,7 @@ async fn a_breach_halts_dispatch_and_resume_with_a_fix_finishes_the_rest() {
         .apply_job(&job(1, true), &Default::default())
         .await
         .unwrap();
-    let exec = backend
-        .exec_with(
-            "patch",
-            &all(),
-            Some(&spec(r#"{"batch": 3, "max_errors": 1}"#)),
-            &kanade::backend::auth::Principal::local("test"),
-        )
+    let exec = rollout_exec(backend, "patch", &all(), r#"{"batch": 3, "max_errors": 1}"#)
         .await
         .unwrap();
     assert_eq!(exec.targeted, 12);
@@ -200,15 +211,7 @@ async fn a_canary_wave_bakes_before_the_rest_and_pause_holds_dispatch() {
         .apply_job(&job(1, false), &Default::default())
         .await
         .unwrap();
-    let exec = backend
-        .exec_with(
-            "patch",
-            &all(),
-            Some(&spec(
-                r#"{"batch": 2, "waves": [{"group": "canary", "bake": "3s"}, {"percent": 100}], "max_errors": "10%"}"#,
-            )),
-            &kanade::backend::auth::Principal::local("test"),
-        )
+    let exec = rollout_exec(backend, "patch", &all(), r#"{"batch": 2, "waves": [{"group": "canary", "bake": "3s"}, {"percent": 100}], "max_errors": "10%"}"#)
         .await
         .unwrap();
     wait_for("the canary answers", || {
@@ -255,23 +258,22 @@ async fn an_offline_target_does_not_hold_the_window() {
         .unwrap();
     // pc-99 is named but has never been seen: at its turn it is offline,
     // so it is passed over and, once nothing else is left, unreached.
-    let exec = backend
-        .exec_with(
-            "patch",
-            &Target {
-                pcs: vec![
-                    "pc-01".into(),
-                    "pc-02".into(),
-                    "pc-03".into(),
-                    "pc-99".into(),
-                ],
-                ..Target::default()
-            },
-            Some(&spec(r#"{"batch": 1}"#)),
-            &kanade::backend::auth::Principal::local("test"),
-        )
-        .await
-        .unwrap();
+    let exec = rollout_exec(
+        backend,
+        "patch",
+        &Target {
+            pcs: vec![
+                "pc-01".into(),
+                "pc-02".into(),
+                "pc-03".into(),
+                "pc-99".into(),
+            ],
+            ..Target::default()
+        },
+        r#"{"batch": 1}"#,
+    )
+    .await
+    .unwrap();
     rollout_state(backend, &exec.exec_id, "completed").await;
     let status = backend.rollout_status(&exec.exec_id).await.unwrap();
     let counts = &status.waves[0].counts;
@@ -295,13 +297,7 @@ async fn bad_rollouts_are_refused_with_the_field() {
             "which schedules have",
         ),
     ] {
-        let err = backend
-            .exec_with(
-                "hello",
-                &all(),
-                Some(&spec(json)),
-                &kanade::backend::auth::Principal::local("test"),
-            )
+        let err = rollout_exec(backend, "hello", &all(), json)
             .await
             .unwrap_err();
         assert!(err.to_string().contains(expected), "{json}: {err}");
@@ -396,18 +392,7 @@ async fn a_backend_restart_mid_rollout_neither_redispatches_nor_forgets() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("backend.db");
     let transport: Arc<dyn Transport> = kanade::transport::open("memory").await.unwrap();
-    transport
-        .key_value(kanade::core::transport::KvConfig::new(
-            kanade::core::names::BUCKET_AGENT_CONFIG,
-        ))
-        .await
-        .unwrap()
-        .put(
-            kanade::core::names::KEY_AGENT_CONFIG_GLOBAL,
-            bytes::Bytes::from_static(br#"{"heartbeat_interval":"1s"}"#),
-        )
-        .await
-        .unwrap();
+    common::heartbeat_every_second(&transport).await;
     let (first, stop_first) = stoppable_backend(&transport, &db).await;
     let log = dir.path().join("runs.log");
     first
@@ -435,13 +420,7 @@ async fn a_backend_restart_mid_rollout_neither_redispatches_nor_forgets() {
     for i in 1..=8 {
         common::wait_for_agent(&first, &format!("pc-{i:02}")).await;
     }
-    let exec = first
-        .exec_with(
-            "slow",
-            &all(),
-            Some(&spec(r#"{"batch": 2}"#)),
-            &kanade::backend::auth::Principal::local("test"),
-        )
+    let exec = rollout_exec(&first, "slow", &all(), r#"{"batch": 2}"#)
         .await
         .unwrap();
     wait_for("two runs in flight", || {

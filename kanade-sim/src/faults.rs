@@ -21,6 +21,15 @@ use crate::schedule::{pc_name, Fault, NetworkRates};
 use crate::timeline::Step;
 use crate::trace::{trace_line, Recorder};
 
+/// Runs the backend's background work (projectors, reaper, rollout
+/// driver, audit publisher) until aborted.
+fn spawn_backend(backend: &kanade_backend::Backend) -> tokio::task::JoinHandle<()> {
+    let running = backend.clone();
+    tokio::spawn(async move {
+        let _ = running.run(std::future::pending::<()>()).await;
+    })
+}
+
 /// Every client's link and the agents' lives.
 pub(crate) struct Links {
     origin: tokio::time::Instant,
@@ -39,6 +48,11 @@ pub(crate) struct Links {
     memory: MemoryTransport,
     /// Forged commands published so far.
     forged: u64,
+    /// The backend, whose background work a backend restart kills.
+    backend: kanade_backend::Backend,
+    /// Its running background work (`None` while down).
+    backend_task: Option<tokio::task::JoinHandle<()>>,
+    backend_down_until: Duration,
 }
 
 /// Where the fault side starts from.
@@ -53,6 +67,8 @@ pub(crate) struct LinksStart {
     pub(crate) shared: Shared,
     /// The backend's link.
     pub(crate) backend_injector: Arc<FaultInjector>,
+    /// The backend (its background work is started here).
+    pub(crate) backend: kanade_backend::Backend,
     /// The trace.
     pub(crate) recorder: Arc<Mutex<Recorder>>,
 }
@@ -72,8 +88,10 @@ impl Links {
             root,
             shared,
             backend_injector,
+            backend,
             recorder,
         } = start;
+        let backend_task = Some(spawn_backend(&backend));
         let mut injectors = Vec::with_capacity(agents);
         let mut transports: Vec<Arc<dyn Transport>> = Vec::with_capacity(agents);
         let mut running = Vec::with_capacity(agents);
@@ -104,6 +122,9 @@ impl Links {
             recorder,
             memory: memory.clone(),
             forged: 0,
+            backend,
+            backend_task,
+            backend_down_until: Duration::ZERO,
             partitioned_until: vec![Duration::ZERO; agents],
             broker_down_until: Duration::ZERO,
             crashes: Vec::new(),
@@ -138,6 +159,7 @@ impl Links {
                     }
                     self.partitioned_until.fill(Duration::ZERO);
                     self.broker_down_until = Duration::ZERO;
+                    self.backend_down_until = Duration::ZERO;
                     self.reconnect();
                 }
                 Step::Fire(_) | Step::Revoke(_) | Step::Kill(_) => {}
@@ -174,6 +196,14 @@ impl Links {
                 self.backend_injector.disconnect();
                 for injector in &self.injectors {
                     injector.disconnect();
+                }
+            }
+            Fault::BackendRestart { for_, .. } => {
+                self.backend_down_until = self.backend_down_until.max(now + for_);
+                if let Some(task) = self.backend_task.take() {
+                    // As `kill -9`: every task stops where it is.
+                    task.abort();
+                    let _ = task.await;
                 }
             }
             Fault::Forge { .. } => self.forge().await,
@@ -223,8 +253,12 @@ impl Links {
     }
 
     /// Brings back every link whose outages are all over.
-    fn reconnect(&self) {
+    fn reconnect(&mut self) {
         let now = self.origin.elapsed();
+        if self.backend_task.is_none() && now >= self.backend_down_until {
+            trace_line(&self.recorder, self.origin, "backend starts again".into());
+            self.backend_task = Some(spawn_backend(&self.backend));
+        }
         if now >= self.broker_down_until {
             self.backend_injector.reconnect();
             for (injector, until) in self.injectors.iter().zip(&self.partitioned_until) {

@@ -131,9 +131,16 @@ impl Fleet {
         let kinds: Vec<JobKind> = match plan.workload {
             Workload::Commands { .. } => JobKind::ROTATION.to_vec(),
             Workload::FleetDay { .. } => vec![JobKind::Hourly],
+            Workload::Rollout { .. } => vec![JobKind::Rollout],
         };
         for kind in kinds {
-            let (script, timeout) = kind.script(&mut job_rng);
+            let (mut script, timeout) = kind.script(&mut job_rng);
+            if let Workload::Rollout {
+                failing_percent, ..
+            } = &plan.workload
+            {
+                script = crate::plan::rollout_script(*failing_percent, plan.seed);
+            }
             let yaml = format!(
                 "id: {}\nversion: \"1\"\nexecute:\n  shell: sh\n  script: \"{script}\"\n  timeout: {timeout}\n",
                 kind.job_id()
@@ -174,13 +181,6 @@ impl Fleet {
                 scheduler.run(tokio::time::sleep_until(until)).await;
             });
         }
-        {
-            let running = backend.clone();
-            tokio::spawn(async move {
-                let _ = running.run(std::future::pending::<()>()).await;
-            });
-        }
-
         let shared = Shared {
             runner: SimRunner::new(clock.clone()),
             clock,
@@ -198,6 +198,7 @@ impl Fleet {
                 root,
                 shared,
                 backend_injector,
+                backend: backend.clone(),
                 recorder: recorder.clone(),
             },
             &memory,
@@ -216,7 +217,7 @@ impl Fleet {
         let simulated = operator.origin.elapsed();
         links.stop_agents().await;
         let db = operator.backend.db().clone();
-        let (executions, results) = tokio::task::spawn_blocking(move || {
+        let (executions, results, rollouts) = tokio::task::spawn_blocking(move || {
             let executions = db.executions().unwrap_or_default();
             let results = executions
                 .iter()
@@ -227,7 +228,15 @@ impl Fleet {
                     )
                 })
                 .collect::<BTreeMap<_, _>>();
-            (executions, results)
+            let rollouts = executions
+                .iter()
+                .filter_map(|e| {
+                    let row = db.rollout(&e.exec_id).ok()??;
+                    let targets = db.rollout_targets(&e.exec_id).unwrap_or_default();
+                    Some(crate::rollout_record::RolloutRecord { row, targets })
+                })
+                .collect::<Vec<_>>();
+            (executions, results, rollouts)
         })
         .await
         .unwrap_or_default();
@@ -241,6 +250,7 @@ impl Fleet {
             schedule: self.plan.faults.clone(),
             executions,
             results,
+            rollouts,
             invocations: links.invocations(),
             operations: operator.operations,
             exposures,

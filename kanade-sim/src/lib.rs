@@ -42,6 +42,8 @@ mod fleet;
 mod operator;
 mod outcome;
 mod plan;
+mod rollout_check;
+mod rollout_record;
 mod runner;
 mod schedule;
 mod timeline;
@@ -52,9 +54,10 @@ pub use error::SimError;
 pub use fleet::{simulate, Fleet};
 pub use outcome::{Exposure, FleetOutcome, Operation, Tally};
 pub use plan::{sim_epoch, FleetPlan, JobKind, Workload, DRAIN};
+pub use rollout_record::RolloutRecord;
 pub use runner::{Invocation, SimRunner};
 pub use schedule::{
-    fault_strategy, network_strategy, pc_name, schedule_strategy, Fault, FaultSchedule,
-    NetworkRates,
+    fault_strategy, network_strategy, pc_name, rollout_fault_strategy, rollout_schedule_strategy,
+    schedule_strategy, Fault, FaultSchedule, NetworkRates,
 };
 pub use violation::Violation;

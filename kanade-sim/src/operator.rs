@@ -70,7 +70,11 @@ impl Operator {
             self.after_faults_of_this_instant().await;
             match step {
                 Step::Fire(c) => {
-                    if let Some(exec_id) = self.fire(c).await {
+                    let exec_id = match workload {
+                        Workload::Rollout { rollout, .. } => self.fire_rollout(rollout).await,
+                        _ => self.fire(c).await,
+                    };
+                    if let Some(exec_id) = exec_id {
                         fired.insert(c, exec_id);
                     }
                 }
@@ -140,6 +144,40 @@ impl Operator {
             }
         }
         false
+    }
+
+    /// Execs the rollout workload's job on every agent through `rollout`,
+    /// retrying through outages.
+    async fn fire_rollout(
+        &mut self,
+        rollout: &kanade_backend::rollout::spec::RolloutSpec,
+    ) -> Option<String> {
+        let target = Target {
+            all: true,
+            ..Target::default()
+        };
+        let operator = kanade_backend::auth::Principal::local("sim-operator");
+        for _ in 0..60 {
+            self.after_faults_of_this_instant().await;
+            match self
+                .backend
+                .exec_with(JobKind::Rollout.job_id(), &target, Some(rollout), &operator)
+                .await
+            {
+                Ok(row) => {
+                    self.trace(format!(
+                        "rollout {} targeting {}",
+                        row.exec_id, row.targeted
+                    ));
+                    return Some(row.exec_id);
+                }
+                Err(e) => {
+                    self.trace(format!("rollout exec failed, retrying: {e}"));
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+        None
     }
 
     async fn fire(&mut self, c: usize) -> Option<String> {

@@ -71,6 +71,9 @@ pub struct FleetOutcome {
     pub executions: Vec<ExecutionRow>,
     /// Stored results per execution.
     pub results: BTreeMap<String, Vec<ResultRow>>,
+    /// Rollouts (their state and targets), checked by their own
+    /// properties ([`FleetOutcome::check_rollouts`]).
+    pub rollouts: Vec<crate::rollout_record::RolloutRecord>,
     /// Every runner invocation.
     pub invocations: Vec<Invocation>,
     /// Revokes and kills.
@@ -127,6 +130,8 @@ impl FleetOutcome {
             .executions
             .iter()
             .filter(|e| e.status != "failed")
+            // A rollout dispatches its own way: see `check_rollouts`.
+            .filter(|e| !self.rollouts.iter().any(|r| r.row.exec_id == e.exec_id))
             .filter_map(|e| Some((e, sim_time(&e.created_at)?)))
             .collect();
         published.sort_by_key(|(e, at)| (*at, e.exec_id.clone()));
@@ -206,6 +211,7 @@ impl FleetOutcome {
         for ((pc, request), invoked) in &runs {
             check_runs(pc, request, invoked, &self.executions, &mut violations);
         }
+        violations.extend(self.check_rollouts());
         (violations, tally)
     }
 

@@ -33,6 +33,9 @@ pub enum JobKind {
     RevokedInJitter,
     /// The fleet-day's hourly job, fired by the scheduler.
     Hourly,
+    /// A rollout workload's job: runs 5–14 s (by pc) and fails on a
+    /// seeded share of the pcs.
+    Rollout,
 }
 
 impl JobKind {
@@ -56,6 +59,7 @@ impl JobKind {
             JobKind::Revoked => "sim-revoked",
             JobKind::RevokedInJitter => "sim-revoked-in-jitter",
             JobKind::Hourly => "sim-hourly",
+            JobKind::Rollout => "sim-rollout",
         }
     }
 
@@ -63,7 +67,7 @@ impl JobKind {
     pub fn from_job_id(id: &str) -> Option<JobKind> {
         Self::ROTATION
             .into_iter()
-            .chain([JobKind::Hourly])
+            .chain([JobKind::Hourly, JobKind::Rollout])
             .find(|kind| kind.job_id() == id)
     }
 
@@ -116,6 +120,8 @@ impl JobKind {
                 format!("sleep={};exit=0;out_bytes=200", rng.u64(1..120)),
                 "10m",
             ),
+            // The share failing is the workload's: see `rollout_script`.
+            JobKind::Rollout => ("sleep=5;sleep_spread=10".into(), "2m"),
         }
     }
 }
@@ -137,6 +143,21 @@ pub enum Workload {
         /// Heartbeat interval (set live through `agent_config`).
         heartbeat: Duration,
     },
+    /// One exec of [`JobKind::Rollout`] on every agent through `rollout`
+    /// (20 s after the start, once the fleet is seen), its script failing
+    /// on `failing_percent` % of the pcs.
+    Rollout {
+        /// The policy.
+        rollout: kanade_backend::rollout::spec::RolloutSpec,
+        /// Share of pcs whose run fails (exit 1).
+        failing_percent: u32,
+    },
+}
+
+/// The rollout workload's script: [`JobKind::Rollout`]'s, failing on
+/// `failing_percent` % of the pcs (chosen by a hash of the pc and `seed`).
+pub(crate) fn rollout_script(failing_percent: u32, seed: u64) -> String {
+    format!("sleep=5;sleep_spread=10;fail_pct={failing_percent};fail_seed={seed}")
 }
 
 /// What to simulate.
@@ -165,6 +186,28 @@ impl FleetPlan {
             seed,
             faults,
             workload: Workload::Commands { count: commands },
+            keep_trace: true,
+            state_root: None,
+        }
+    }
+
+    /// A rollout of [`JobKind::Rollout`] on `agents` agents through
+    /// `rollout`, failing on `failing_percent` % of them.
+    pub fn rollout(
+        agents: usize,
+        seed: u64,
+        faults: FaultSchedule,
+        rollout: kanade_backend::rollout::spec::RolloutSpec,
+        failing_percent: u32,
+    ) -> Self {
+        Self {
+            agents,
+            seed,
+            faults,
+            workload: Workload::Rollout {
+                rollout,
+                failing_percent,
+            },
             keep_trace: true,
             state_root: None,
         }

@@ -26,8 +26,10 @@ pub struct Invocation {
 }
 
 /// Runs simulated scripts written as `key=value;…`:
-/// `sleep=<secs>` (default 0), `exit=<code>` (default 0),
-/// `out_bytes=<n>` (stdout of n bytes). Shared by every agent of a fleet;
+/// `sleep=<secs>` (default 0), `sleep_spread=<secs>` (plus 0..secs by a
+/// hash of the pc), `exit=<code>` (default 0), `out_bytes=<n>` (stdout of
+/// n bytes), `fail_pct=<p>;fail_seed=<s>` (exit 1 on p % of the pcs, by a
+/// hash of the pc and s). Shared by every agent of a fleet;
 /// [`SimRunner::for_agent`] gives each agent its own handle.
 pub struct SimRunner {
     clock: Arc<dyn Clock>,
@@ -67,6 +69,17 @@ impl SimRunner {
     }
 }
 
+/// FNV-1a of the pc name and a seed: which pcs a script's `fail_pct`
+/// picks, and its `sleep_spread` (stable across runs).
+pub fn pc_hash(pc: &str, seed: u64) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
+    for byte in pc.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 struct AgentRunner {
     shared: Arc<SimRunner>,
     pc: String,
@@ -91,13 +104,27 @@ impl ScriptRunner for AgentRunner {
             invocations.len() - 1
         };
         let started_at = self.shared.clock.now();
-        let sleep = Duration::from_secs(script_field(&spec.script, "sleep").unwrap_or(0));
+        let spread = script_field(&spec.script, "sleep_spread").unwrap_or(0);
+        let spread = if spread > 0 {
+            pc_hash(&self.pc, 0) % spread
+        } else {
+            0
+        };
+        let sleep = Duration::from_secs(script_field(&spec.script, "sleep").unwrap_or(0) + spread);
+        let fails = script_field(&spec.script, "fail_pct").is_some_and(|pct| {
+            let seed = script_field(&spec.script, "fail_seed").unwrap_or(0);
+            pc_hash(&self.pc, seed) % 100 < pct
+        });
         let end = tokio::select! {
             biased;
             _ = kill_requested(&mut kill) => RunEnd::Killed,
             _ = tokio::time::sleep(spec.timeout) => RunEnd::TimedOut,
             _ = tokio::time::sleep(sleep) => {
-                RunEnd::Exited(script_field(&spec.script, "exit").unwrap_or(0) as i32)
+                if fails {
+                    RunEnd::Exited(1)
+                } else {
+                    RunEnd::Exited(script_field(&spec.script, "exit").unwrap_or(0) as i32)
+                }
             }
         };
         if let Some(invocation) = self.shared.lock().get_mut(index) {

@@ -58,6 +58,17 @@ pub enum Fault {
         /// The offset, in seconds.
         offset_secs: i64,
     },
+    /// The backend's process dies (`kill -9`) and starts again after
+    /// `for_` on the same database: its projectors, reaper, rollout driver
+    /// and audit publisher stop mid-work and resume from SQLite and the
+    /// durable consumers. (The operator's API calls still go through: they
+    /// stand for a second backend instance's API.)
+    BackendRestart {
+        /// When.
+        at: Duration,
+        /// How long it is down.
+        for_: Duration,
+    },
     /// An attacker client on the broker publishes forged commands on
     /// `commands.all`: one unsigned, one signed by a key of its own under
     /// the fleet's key id. Enforcing agents must run neither.
@@ -74,6 +85,7 @@ impl Fault {
             Fault::Partition { at, .. }
             | Fault::CrashRestart { at, .. }
             | Fault::BrokerRestart { at, .. }
+            | Fault::BackendRestart { at, .. }
             | Fault::ClockStep { at, .. }
             | Fault::Forge { at } => *at,
         }
@@ -82,9 +94,9 @@ impl Fault {
     /// When the fault is over.
     pub fn ends(&self) -> Duration {
         match self {
-            Fault::Partition { at, for_, .. } | Fault::BrokerRestart { at, for_ } => {
-                at.saturating_add(*for_)
-            }
+            Fault::Partition { at, for_, .. }
+            | Fault::BrokerRestart { at, for_ }
+            | Fault::BackendRestart { at, for_ } => at.saturating_add(*for_),
             Fault::CrashRestart { at, .. } | Fault::ClockStep { at, .. } | Fault::Forge { at } => {
                 *at
             }
@@ -111,6 +123,14 @@ impl fmt::Display for Fault {
             ),
             Fault::BrokerRestart { at, for_ } => {
                 write!(f, "at {}: broker restart ({} down)", time(*at), time(*for_))
+            }
+            Fault::BackendRestart { at, for_ } => {
+                write!(
+                    f,
+                    "at {}: backend restart ({} down)",
+                    time(*at),
+                    time(*for_)
+                )
             }
             Fault::ClockStep {
                 at,
@@ -321,6 +341,33 @@ pub fn fault_strategy(agents: usize, window: Duration) -> impl Strategy<Value = 
             offset_secs,
         }),
     ]
+}
+
+/// One timed fault as [`fault_strategy`] draws them, or a backend restart
+/// (down 1–30 s) — the faults a rollout must live through.
+pub fn rollout_fault_strategy(agents: usize, window: Duration) -> impl Strategy<Value = Fault> {
+    let secs = window.as_secs().max(1);
+    prop_oneof![
+        4 => fault_strategy(agents, window),
+        1 => (0..secs, 1u64..30).prop_map(|(at, down)| Fault::BackendRestart {
+            at: Duration::from_secs(at),
+            for_: Duration::from_secs(down),
+        }),
+    ]
+}
+
+/// Up to `max_faults` faults of [`rollout_fault_strategy`] within
+/// `window`, plus network rates.
+pub fn rollout_schedule_strategy(
+    agents: usize,
+    window: Duration,
+    max_faults: usize,
+) -> impl Strategy<Value = FaultSchedule> {
+    (
+        prop::collection::vec(rollout_fault_strategy(agents, window), 0..=max_faults),
+        network_strategy(),
+    )
+        .prop_map(|(faults, network)| FaultSchedule { faults, network })
 }
 
 /// Network rates up to 3 % each (half the cases calm), delays up to 2 s.

@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::plan::{FleetPlan, JobKind, Workload};
 use crate::schedule::Fault;
 
+/// When a rollout workload's exec goes out.
+pub(crate) const ROLLOUT_FIRED_AT: Duration = Duration::from_secs(20);
+
 /// Something the harness does at a point in simulated time.
 #[derive(Debug, Clone)]
 pub(crate) enum Step {
@@ -52,6 +55,11 @@ impl Timeline {
                 }
                 workload_ends = at + Duration::from_secs(15);
             }
+        }
+        if let Workload::Rollout { .. } = plan.workload {
+            // Once every agent's first heartbeat is in.
+            steps.push((ROLLOUT_FIRED_AT, Step::Fire(0)));
+            workload_ends = ROLLOUT_FIRED_AT;
         }
         if let Workload::FleetDay { hours, .. } = plan.workload {
             workload_ends = Duration::from_secs(hours * 3600);

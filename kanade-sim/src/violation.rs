@@ -187,6 +187,63 @@ pub enum Violation {
         /// The attempt.
         attempt: u32,
     },
+    /// More of a rollout's runs overlapped than its window allows.
+    #[error("rollout {exec_id}: {most} runs at once, window {window}")]
+    WindowOverfilled {
+        /// The execution.
+        exec_id: String,
+        /// The most runs that overlapped.
+        most: usize,
+        /// Its window.
+        window: u64,
+    },
+    /// A target was dispatched after its rollout halted.
+    #[error(
+        "rollout {exec_id}: {pc} dispatched at {dispatched_at}, after the halt at {halted_at}"
+    )]
+    DispatchedAfterHalt {
+        /// The execution.
+        exec_id: String,
+        /// The target.
+        pc: String,
+        /// When it went out.
+        dispatched_at: String,
+        /// When the rollout halted.
+        halted_at: String,
+    },
+    /// A rollout halted without a breach, or later than the result that
+    /// breached its budget, or counted more results after the halt than
+    /// were in flight.
+    #[error("rollout {exec_id}: halt {reason:?} {why}")]
+    BadHalt {
+        /// The execution.
+        exec_id: String,
+        /// The reason it recorded.
+        reason: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A rollout neither completed nor halted by the end.
+    #[error("rollout {exec_id}: still {state} at the end")]
+    RolloutUnfinished {
+        /// The execution.
+        exec_id: String,
+        /// Its state.
+        state: String,
+    },
+    /// A target of a rollout neither answered once nor was excused
+    /// (offline at its turn, a halt).
+    #[error("rollout {exec_id}: {pc} is {phase} with {results} results")]
+    RolloutTarget {
+        /// The execution.
+        exec_id: String,
+        /// The target.
+        pc: String,
+        /// Its phase.
+        phase: String,
+        /// Its stored results.
+        results: usize,
+    },
 }
 
 fn time(at: &Duration) -> humantime::FormattedDuration {

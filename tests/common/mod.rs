@@ -151,14 +151,11 @@ pub async fn wait_for_agent(backend: &kanade::backend::Backend, pc: &str) {
     .await;
 }
 
-/// Opens a backend on `transport`, runs it on a task, and applies the job
-/// `hello` (`echo hello`).
-pub async fn running_backend_with_hello(
-    transport: std::sync::Arc<dyn kanade::core::transport::Transport>,
-    settings: kanade::backend::BackendSettings,
-) -> kanade::backend::Backend {
-    // Heartbeats every second: a first one sent before the backend's
-    // projector subscribed is not a 30 s wait.
+/// Sets the fleet's heartbeat interval to 1 s: a first heartbeat sent
+/// before the backend's projector subscribed is not a 30 s wait.
+pub async fn heartbeat_every_second(
+    transport: &std::sync::Arc<dyn kanade::core::transport::Transport>,
+) {
     transport
         .key_value(kanade::core::transport::KvConfig::new(
             kanade::core::names::BUCKET_AGENT_CONFIG,
@@ -171,6 +168,15 @@ pub async fn running_backend_with_hello(
         )
         .await
         .unwrap();
+}
+
+/// Opens a backend on `transport`, runs it on a task, and applies the job
+/// `hello` (`echo hello`).
+pub async fn running_backend_with_hello(
+    transport: std::sync::Arc<dyn kanade::core::transport::Transport>,
+    settings: kanade::backend::BackendSettings,
+) -> kanade::backend::Backend {
+    heartbeat_every_second(&transport).await;
     let backend = kanade::backend::Backend::open(transport, settings)
         .await
         .unwrap();

@@ -125,7 +125,10 @@ impl Backend {
         requester: &Principal,
     ) -> Result<ExecutionRow, BackendError> {
         let rollout = match rollout {
-            Some(spec) => Some((spec.clone(), super::rollouts::policy_of(spec)?)),
+            Some(spec) => Some((
+                spec.clone(),
+                spec.exec_policy().map_err(BackendError::Invalid)?,
+            )),
             None => None,
         };
         let prepared = self.prepare(job_id, target, FireOptions::default()).await?;
@@ -171,7 +174,10 @@ impl Backend {
     ) -> Result<ExecutionRow, BackendError> {
         let approved = options.approved;
         let rollout = match &options.rollout {
-            Some(spec) => Some((spec.clone(), super::rollouts::policy_of(spec)?)),
+            Some(spec) => Some((
+                spec.clone(),
+                spec.exec_policy().map_err(BackendError::Invalid)?,
+            )),
             None => None,
         };
         let prepared = self.prepare(job_id, target, options).await?;

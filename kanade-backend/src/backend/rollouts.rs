@@ -36,22 +36,10 @@ const START_GRACE: Duration = Duration::from_secs(10);
 /// (agents coming online, bakes ending, start deadlines passing).
 const DRIVER_TICK: Duration = Duration::from_secs(1);
 
-/// The validated policy of a self-stopping `spec`; the reference's timed
-/// waves and invalid specs are refused with every problem named.
+/// The validated policy of a self-stopping `spec`
+/// ([`RolloutSpec::exec_policy`]) as a backend error.
 pub(super) fn policy_of(spec: &RolloutSpec) -> Result<RolloutPolicy, BackendError> {
-    match spec.validate() {
-        Ok(Some(policy)) => Ok(policy),
-        Ok(None) => Err(BackendError::Invalid(
-            "rollout.strategy: wave is the reference's timed waves, which schedules have; an exec takes batch, max_concurrency, waves of {group} or {percent, bake}, max_errors, min_sample and on_halt".into(),
-        )),
-        Err(problems) => Err(BackendError::Invalid(
-            problems
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; "),
-        )),
-    }
+    spec.exec_policy().map_err(BackendError::Invalid)
 }
 
 /// Where a rollout stands: `kanade rollout status`, `GET

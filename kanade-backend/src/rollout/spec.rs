@@ -386,6 +386,23 @@ impl RolloutSpec {
     }
 }
 
+impl RolloutSpec {
+    /// The policy of a self-stopping rollout for an exec: the reference's
+    /// timed waves (which only schedules have) and invalid specs are
+    /// refused, every problem named in one sentence.
+    pub fn exec_policy(&self) -> Result<RolloutPolicy, String> {
+        match self.validate() {
+            Ok(Some(policy)) => Ok(policy),
+            Ok(None) => Err("rollout.strategy: wave is the reference's timed waves, which schedules have; an exec takes batch, max_concurrency, waves of {group} or {percent, bake}, max_errors, min_sample and on_halt".into()),
+            Err(problems) => Err(problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")),
+        }
+    }
+}
+
 impl RolloutPolicy {
     /// The window: targets in flight at most, for `total` targets.
     pub fn window(&self, total: u64) -> u64 {

@@ -452,3 +452,93 @@ async fn a_backend_restart_mid_rollout_neither_redispatches_nor_forgets() {
     );
     drop(agents);
 }
+
+/// `on_halt: [revoke, kill]`: the halt revokes the job (a later exec of
+/// it is skipped with 126) and kills the copies still running (exit -1);
+/// the halt is in the audit trail with its reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halt_revokes_and_kills_when_asked() {
+    let fleet = fleet(4, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(
+            "id: patch\nversion: 1\nexecute:\n  shell: sh\n  script: 'if [ \"$KANADE_PC_ID\" = pc-01 ]; then exit 1; fi; sleep 30'\n  timeout: 60s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let exec = rollout_exec(
+        backend,
+        "patch",
+        &all(),
+        r#"{"batch": 4, "max_errors": 0, "on_halt": ["revoke", "kill"]}"#,
+    )
+    .await
+    .unwrap();
+    rollout_state(backend, &exec.exec_id, "halted").await;
+    wait_for("the running copies are killed", || {
+        let db = backend.db().clone();
+        let id = exec.exec_id.clone();
+        async move { db.results(&id).unwrap().len() == 4 }
+    })
+    .await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    let killed = rows.iter().filter(|r| r.exit_code == -1).count();
+    assert_eq!(killed, 3, "{rows:?}");
+    let execution = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    assert_eq!(execution.status, "halted", "a kill keeps the halt's status");
+    let audit = backend.db().audit_all().unwrap();
+    let halt = audit
+        .iter()
+        .find(|e| e.action == "rollout.halt")
+        .expect("the halt is audited");
+    assert_eq!(halt.target.as_deref(), Some(exec.exec_id.as_str()));
+    assert_eq!(halt.details["reason"], "1 errors of 1 results > 0");
+    assert_eq!(
+        halt.details["on_halt"],
+        serde_json::json!(["revoke", "kill"])
+    );
+    // Revoked: a plain exec of the job is skipped by every agent.
+    let again = backend.exec("patch", &all()).await.unwrap();
+    let done = common::finished(backend, &again.exec_id).await;
+    assert_eq!((done.skipped, done.targeted), (4, 4), "{done:?}");
+}
+
+/// A kill of an execution whose rollout is still running aborts the
+/// rollout: the copies running stop and nothing more is dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_aborts_the_rollout() {
+    let fleet = fleet(4, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(
+            "id: patch\nversion: 1\nexecute:\n  shell: sh\n  script: sleep 30\n  timeout: 60s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let exec = rollout_exec(backend, "patch", &all(), r#"{"batch": 1}"#)
+        .await
+        .unwrap();
+    wait_for("the first run starts", || {
+        let db = backend.db().clone();
+        let id = exec.exec_id.clone();
+        async move { db.execution(&id).unwrap().unwrap().started == 1 }
+    })
+    .await;
+    backend.kill(&exec.exec_id).await.unwrap();
+    let status = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(status.rollout.state, "aborted");
+    wait_for("the killed run reports", || {
+        let db = backend.db().clone();
+        let id = exec.exec_id.clone();
+        async move { db.results(&id).unwrap().len() == 1 }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(status.waves[0].counts.pending, 3, "{status:?}");
+    assert_eq!(backend.db().results(&exec.exec_id).unwrap().len(), 1);
+    let execution = backend.db().execution(&exec.exec_id).unwrap().unwrap();
+    assert_eq!(execution.status, "cancelled");
+}

@@ -46,33 +46,51 @@ impl std::fmt::Debug for NatsCluster {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
+/// `count` distinct free loopback ports: every listener is held until all
+/// are bound, so no two members (or a member's two listeners) get the
+/// same one.
+fn free_ports(count: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> = (0..count)
+        .filter_map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
         .map(|a| a.port())
-        .unwrap_or(0)
+        .collect()
 }
 
 impl NatsCluster {
     /// Starts `size` members and waits until JetStream answers, panicking
-    /// with an install hint if there is no suitable `nats-server`.
+    /// with an install hint if there is no suitable `nats-server`. A
+    /// cluster that does not elect a meta leader in time (a busy machine, a
+    /// port taken meanwhile by another process) is started once more on
+    /// fresh ports.
     pub async fn start(size: usize) -> Self {
-        match Self::try_start(size).await {
-            Ok(cluster) => cluster,
-            Err(e) => panic!("cannot start a NATS cluster for this test: {e} ({INSTALL_HINT})"),
+        let mut last = String::new();
+        for _ in 0..2 {
+            match Self::try_start(size).await {
+                Ok(cluster) => return cluster,
+                Err(e) => last = e,
+            }
         }
+        panic!("cannot start a NATS cluster for this test: {last} ({INSTALL_HINT})")
     }
 
     /// Like [`start`](Self::start), returning errors.
     pub async fn try_start(size: usize) -> Result<Self, String> {
         let binary = find_nats_server()?;
+        let ports = free_ports(size * 3);
+        if ports.len() < size * 3 {
+            return Err("no free loopback ports".into());
+        }
         let mut members = Vec::new();
         for index in 0..size {
             members.push(Member {
                 name: format!("n{index}"),
-                client_port: free_port(),
-                route_port: free_port(),
-                monitor_port: free_port(),
+                client_port: ports[index * 3],
+                route_port: ports[index * 3 + 1],
+                monitor_port: ports[index * 3 + 2],
                 store: tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?,
                 child: None,
             });
@@ -81,7 +99,7 @@ impl NatsCluster {
         for index in 0..size {
             cluster.launch(index)?;
         }
-        cluster.wait_ready(Duration::from_secs(30)).await?;
+        cluster.wait_ready(Duration::from_secs(45)).await?;
         Ok(cluster)
     }
 

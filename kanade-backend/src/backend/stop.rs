@@ -86,6 +86,20 @@ impl Backend {
             });
         }
         self.record_and_publish_kill(exec_id, &token).await?;
+        // A rollout of a killed execution dispatches nothing more.
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || {
+            db.transition_rollout(
+                &id,
+                &[crate::db::ROLLOUT_RUNNING, crate::db::ROLLOUT_PAUSED],
+                crate::db::ROLLOUT_ABORTED,
+                Some("aborted by a kill of the execution"),
+                "cancelled",
+                None,
+            )
+        })
+        .await?;
         // A halted or aborted rollout keeps saying why it stopped.
         if execution.status != "halted" && execution.status != "aborted" {
             let db = self.db.clone();

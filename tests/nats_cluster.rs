@@ -301,8 +301,19 @@ async fn an_agent_moves_to_another_server_and_loses_nothing() {
         started.elapsed()
     );
     assert_ne!(now_on, Some(index));
-    assert_eq!((first.succeeded, first.targeted), (1, 1), "{first:?}");
-    assert_eq!((second.succeeded, second.targeted), (3, 3), "{second:?}");
+    let rows_of = |exec: &str| backend.db().results(exec).unwrap();
+    assert_eq!(
+        (first.succeeded, first.targeted),
+        (1, 1),
+        "{first:?} {:?}",
+        rows_of(&running.exec_id)
+    );
+    assert_eq!(
+        (second.succeeded, second.targeted),
+        (3, 3),
+        "{second:?} {:?}",
+        rows_of(&moved.exec_id)
+    );
     for (exec, expected) in [(&running, 1), (&moved, 3)] {
         let rows = backend.db().results(&exec.exec_id).unwrap();
         let pcs: std::collections::BTreeSet<_> = rows.iter().map(|r| r.pc_id.clone()).collect();

@@ -15,6 +15,53 @@ use crate::state::Inner;
 
 /// Resolves the script body: inline, or from the `scripts` object store
 /// through an on-disk cache keyed by digest (re-hashed on every read).
+/// How long a script fetch that fails for a transient reason (the broker
+/// away, a stream leader being elected) is retried before the run fails.
+const FETCH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The script object's bytes (at most `MAX_SCRIPT_BYTES + 1`), retrying a
+/// transient failure — disconnected, timed out, the server failing —
+/// with a backoff from 0.5 s to 5 s for up to [`FETCH_PATIENCE`]: a
+/// failover of the broker must not fail a run. A missing object or a
+/// refused configuration fails at once.
+async fn fetch_with_retries(inner: &Arc<Inner>, object: &str) -> Result<Vec<u8>, String> {
+    let started = tokio::time::Instant::now();
+    let mut backoff = std::time::Duration::from_millis(500);
+    loop {
+        match fetch_once(inner, object).await {
+            Ok(bytes) => return Ok(bytes),
+            Err((why, retryable)) => {
+                if !retryable || started.elapsed() + backoff > FETCH_PATIENCE {
+                    return Err(why);
+                }
+                tracing::warn!("{why}; trying again in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// One try of [`fetch_with_retries`]: the error and whether it may pass.
+async fn fetch_once(inner: &Arc<Inner>, object: &str) -> Result<Vec<u8>, (String, bool)> {
+    let store = inner
+        .transport
+        .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
+        .await
+        .map_err(|e| (format!("scripts store: {e}"), e.is_retryable()))?;
+    let reader = store
+        .get(object)
+        .await
+        .map_err(|e| (format!("fetching script {object:?}: {e}"), e.is_retryable()))?;
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_SCRIPT_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| (format!("reading script {object:?}: {e}"), true))?;
+    Ok(bytes)
+}
+
 pub(crate) async fn resolve_script(
     inner: &Arc<Inner>,
     command: &Command,
@@ -52,21 +99,7 @@ pub(crate) async fn resolve_script(
             }
         }
     }
-    let store = inner
-        .transport
-        .object_store(ObjectStoreConfig::new(OBJECT_SCRIPTS))
-        .await
-        .map_err(|e| format!("scripts store: {e}"))?;
-    let reader = store
-        .get(object)
-        .await
-        .map_err(|e| format!("fetching script {object:?}: {e}"))?;
-    let mut bytes = Vec::new();
-    reader
-        .take(MAX_SCRIPT_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| format!("reading script {object:?}: {e}"))?;
+    let bytes = fetch_with_retries(inner, object).await?;
     let body = verify_script_body(&bytes, &digest)
         .map_err(|e| format!("script {object:?} refused: {e}"))?;
     if let Err(e) = write_durably(&cache, &bytes) {

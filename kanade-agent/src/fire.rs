@@ -294,6 +294,27 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             return finish(&inner, &command, &request, outcome).await;
         }
     };
+    // A fetch may have waited out a broker failover: a revoke, deadline
+    // or kill that came meanwhile still wins.
+    if let GateDecision::Stop(stop) = gates(&inner, &command) {
+        let outcome = stopped(
+            &inner,
+            stop.exit_code,
+            stop.skipped,
+            stop.reason.to_string(),
+        );
+        return finish(&inner, &command, &request, outcome).await;
+    }
+    if *kill.borrow() {
+        drop(registration);
+        return finish(
+            &inner,
+            &command,
+            &request,
+            killed_before_start(&inner, "the script's fetch"),
+        )
+        .await;
+    }
     if let Err(e) = inner.ledger.set_stage(request.as_str(), Stage::Launching) {
         tracing::error!("ledger not updated, not running: {e}");
         return;

@@ -152,6 +152,9 @@ impl Db {
             false
         };
         self.commit_audited(tx, inserted, audit)?;
+        if moved {
+            self.executions_changed();
+        }
         Ok((inserted, moved))
     }
 
@@ -204,6 +207,9 @@ impl Db {
             )?;
         }
         self.commit_audited(tx, moved, audit)?;
+        if moved {
+            self.executions_changed();
+        }
         Ok(moved)
     }
 }

@@ -28,6 +28,9 @@ pub struct Db {
     audit_appended: Arc<tokio::sync::Notify>,
     /// Signalled when a result moves a rollout (wakes its driver).
     rollout_changed: Arc<tokio::sync::Notify>,
+    /// Counts changes to executions (results, runs, statuses): a client
+    /// waiting on one is woken by it (see [`Db::execution_changes`]).
+    execution_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Db {
@@ -43,6 +46,7 @@ impl Db {
             conn: Arc::new(Mutex::new(conn)),
             audit_appended: Arc::new(tokio::sync::Notify::new()),
             rollout_changed: Arc::new(tokio::sync::Notify::new()),
+            execution_changes: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -56,6 +60,19 @@ impl Db {
     /// on it).
     pub fn rollout_changed(&self) -> &Arc<tokio::sync::Notify> {
         &self.rollout_changed
+    }
+
+    /// A receiver that sees every change to an execution's row after it
+    /// was committed (a result stored, a run started, a status moved): the
+    /// HTTP long-poll waits on it instead of a timer.
+    pub fn execution_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.execution_changes.subscribe()
+    }
+
+    /// Tells waiting clients that an execution changed (after the commit).
+    pub(super) fn executions_changed(&self) {
+        self.execution_changes
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Signalled when an audit entry is appended (see `db::audit`).

@@ -144,7 +144,33 @@ impl Db {
             "UPDATE executions SET status = ?2 WHERE exec_id = ?1",
             params![exec_id, status],
         )?;
+        self.executions_changed();
         Ok(())
+    }
+}
+
+impl ExecutionRow {
+    /// A short fingerprint of what a waiting client sees change (status
+    /// and counters): `GET /api/executions/{id}?after=<fingerprint>&wait=30s`
+    /// returns as soon as it differs. 16 hex digits (FNV-1a).
+    pub fn fingerprint(&self) -> String {
+        let seen = format!(
+            "{}|{}|{}|{}|{}|{}|{}|{}",
+            self.status,
+            self.version,
+            self.targeted,
+            self.started,
+            self.succeeded,
+            self.failed,
+            self.skipped,
+            self.late_targets
+        );
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in seen.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        format!("{hash:016x}")
     }
 }
 

@@ -139,6 +139,9 @@ impl Db {
         if rollout_changed {
             self.rollout_changed().notify_one();
         }
+        if write {
+            self.executions_changed();
+        }
         Ok(write)
     }
 
@@ -170,6 +173,7 @@ impl Db {
             }
         }
         tx.commit()?;
+        self.executions_changed();
         Ok(())
     }
 

@@ -338,6 +338,7 @@ impl Db {
             )?;
         }
         tx.commit()?;
+        self.executions_changed();
         Ok(())
     }
 
@@ -406,6 +407,7 @@ impl Db {
             params![exec_id, execution_status],
         )?;
         tx.commit()?;
+        self.executions_changed();
         Ok(Some(state))
     }
 }

@@ -49,6 +49,21 @@ impl ExecRequest {
     }
 }
 
+/// `GET /api/executions/{id}?after=<fingerprint>&wait=30s`: wait (at most
+/// 60 s) until the execution no longer has the fingerprint `after`
+/// ([`ExecutionRow::fingerprint`](crate::db::ExecutionRow::fingerprint)),
+/// then return it. Without `after`, or without `wait`, it returns at once.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecutionWait {
+    /// The fingerprint the client already has.
+    #[serde(default)]
+    pub after: Option<String>,
+    /// How long to wait for a change (humantime, at most 60 s).
+    #[serde(default)]
+    pub wait: Option<String>,
+}
+
 /// A schedule upload.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleUpload {

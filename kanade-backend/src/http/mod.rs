@@ -1,12 +1,20 @@
 //! The HTTP API (JSON). Errors come back as `{"error": …, "details": …}`
 //! with a fitting status code: 4xx when the request is at fault, 500 when
 //! the backend is (see [`error_response`] for the table).
+//!
+//! Waiting on an execution is pushed, not polled:
+//! `GET /api/executions/{id}?after=<fingerprint>&wait=30s` holds the
+//! request until the execution's status or counters change (or `wait`, at
+//! most 60 s, passes) and returns the row; `after` is the
+//! [`fingerprint`](crate::db::ExecutionRow::fingerprint) of the row the
+//! client has. `kanade exec` and `kanade results --follow` use it.
 
 mod blocking;
 mod bodies;
 mod error;
 mod extract;
 mod guard;
+mod long_poll;
 mod rollout;
 pub mod routes;
 mod scope;
@@ -21,7 +29,7 @@ use serde_json::json;
 
 use self::blocking::db;
 pub use self::bodies::{
-    ExecRequest, FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload,
+    ExecRequest, ExecutionWait, FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload,
 };
 use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
@@ -250,12 +258,9 @@ async fn executions(
 async fn execution(
     State(backend): State<Backend>,
     PathParams(id): PathParams<String>,
+    QueryParams(wait): QueryParams<ExecutionWait>,
 ) -> ApiResult<crate::db::ExecutionRow> {
-    let lookup = id.clone();
-    Ok(db(&backend, move |db| db.execution(&lookup))
-        .await?
-        .map(Json)
-        .ok_or_else(|| BackendError::NotFound(format!("execution {id}")))?)
+    Ok(Json(long_poll::execution(&backend, &id, &wait).await?))
 }
 
 async fn results(

@@ -94,6 +94,9 @@ enum Cmd {
     Results {
         /// Execution id.
         exec: String,
+        /// Print each result as it arrives until the execution is over.
+        #[arg(long)]
+        follow: bool,
     },
     /// Executions, newest first.
     Executions {
@@ -356,7 +359,13 @@ fn run_with(api: &Api, args: Args) -> Result<ExitCode, String> {
             wait,
         ),
         Cmd::Rollout { action } => rollouts::run(api, args.json, action),
-        Cmd::Results { exec } => runs::results(api, args.json, &exec),
+        Cmd::Results { exec, follow } => {
+            if follow {
+                runs::follow(api, args.json, &exec)
+            } else {
+                runs::results(api, args.json, &exec)
+            }
+        }
         Cmd::Executions {
             job,
             schedule,

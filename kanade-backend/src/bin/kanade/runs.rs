@@ -132,8 +132,32 @@ pub fn exec(
     Ok(ExitCode::from(code))
 }
 
-/// Polls an execution with a progress bar until it is over or `wait`
-/// passed.
+/// Longest a single long-poll asks the backend to hold (it caps at 60 s).
+const HOLD: Duration = Duration::from_secs(25);
+
+/// The execution once it differs from `after` (a fingerprint) or `limit`
+/// passed: the backend holds the request and answers when a result or a
+/// status change comes in — no timer here.
+fn next_change(
+    api: &Api,
+    id: &str,
+    after: Option<&str>,
+    limit: Duration,
+) -> Result<ExecutionRow, String> {
+    match after {
+        None => api.get(&format!("/api/executions/{id}")),
+        Some(after) => {
+            let hold = limit.min(HOLD).max(Duration::from_millis(1));
+            api.get(&format!(
+                "/api/executions/{id}?after={after}&wait={}ms",
+                hold.as_millis()
+            ))
+        }
+    }
+}
+
+/// Follows an execution with a progress bar that moves with each result
+/// until it is over or `wait` passed.
 fn wait_for_execution(
     api: &Api,
     id: &str,
@@ -142,16 +166,19 @@ fn wait_for_execution(
 ) -> Result<ExecutionRow, String> {
     let bar = indicatif::ProgressBar::new(targeted.max(0) as u64);
     let started = Instant::now();
+    let mut after: Option<String> = None;
     let finished = loop {
-        let current: ExecutionRow = api.get(&format!("/api/executions/{id}"))?;
+        let left = wait.saturating_sub(started.elapsed());
+        let current = next_change(api, id, after.as_deref(), left)?;
         let done = current.succeeded + current.failed + current.skipped;
         bar.set_length(current.targeted.max(0) as u64);
         bar.set_position(done.max(0) as u64);
-        let over = kanade_backend::finished_status(&current.status).is_some();
-        if over || started.elapsed() > wait {
+        let over = kanade_backend::finished_status(&current.status).is_some()
+            || matches!(current.status.as_str(), "halted" | "aborted");
+        if over || started.elapsed() >= wait {
             break current;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        after = Some(current.fingerprint());
     };
     bar.finish_and_clear();
     Ok(finished)
@@ -168,6 +195,7 @@ fn wait_for_rollout(
     let started = Instant::now();
     let mut status: RolloutStatus = api.get(&format!("/api/executions/{id}/rollout"))?;
     let bars = crate::rollouts::WaveBars::new(&status);
+    let mut after: Option<String> = None;
     loop {
         bars.update(&status);
         let in_flight: i64 = status.waves.iter().map(|w| w.counts.in_flight).sum();
@@ -176,10 +204,13 @@ fn wait_for_rollout(
             "halted" => in_flight == 0,
             _ => false,
         };
-        if over || started.elapsed() > wait {
+        if over || started.elapsed() >= wait {
             break;
         }
-        std::thread::sleep(Duration::from_millis(250));
+        // Woken by the next result or status change of the execution.
+        let left = wait.saturating_sub(started.elapsed());
+        let row = next_change(api, id, after.as_deref(), left)?;
+        after = Some(row.fingerprint());
         status = api.get(&format!("/api/executions/{id}/rollout"))?;
     }
     bars.finish();
@@ -208,6 +239,37 @@ fn summary(execution: &ExecutionRow) {
         execution.skipped,
         execution.targeted
     );
+}
+
+/// `kanade results EXEC --follow`: each result as it is stored (a line
+/// each, or a JSON object per line with `--json`), until the execution is
+/// over; then its summary. Woken by the backend, no polling timer.
+pub fn follow(api: &Api, json: bool, exec: &str) -> Result<ExitCode, String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut after: Option<String> = None;
+    if !json {
+        results_header();
+    }
+    loop {
+        let current = next_change(api, exec, after.as_deref(), HOLD)?;
+        let rows: Vec<ResultRow> = api.get(&format!("/api/executions/{exec}/results"))?;
+        for row in rows.iter().filter(|r| seen.insert(r.result_id.clone())) {
+            if json {
+                println!("{}", serde_json::to_string(row).map_err(|e| e.to_string())?);
+            } else {
+                result_line(row);
+            }
+        }
+        let over = kanade_backend::finished_status(&current.status).is_some()
+            || matches!(current.status.as_str(), "halted" | "aborted");
+        if over {
+            if !json {
+                summary(&current);
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        after = Some(current.fingerprint());
+    }
 }
 
 /// `kanade results EXEC`: the execution's state, then its results.
@@ -302,25 +364,34 @@ pub fn kill(api: &Api, json: bool, exec: &str) -> Result<ExitCode, String> {
 
 /// The results as a table.
 pub fn results_table(rows: &[ResultRow]) {
+    results_header();
+    for r in rows {
+        result_line(r);
+    }
+}
+
+fn results_header() {
     println!(
         "{:<16} {:>5} {:>8} {:>8}  output",
         "pc", "exit", "skipped", "attempts"
     );
-    for r in rows {
-        let output = if r.stdout.trim().is_empty() {
-            &r.stderr
-        } else {
-            &r.stdout
-        };
-        let mut line = output.trim().replace('\n', " | ");
-        if line.chars().count() > 60 {
-            line = line.chars().take(57).collect::<String>() + "...";
-        }
-        println!(
-            "{:<16} {:>5} {:>8} {:>8}  {line}",
-            r.pc_id, r.exit_code, r.skipped, r.attempts
-        );
+}
+
+/// One result as a table line (output on one line, cut at 60 characters).
+fn result_line(r: &ResultRow) {
+    let output = if r.stdout.trim().is_empty() {
+        &r.stderr
+    } else {
+        &r.stdout
+    };
+    let mut line = output.trim().replace('\n', " | ");
+    if line.chars().count() > 60 {
+        line = line.chars().take(57).collect::<String>() + "...";
     }
+    println!(
+        "{:<16} {:>5} {:>8} {:>8}  {line}",
+        r.pc_id, r.exit_code, r.skipped, r.attempts
+    );
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! Push, not poll: `GET /api/executions/{id}?after=<fingerprint>&wait=…`
+//! through the real router on a real listener. A waiting request returns
+//! when a result is stored (not when its wait runs out), one with nothing
+//! to wait for returns the row as it is, and a bad `wait` is refused.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly on purpose
+
+use std::sync::Arc;
+
+use kanade_backend::manifest::Target;
+use kanade_backend::{http, Backend, BackendSettings};
+use kanade_core::transport::memory::MemoryTransport;
+use kanade_core::transport::Transport;
+use kanade_core::wire::ExecResult;
+use serde_json::Value;
+
+async fn serve(backend: Backend) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let auth = http::ApiAuth {
+            insecure_no_auth: true,
+            ..http::ApiAuth::default()
+        };
+        axum::serve(listener, http::router_with(backend, auth))
+            .await
+            .unwrap();
+    });
+    format!("http://{address}")
+}
+
+async fn get(url: String) -> (u16, Value) {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent.get(&url).call().unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_returns_when_a_result_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let backend = Backend::open(transport, BackendSettings::new(dir.path().join("b.db")))
+        .await
+        .unwrap();
+    backend
+        .apply_job(
+            "id: echo\nversion: \"1\"\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let exec = backend
+        .exec(
+            "echo",
+            &Target {
+                pcs: vec!["pc-1".into()],
+                ..Target::default()
+            },
+        )
+        .await
+        .unwrap();
+    let base = serve(backend.clone()).await;
+    let id = exec.exec_id.clone();
+    let fingerprint = exec.fingerprint();
+
+    // Nothing changes: the row comes back as it was, with its fingerprint.
+    let (status, same) = get(format!(
+        "{base}/api/executions/{id}?after={fingerprint}&wait=200ms"
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(same["succeeded"], 0);
+
+    // Waiting up to 60 s; a result stored meanwhile answers it.
+    let waiting = tokio::spawn(get(format!(
+        "{base}/api/executions/{id}?after={fingerprint}&wait=60s"
+    )));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "it waits while nothing changes");
+    let now = chrono::Utc::now();
+    let result = ExecResult {
+        result_id: format!("{}-pc-1", exec.request_id),
+        request_id: exec.request_id.clone(),
+        exec_id: Some(id.clone()),
+        pc_id: "pc-1".into(),
+        exit_code: 0,
+        skipped: false,
+        stdout: "hi\n".into(),
+        stderr: String::new(),
+        started_at: now,
+        finished_at: now,
+        stdout_object: None,
+        stderr_object: None,
+        manifest_id: None,
+        attempts: 1,
+    };
+    backend.db().store_result(&result, false).unwrap();
+    let (status, changed) = waiting.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        (changed["succeeded"].as_i64(), changed["status"].as_str()),
+        (Some(1), Some("completed"))
+    );
+
+    // A row that differs from `after` comes back at once.
+    let (_, at_once) = get(format!(
+        "{base}/api/executions/{id}?after={fingerprint}&wait=60s"
+    ))
+    .await;
+    assert_eq!(at_once["succeeded"], 1);
+
+    // A wait that is not a duration is refused, naming it.
+    let (status, refused) = get(format!("{base}/api/executions/{id}?after=x&wait=soon")).await;
+    assert_eq!(status, 400, "{refused}");
+    assert!(refused.to_string().contains("wait"), "{refused}");
+}

@@ -12,7 +12,7 @@
 //! results are stored in SQLite, and results per second.
 //!
 //! ```text
-//! cargo build --release --bins
+//! cargo build --release --workspace --bins
 //! cargo run --release --example fleet_bench -- --agents 10 --rounds 7
 //! cargo run --release --example fleet_bench -- --clients 10000
 //! ```
@@ -62,7 +62,7 @@ fn binaries() -> BenchResult<PathBuf> {
     for name in ["kanade-backend", "kanade-agent", "kanade"] {
         if !dir.join(name).exists() {
             return Err(format!(
-                "{} is missing: run `cargo build --release --bins` first",
+                "{} is missing: run `cargo build --release --workspace --bins` first",
                 dir.join(name).display()
             )
             .into());

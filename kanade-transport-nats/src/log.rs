@@ -349,26 +349,56 @@ impl Consumer for NatsConsumer {
                 // Expired without a message: ask again.
                 continue;
             };
-            let message =
-                message.map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
-            let (stream_sequence, delivered) = {
-                let info = message
-                    .info()
-                    .map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
-                (
-                    info.stream_sequence,
-                    u32::try_from(info.delivered).unwrap_or(u32::MAX),
-                )
-            };
-            let (message, acker) = message.split();
-            return Ok(Delivery::new(
-                to_message(message),
-                stream_sequence,
-                delivered,
-                Arc::new(NatsAck(acker)),
-            ));
+            return to_delivery(message);
         }
     }
+
+    async fn next_batch(&self, max: usize) -> TransportResult<Vec<Delivery>> {
+        let mut batch = vec![self.next().await?];
+        if max <= 1 {
+            return Ok(batch);
+        }
+        // What is pending now, in one no-wait fetch (the server answers at
+        // once, with a status when it has no more).
+        let _pull = self.pull.lock().await;
+        let Ok(mut fetched) = self.consumer.fetch().max_messages(max - 1).messages().await else {
+            return Ok(batch);
+        };
+        while batch.len() < max {
+            match tokio::time::timeout(PULL_GRACE, fetched.next()).await {
+                Ok(Some(message)) => match to_delivery(message) {
+                    Ok(delivery) => batch.push(delivery),
+                    Err(_) => break,
+                },
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
+}
+
+/// A pulled message as a [`Delivery`] (its stream sequence, delivery
+/// count and acknowledger).
+fn to_delivery(
+    message: Result<jetstream::Message, impl std::fmt::Display>,
+) -> TransportResult<Delivery> {
+    let message = message.map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
+    let (stream_sequence, delivered) = {
+        let info = message
+            .info()
+            .map_err(|e| TransportError::Backend(format!("pulling: {e}").into()))?;
+        (
+            info.stream_sequence,
+            u32::try_from(info.delivered).unwrap_or(u32::MAX),
+        )
+    };
+    let (message, acker) = message.split();
+    Ok(Delivery::new(
+        to_message(message),
+        stream_sequence,
+        delivered,
+        Arc::new(NatsAck(acker)),
+    ))
 }
 
 struct NatsAck(jetstream::message::Acker);

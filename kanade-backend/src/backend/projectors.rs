@@ -120,14 +120,60 @@ async fn project_results(backend: Backend) {
         }
     };
     loop {
-        let delivery = match consumer.next().await {
-            Ok(delivery) => delivery,
+        let deliveries = match consumer.next_batch(RESULT_BATCH).await {
+            Ok(deliveries) => deliveries,
             Err(e) => {
                 tracing::warn!("results projector: {e}");
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
         };
+        let mut ready = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            if let Some(result) = backend.accept_result(&delivery).await {
+                ready.push((delivery, result));
+            }
+        }
+        if ready.is_empty() {
+            continue;
+        }
+        let results: Vec<ExecResult> = ready.iter().map(|(_, r)| r.clone()).collect();
+        let db = backend.db.clone();
+        let now = backend.now();
+        match backend
+            .run_db(move || db.store_results_at(&results, false, now))
+            .await
+        {
+            // Acked only after the rows are committed.
+            Ok(_) => {
+                for (delivery, _) in &ready {
+                    let _ = delivery.ack().await;
+                }
+            }
+            Err(e) => {
+                tracing::error!("{} results not stored: {e}", ready.len());
+                for (delivery, _) in &ready {
+                    let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+                }
+            }
+        }
+    }
+}
+
+/// Results stored per transaction at most (a burst of deliveries that
+/// were pending together).
+const RESULT_BATCH: usize = 256;
+
+impl Backend {
+    /// A delivered result made ready to store: parsed (a malformed one is
+    /// acknowledged and dropped), its publisher proof checked (a refused
+    /// one is audited, acknowledged and dropped) and its overflow output
+    /// read (not readable yet: handed back for later, `None`; after
+    /// [`MAX_OVERFLOW_TRIES`] stored without it, with a note).
+    async fn accept_result(
+        &self,
+        delivery: &kanade_core::transport::Delivery,
+    ) -> Option<ExecResult> {
         let mut result: ExecResult = match serde_json::from_slice(&delivery.message.payload) {
             Ok(result) => result,
             Err(e) => {
@@ -136,10 +182,10 @@ async fn project_results(backend: Backend) {
                     "malformed result dropped: {e}"
                 );
                 let _ = delivery.ack().await;
-                continue;
+                return None;
             }
         };
-        if let Some(identities) = &backend.settings.agent_identities {
+        if let Some(identities) = &self.settings.agent_identities {
             let message = &delivery.message;
             if let Err(reason) = identities.verify(
                 &result.pc_id,
@@ -148,19 +194,19 @@ async fn project_results(backend: Backend) {
                 &message.headers,
             ) {
                 let digest = crate::audit::chain::sha256_hex(&message.payload);
-                backend.refuse_result(&result, &digest, &reason).await;
+                self.refuse_result(&result, &digest, &reason).await;
                 let _ = delivery.ack().await;
-                continue;
+                return None;
             }
         }
-        if let Err(e) = backend.dereference(&mut result).await {
+        if let Err(e) = self.dereference(&mut result).await {
             if delivery.delivered < MAX_OVERFLOW_TRIES {
                 tracing::warn!(
                     result_id = result.result_id,
                     "overflow not readable yet: {e}"
                 );
                 let _ = delivery.nak(Some(Duration::from_secs(5))).await;
-                continue;
+                return None;
             }
             // Store what we have rather than never completing the execution.
             tracing::error!(
@@ -171,23 +217,7 @@ async fn project_results(backend: Backend) {
                 .stderr
                 .push_str(&format!("\nkanade: output object unreadable: {e}"));
         }
-        let db = backend.db.clone();
-        match backend
-            .run_db({
-                let now = backend.now();
-                move || db.store_result_at(&result, false, now)
-            })
-            .await
-        {
-            // Ack only after the row is committed.
-            Ok(_) => {
-                let _ = delivery.ack().await;
-            }
-            Err(e) => {
-                tracing::error!("result not stored: {e}");
-                let _ = delivery.nak(Some(Duration::from_secs(5))).await;
-            }
-        }
+        Some(result)
     }
 }
 

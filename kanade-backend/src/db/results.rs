@@ -74,75 +74,37 @@ impl Db {
         reaped: bool,
         now: DateTime<Utc>,
     ) -> Result<bool, DbError> {
+        Ok(self.store_results_at(std::slice::from_ref(result), reaped, now)?[0])
+    }
+
+    /// Stores a burst of results in one transaction (one sync to disk),
+    /// each as [`Db::store_result`] does; returns, per result, whether it
+    /// changed anything. The caller acknowledges each only after this
+    /// returns: stored before acked holds for the whole burst.
+    pub fn store_results_at(
+        &self,
+        results: &[ExecResult],
+        reaped: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<bool>, DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let existing: Option<(bool, bool, i64)> = tx
-            .query_row(
-                "SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1",
-                [&result.result_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let write = match existing {
-            None => true,
-            Some((was_reaped, _, _)) => was_reaped && !reaped,
-        };
+        let mut written = Vec::with_capacity(results.len());
         let mut rollout_changed = false;
-        if write {
-            tx.execute(
-                "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
-                    started_at, finished_at, attempts, manifest_id, reaped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    result.result_id,
-                    result.exec_id,
-                    result.request_id,
-                    result.pc_id,
-                    result.exit_code,
-                    result.skipped,
-                    result.stdout,
-                    result.stderr,
-                    result.started_at.to_rfc3339(),
-                    result.finished_at.to_rfc3339(),
-                    result.attempts,
-                    result.manifest_id,
-                    reaped,
-                ],
-            )?;
-            let run_closed =
-                tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
-            if let Some(exec_id) = &result.exec_id {
-                if existing.is_none() {
-                    super::targets::count_answer(&tx, exec_id, &result.pc_id)?;
-                }
-                let previous = existing.map(|(_, skipped, code)| Outcome::of(skipped, code));
-                let outcome = Outcome::of(result.skipped, i64::from(result.exit_code));
-                rollout_changed = super::rollouts::rollout_result(
-                    &tx,
-                    exec_id,
-                    &result.pc_id,
-                    previous,
-                    outcome,
-                    now,
-                )?;
-                let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
-                if let Some((_, skipped, exit_code)) = existing {
-                    delta = delta.minus(Counters::of_result(skipped, exit_code));
-                }
-                if run_closed {
-                    delta.started -= 1;
-                }
-                adjust_counters(&tx, exec_id, delta)?;
-            }
+        for result in results {
+            let (write, moved) = store_in(&tx, result, reaped, now)?;
+            written.push(write);
+            rollout_changed |= moved;
         }
         tx.commit()?;
+        drop(conn);
         if rollout_changed {
             self.rollout_changed().notify_one();
         }
-        if write {
+        if written.iter().any(|w| *w) {
             self.executions_changed();
         }
-        Ok(write)
+        Ok(written)
     }
 
     /// Records a run that has started (ignored once its result is stored).
@@ -224,4 +186,74 @@ impl Db {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
+}
+
+/// One result inside `tx`: (whether it changed anything, whether it moved
+/// a rollout).
+fn store_in(
+    tx: &rusqlite::Transaction<'_>,
+    result: &ExecResult,
+    reaped: bool,
+    now: DateTime<Utc>,
+) -> Result<(bool, bool), DbError> {
+    let existing: Option<(bool, bool, i64)> = tx
+        .query_row(
+            "SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1",
+            [&result.result_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let write = match existing {
+        None => true,
+        Some((was_reaped, _, _)) => was_reaped && !reaped,
+    };
+    let mut rollout_changed = false;
+    if write {
+        tx.execute(
+                "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
+                    started_at, finished_at, attempts, manifest_id, reaped)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                params![
+                    result.result_id,
+                    result.exec_id,
+                    result.request_id,
+                    result.pc_id,
+                    result.exit_code,
+                    result.skipped,
+                    result.stdout,
+                    result.stderr,
+                    result.started_at.to_rfc3339(),
+                    result.finished_at.to_rfc3339(),
+                    result.attempts,
+                    result.manifest_id,
+                    reaped,
+                ],
+            )?;
+        let run_closed =
+            tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
+        if let Some(exec_id) = &result.exec_id {
+            if existing.is_none() {
+                super::targets::count_answer(tx, exec_id, &result.pc_id)?;
+            }
+            let previous = existing.map(|(_, skipped, code)| Outcome::of(skipped, code));
+            let outcome = Outcome::of(result.skipped, i64::from(result.exit_code));
+            rollout_changed = super::rollouts::rollout_result(
+                tx,
+                exec_id,
+                &result.pc_id,
+                previous,
+                outcome,
+                now,
+            )?;
+            let mut delta = Counters::of_result(result.skipped, i64::from(result.exit_code));
+            if let Some((_, skipped, exit_code)) = existing {
+                delta = delta.minus(Counters::of_result(skipped, exit_code));
+            }
+            if run_closed {
+                delta.started -= 1;
+            }
+            adjust_counters(tx, exec_id, delta)?;
+        }
+    }
+    Ok((write, rollout_changed))
 }

@@ -260,6 +260,26 @@ pub trait Consumer: Send + Sync {
     /// the at-least-once contract every durable consumer has; a consumer
     /// polled again promptly (as in any `select!` loop) never sees it.
     async fn next(&self) -> TransportResult<Delivery>;
+
+    /// Waits for the next delivery like [`next`](Consumer::next), then
+    /// adds up to `max - 1` more that are ready now, without waiting for
+    /// them: a projector can store a burst in one transaction and
+    /// acknowledge each after it. The default asks `next` again while it
+    /// answers at once (`next` is cancel-safe); a transport with a cheaper
+    /// way (one fetch of what is pending) overrides it. An error after the
+    /// first delivery ends the batch early; the next call meets it again.
+    /// Unlike `next`, a dropped `next_batch` may leave deliveries it had
+    /// taken to be redelivered after `ack_wait`: do not race it.
+    async fn next_batch(&self, max: usize) -> TransportResult<Vec<Delivery>> {
+        let mut batch = vec![self.next().await?];
+        while batch.len() < max {
+            match tokio::time::timeout(std::time::Duration::ZERO, self.next()).await {
+                Ok(Ok(delivery)) => batch.push(delivery),
+                _ => break,
+            }
+        }
+        Ok(batch)
+    }
 }
 
 /// An ephemeral subscription's message source.

@@ -13,6 +13,7 @@
 //!
 //! ```text
 //! cargo build --release --workspace --bins
+//! cargo build --profile agent -p kanade-agent   # optional: the agent as deployed
 //! cargo run --release --example fleet_bench -- --agents 10 --rounds 7
 //! cargo run --release --example fleet_bench -- --clients 10000
 //! ```
@@ -48,6 +49,18 @@ impl Drop for Reaped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// The agent binary: the size-optimised `agent` profile's if it was built
+/// (`cargo build --profile agent -p kanade-agent`), else the release one.
+fn agent_binary(release: &Path) -> PathBuf {
+    let agent = release
+        .parent()
+        .map(|target| target.join("agent").join("kanade-agent"));
+    match agent {
+        Some(path) if path.exists() => path,
+        _ => release.join("kanade-agent"),
     }
 }
 
@@ -186,11 +199,12 @@ fn processes(args: &Args) -> BenchResult {
     let nats = NatsServer::try_start()?;
     let dir = tempfile::tempdir()?;
     let (cli, backend) = start_backend(&bin, &nats.url(), dir.path())?;
+    let agent = agent_binary(&bin);
     let mut agents = Vec::new();
     for n in 0..args.agents {
         let pc = format!("bench-{n:04}");
         agents.push(Reaped(
-            Command::new(bin.join("kanade-agent"))
+            Command::new(&agent)
                 .args(["--transport", &nats.url(), "--pc-id", &pc])
                 .arg("--state-dir")
                 .arg(dir.path().join(&pc))
@@ -206,8 +220,9 @@ fn processes(args: &Args) -> BenchResult {
     std::thread::sleep(Duration::from_secs(2));
     let idle_rss: Vec<u64> = agents.iter().filter_map(|a| rss_kib(a.0.id())).collect();
     println!(
-        "{} kanade-agent processes on {}, {} rounds each (release binaries, loopback)",
+        "{} kanade-agent processes ({}) on {}, {} rounds each (loopback)",
         args.agents,
+        agent.display(),
         nats.url(),
         args.rounds
     );
@@ -235,10 +250,12 @@ fn processes(args: &Args) -> BenchResult {
     let busy_rss: Vec<u64> = agents.iter().filter_map(|a| rss_kib(a.0.id())).collect();
     let mean = |v: &[u64]| v.iter().sum::<u64>() as f64 / v.len().max(1) as f64 / 1024.0;
     println!(
-        "agent RSS (mean): idle {:.1} MiB, after {} commands each {:.1} MiB",
+        "agent RSS: idle {:.1} MiB (mean); bench-0000 after {} commands {:.1} MiB, the others after {} {:.1} MiB (mean)",
         mean(&idle_rss),
         2 * (args.rounds + 1),
-        mean(&busy_rss)
+        busy_rss.first().copied().unwrap_or(0) as f64 / 1024.0,
+        args.rounds + 1,
+        mean(busy_rss.get(1..).unwrap_or_default())
     );
     println!(
         "backend RSS: {:.1} MiB",

@@ -243,11 +243,26 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args);
-    match run(args).await {
+    // One thread runs the agent: its work is waiting (on the broker, on
+    // scripts, which are processes of their own), and every worker thread
+    // of a multi-threaded runtime — one per core, sixteen on a big host —
+    // costs resident memory on every endpoint. Blocking work (fsyncs of
+    // the ledger and outbox) goes to a small blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(4)
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("kanade-agent: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kanade-agent: {e}");

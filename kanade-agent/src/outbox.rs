@@ -21,16 +21,32 @@ use crate::AgentError;
 /// Failures after which a still-unpublished file is reported in the log.
 pub const MAX_FAILURES: u32 = 20;
 
-/// Writes a file durably: temp, fsync, rename, fsync the directory.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+/// The temporary file `path` is written to before its rename.
+fn temp_path(path: &Path) -> std::path::PathBuf {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
+    dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default()
-    ));
+    ))
+}
+
+/// Writes a file whole or not at all (temp, rename), without waiting for
+/// the disk: for what only an agent *process* crash must find — the page
+/// cache outlives the process — and a machine crash makes moot (the
+/// process group a record names died with the machine).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let tmp = temp_path(path);
+    std::fs::write(&tmp, bytes).map_err(|e| AgentError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("renaming", path, e))
+}
+
+/// Writes a file durably: temp, fsync, rename, fsync the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = temp_path(path);
     let mut file = std::fs::File::create(&tmp).map_err(|e| AgentError::io("creating", &tmp, e))?;
     file.write_all(bytes)
         .map_err(|e| AgentError::io("writing", &tmp, e))?;

@@ -279,7 +279,9 @@ impl ScriptRunner for ProcessRunner {
                 start_ticks: crate::orphans::start_ticks(pgid).unwrap_or(0),
             };
             let bytes = serde_json::to_vec(&record).unwrap_or_default();
-            if let Err(e) = crate::outbox::write_durably(path, &bytes) {
+            // Read back only after this agent process died and the machine
+            // did not (an orphan of a machine crash is gone): no fsync.
+            if let Err(e) = crate::outbox::write_atomically(path, &bytes) {
                 tracing::warn!("process group not recorded: {e}");
             }
         }

@@ -124,6 +124,19 @@ fn killed_before_start(inner: &Inner, what: &str) -> crate::report::Outcome {
 }
 
 /// The safety gates for `command` now.
+/// The outcome of a gate that stops `command` now, if one does.
+fn gate_stop(inner: &Inner, command: &Command) -> Option<Outcome> {
+    match gates(inner, command) {
+        GateDecision::Stop(stop) => Some(stopped(
+            inner,
+            stop.exit_code,
+            stop.skipped,
+            stop.reason.to_string(),
+        )),
+        _ => None,
+    }
+}
+
 fn gates(inner: &Inner, command: &Command) -> GateDecision {
     let now = inner.clock.now();
     let last_fresh_at = inner.last_fresh_at();
@@ -204,13 +217,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             return finish(&inner, &command, &request, outcome).await;
         }
     }
-    if let GateDecision::Stop(stop) = gates(&inner, &command) {
-        let outcome = stopped(
-            &inner,
-            stop.exit_code,
-            stop.skipped,
-            stop.reason.to_string(),
-        );
+    if let Some(outcome) = gate_stop(&inner, &command) {
         return finish(&inner, &command, &request, outcome).await;
     }
     let kill_key = command
@@ -277,13 +284,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
         .await;
     }
     // Gates again: a revoke or deadline during the wait wins.
-    if let GateDecision::Stop(stop) = gates(&inner, &command) {
-        let outcome = stopped(
-            &inner,
-            stop.exit_code,
-            stop.skipped,
-            stop.reason.to_string(),
-        );
+    if let Some(outcome) = gate_stop(&inner, &command) {
         return finish(&inner, &command, &request, outcome).await;
     }
     let script = match resolve_script(&inner, &command).await {
@@ -296,13 +297,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
     };
     // A fetch may have waited out a broker failover: a revoke, deadline
     // or kill that came meanwhile still wins.
-    if let GateDecision::Stop(stop) = gates(&inner, &command) {
-        let outcome = stopped(
-            &inner,
-            stop.exit_code,
-            stop.skipped,
-            stop.reason.to_string(),
-        );
+    if let Some(outcome) = gate_stop(&inner, &command) {
         return finish(&inner, &command, &request, outcome).await;
     }
     if *kill.borrow() {

@@ -101,8 +101,8 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 pub(crate) struct Cli {
     binary: PathBuf,
-    server: String,
-    token: String,
+    pub(crate) server: String,
+    pub(crate) token: String,
 }
 
 impl Cli {

@@ -38,6 +38,7 @@ fn job(version: u32, failing: bool) -> String {
 
 struct Fleet {
     backend: Backend,
+    transport: Arc<dyn Transport>,
     _agents: Vec<RunningAgent>,
     _dir: tempfile::TempDir,
 }
@@ -68,6 +69,7 @@ async fn fleet(n: usize, canaries: &[&str]) -> Fleet {
     }
     Fleet {
         backend,
+        transport,
         _agents: agents,
         _dir: dir,
     }
@@ -160,13 +162,15 @@ async fn a_breach_halts_dispatch_and_resume_with_a_fix_finishes_the_rest() {
     let ran = counts.succeeded + counts.failed + counts.skipped;
     assert_eq!(ran + counts.pending, 12, "{counts:?}");
     assert!(
-        counts.pending >= 5,
-        "pc-08 and later never went out: {counts:?}"
+        counts.pending >= 3,
+        "pc-10 and later never went out: {counts:?}"
     );
     let rows = backend.db().results(&exec.exec_id).unwrap();
     let ran_pcs: BTreeSet<_> = rows.iter().map(|r| r.pc_id.as_str()).collect();
-    assert!(!ran_pcs.contains("pc-08") && !ran_pcs.contains("pc-10"));
-    assert_eq!(rows.iter().filter(|r| r.exit_code != 0).count(), 2);
+    // The second failure halted it; a run in flight then may fail too.
+    assert!(!ran_pcs.contains("pc-10"), "{ran_pcs:?}");
+    let failures = rows.iter().filter(|r| r.exit_code != 0).count();
+    assert!((2..=3).contains(&failures), "{rows:?}");
     assert!(most_overlapping(&rows) <= 3, "window of 3 overfilled");
     let execution = backend.db().execution(&exec.exec_id).unwrap().unwrap();
     assert_eq!(execution.status, "halted");
@@ -187,7 +191,7 @@ async fn a_breach_halts_dispatch_and_resume_with_a_fix_finishes_the_rest() {
     let rows = backend.db().results(&exec.exec_id).unwrap();
     let pcs: BTreeSet<_> = rows.iter().map(|r| r.pc_id.as_str()).collect();
     assert_eq!((rows.len(), pcs.len()), (12, 12), "each pc once");
-    assert_eq!(rows.iter().filter(|r| r.exit_code != 0).count(), 2);
+    assert_eq!(rows.iter().filter(|r| r.exit_code != 0).count(), failures);
     assert!(rows
         .iter()
         .filter(|r| !ran_pcs.contains(r.pc_id.as_str()))
@@ -502,6 +506,95 @@ async fn a_halt_revokes_and_kills_when_asked() {
     let again = backend.exec("patch", &all()).await.unwrap();
     let done = common::finished(backend, &again.exec_id).await;
     assert_eq!((done.skipped, done.targeted), (4, 4), "{done:?}");
+    // Resuming lifts the revoke its halt made.
+    backend.resume_rollout(&exec.exec_id).await.unwrap();
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    backend
+        .apply_job(
+            "id: patch\nversion: 2\nexecute:\n  shell: sh\n  script: echo fixed\n  timeout: 60s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let after = backend.exec("patch", &all()).await.unwrap();
+    let done = common::finished(backend, &after.exec_id).await;
+    assert_eq!((done.succeeded, done.targeted), (4, 4), "{done:?}");
+}
+
+/// Resume goes back to the earliest wave with targets left: a target of
+/// the first wave that was offline at its turn (unreached) runs once it is
+/// back, after a later wave halted and the job was fixed. A kill of a
+/// halted rollout aborts it for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_reaches_an_earlier_waves_unreached_target() {
+    let fleet = fleet(3, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, true), &Default::default())
+        .await
+        .unwrap();
+    // Waves in pc order: pc-00 (never seen yet) and pc-01 first, then
+    // pc-02 and pc-03 (which fails: halt).
+    let targets = Target {
+        pcs: vec![
+            "pc-00".into(),
+            "pc-01".into(),
+            "pc-02".into(),
+            "pc-03".into(),
+        ],
+        ..Target::default()
+    };
+    let exec = rollout_exec(
+        backend,
+        "patch",
+        &targets,
+        r#"{"batch": 2, "waves": [{"percent": 50}, {"percent": 100}], "max_errors": 0}"#,
+    )
+    .await
+    .unwrap();
+    rollout_state(backend, &exec.exec_id, "halted").await;
+    let status = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(status.waves[0].counts.unreached, 1, "{status:?}");
+    // pc-00 comes online; the job is fixed; resume.
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = AgentSettings::new(SubjectToken::pc("pc-00").unwrap(), dir.path());
+    settings.inventory = false;
+    let _late = run_agent(
+        Agent::builder(settings, fleet.transport.clone())
+            .build()
+            .unwrap(),
+    );
+    common::wait_for_agent(backend, "pc-00").await;
+    backend
+        .apply_job(&job(2, false), &Default::default())
+        .await
+        .unwrap();
+    backend.resume_rollout(&exec.exec_id).await.unwrap();
+    rollout_state(backend, &exec.exec_id, "completed").await;
+    let rows = backend.db().results(&exec.exec_id).unwrap();
+    let pc00: Vec<_> = rows.iter().filter(|r| r.pc_id == "pc-00").collect();
+    assert_eq!(pc00.len(), 1, "{rows:?}");
+    assert_eq!(pc00[0].stdout, "fixed\n");
+}
+
+/// A kill of a halted rollout aborts it: it cannot be resumed after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_of_a_halted_rollout_aborts_it() {
+    let fleet = fleet(4, &[]).await;
+    let backend = &fleet.backend;
+    backend
+        .apply_job(&job(1, true), &Default::default())
+        .await
+        .unwrap();
+    let exec = rollout_exec(backend, "patch", &all(), r#"{"batch": 4, "max_errors": 0}"#)
+        .await
+        .unwrap();
+    rollout_state(backend, &exec.exec_id, "halted").await;
+    backend.kill(&exec.exec_id).await.unwrap();
+    let status = backend.rollout_status(&exec.exec_id).await.unwrap();
+    assert_eq!(status.rollout.state, "aborted");
+    let refused = backend.resume_rollout(&exec.exec_id).await.unwrap_err();
+    assert!(refused.to_string().contains("is aborted"), "{refused}");
 }
 
 /// A kill of an execution whose rollout is still running aborts the

@@ -291,6 +291,20 @@ impl Backend {
         command: &Command,
         subjects_to: &[String],
     ) -> Result<(), BackendError> {
+        for published in self.publish_each(command, subjects_to).await? {
+            published?;
+        }
+        Ok(())
+    }
+
+    /// [`Backend::publish_to`], going on past a subject whose publish
+    /// failed: each subject's outcome, in order (the error before any
+    /// publish — pinning the version — is the call's).
+    pub(super) async fn publish_each(
+        &self,
+        command: &Command,
+        subjects_to: &[String],
+    ) -> Result<Vec<Result<(), BackendError>>, BackendError> {
         let current = self.bucket(BUCKET_SCRIPT_CURRENT).await?;
         if current.get(&command.id).await?.is_none() {
             current
@@ -310,12 +324,17 @@ impl Backend {
             command.exec_id.as_deref().unwrap_or(&command.request_id)
         );
         let headers = self.signature_headers(&payload, &what).await;
+        let mut outcomes = Vec::with_capacity(subjects_to.len());
         for subject in subjects_to {
-            self.log
-                .publish(subject, headers.clone(), payload.clone())
-                .await?;
+            outcomes.push(
+                self.log
+                    .publish(subject, headers.clone(), payload.clone())
+                    .await
+                    .map(|_| ())
+                    .map_err(BackendError::from),
+            );
         }
-        Ok(())
+        Ok(outcomes)
     }
 }
 

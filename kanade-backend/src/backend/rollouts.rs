@@ -236,8 +236,21 @@ impl Backend {
             let current: Command =
                 serde_json::from_str(&status.rollout.command).map_err(BackendError::Encode)?;
             let job = self.job(&current.id).await?;
+            self.refuse_if_pinned_elsewhere(&job).await?;
+            // The halt revoked the job (on_halt: revoke): resuming lifts it.
+            if status.rollout.state == ROLLOUT_HALTED
+                && policy_of(&status.rollout.spec)?.revoke_on_halt
+            {
+                self.activate(&job.id).await?;
+            }
             if job.version != current.version {
-                let (command, _) = self.command_for(&job, exec_id, &Default::default()).await?;
+                // A schedule's retry and jitter carry over to the new version.
+                let options = super::FireOptions {
+                    retry: current.retry,
+                    jitter_secs: current.jitter_secs,
+                    ..Default::default()
+                };
+                let (command, _) = self.command_for(&job, exec_id, &options).await?;
                 new_command = Some((
                     serde_json::to_string(&command).map_err(BackendError::Encode)?,
                     job.version.clone(),
@@ -276,7 +289,9 @@ impl Backend {
         let active = self.run_db(move || db.active_rollouts()).await?;
         for row in active {
             if row.state == ROLLOUT_HALTED {
-                self.halt_actions(&row).await?;
+                if let Err(e) = self.halt_actions(&row).await {
+                    tracing::warn!(exec_id = row.exec_id, "rollout halt actions: {e}");
+                }
             } else if let Err(e) = self.drive(&row).await {
                 tracing::warn!(exec_id = row.exec_id, "rollout step: {e}");
             }
@@ -285,20 +300,42 @@ impl Backend {
     }
 
     /// The `on_halt` actions of a halted rollout (revoke, kill), audited
-    /// as `rollout.halt` with its reason, done once.
+    /// as `rollout.halt` with its reason, done once — only if it is still
+    /// halted (a resume may have come since the driver looked). An action
+    /// that fails is logged and audited (outcome `failed`), and never holds
+    /// up the other rollouts.
     async fn halt_actions(&self, row: &RolloutRow) -> Result<(), BackendError> {
+        let db = self.db.clone();
+        let id = row.exec_id.clone();
+        let Some(row) = self
+            .run_db(move || db.rollout(&id))
+            .await?
+            .filter(|r| r.state == ROLLOUT_HALTED && !r.halt_actions_done)
+        else {
+            return Ok(());
+        };
         let policy = policy_of(&row.spec)?;
         let command: Command = serde_json::from_str(&row.command).map_err(BackendError::Encode)?;
         let mut done = Vec::new();
+        let mut failed = Vec::new();
         if policy.revoke_on_halt {
-            self.revoke(&command.id).await?;
-            done.push("revoke");
+            match self.revoke(&command.id).await {
+                Ok(()) => done.push("revoke".to_owned()),
+                Err(e) => failed.push(format!("revoke: {e}")),
+            }
         }
         if policy.kill_on_halt {
-            self.kill_copies(&row.exec_id).await?;
-            done.push("kill");
+            match self.kill_copies(&row.exec_id).await {
+                Ok(()) => done.push("kill".to_owned()),
+                Err(e) => failed.push(format!("kill: {e}")),
+            }
         }
-        let mut entry = self.own_audit_draft("rollout.halt", crate::audit::OUTCOME_OK);
+        let outcome = if failed.is_empty() {
+            crate::audit::OUTCOME_OK
+        } else {
+            crate::audit::OUTCOME_FAILED
+        };
+        let mut entry = self.own_audit_draft("rollout.halt", outcome);
         entry.id = Some(format!(
             "rollout.halt:{}:{}",
             row.exec_id, row.budget_results
@@ -309,11 +346,17 @@ impl Backend {
             "job": command.id,
             "version": command.version,
             "on_halt": done,
+            "failed": failed,
         });
         tracing::warn!(
             exec_id = row.exec_id,
-            "rollout halted: {}",
-            row.reason.as_deref().unwrap_or("")
+            "rollout halted: {}{}",
+            row.reason.as_deref().unwrap_or(""),
+            if failed.is_empty() {
+                String::new()
+            } else {
+                format!("; on_halt failed: {}", failed.join("; "))
+            }
         );
         let db = self.db.clone();
         let id = row.exec_id.clone();
@@ -331,8 +374,10 @@ impl Backend {
         let now = self.now();
         let db = self.db.clone();
         let id = row.exec_id.clone();
-        let expired_before =
-            now - chrono::Duration::from_std(policy.start_within + START_GRACE).unwrap_or_default();
+        let expired_before = chrono::Duration::from_std(policy.start_within + START_GRACE)
+            .ok()
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC);
         self.run_db(move || db.expire_unstarted(&id, expired_before))
             .await?;
         // Each pass moves at least one wave or dispatches; bounded anyway.
@@ -433,10 +478,29 @@ impl Backend {
         for pc in &marked {
             to.push(subjects::commands_pc(&SubjectToken::pc(pc.clone())?));
         }
-        if let Err(e) = self.publish_to(&command, &to).await {
+        // Only the targets whose publish failed go back to pending: the
+        // others have their command.
+        let outcomes = match self.publish_each(&command, &to).await {
+            Ok(outcomes) => outcomes,
+            Err(e) => {
+                let db = self.db.clone();
+                let id = row.exec_id.clone();
+                self.run_db(move || db.undo_dispatch(&id, &marked)).await?;
+                return Err(e);
+            }
+        };
+        let mut failed = Vec::new();
+        let mut last_error = None;
+        for (pc, outcome) in marked.iter().zip(outcomes) {
+            if let Err(e) = outcome {
+                failed.push(pc.clone());
+                last_error = Some(e);
+            }
+        }
+        if let Some(e) = last_error {
             let db = self.db.clone();
             let id = row.exec_id.clone();
-            self.run_db(move || db.undo_dispatch(&id, &marked)).await?;
+            self.run_db(move || db.undo_dispatch(&id, &failed)).await?;
             return Err(e);
         }
         Ok(())

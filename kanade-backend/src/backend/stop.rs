@@ -92,7 +92,11 @@ impl Backend {
         self.run_db(move || {
             db.transition_rollout(
                 &id,
-                &[crate::db::ROLLOUT_RUNNING, crate::db::ROLLOUT_PAUSED],
+                &[
+                    crate::db::ROLLOUT_RUNNING,
+                    crate::db::ROLLOUT_PAUSED,
+                    crate::db::ROLLOUT_HALTED,
+                ],
                 crate::db::ROLLOUT_ABORTED,
                 Some("aborted by a kill of the execution"),
                 "cancelled",

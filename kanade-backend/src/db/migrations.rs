@@ -181,7 +181,8 @@ pub(super) fn migrations() -> Migrations<'static> {
             budget_errors INTEGER NOT NULL DEFAULT 0,
             budget_results INTEGER NOT NULL DEFAULT 0,
             halt_actions_done INTEGER NOT NULL DEFAULT 0,
-            halted_at TEXT
+            halted_at TEXT,
+            epoch INTEGER NOT NULL DEFAULT 0
         );
         CREATE TABLE rollout_targets (
             exec_id TEXT NOT NULL,
@@ -190,6 +191,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             phase TEXT NOT NULL,
             outcome TEXT,
             dispatched_at TEXT,
+            epoch INTEGER,
             PRIMARY KEY (exec_id, pc_id)
         );
         CREATE INDEX rollout_targets_by_phase ON rollout_targets (exec_id, wave, phase);",

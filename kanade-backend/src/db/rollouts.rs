@@ -391,6 +391,16 @@ impl Db {
                 "UPDATE rollout_targets SET phase = 'pending', dispatched_at = NULL WHERE exec_id = ?1 AND phase = 'unreached'",
                 [exec_id],
             )?;
+            // Back to the earliest wave that has targets left (an earlier
+            // wave's unreached targets are pending again), and a new
+            // budget epoch: results counted before it stay out of the new
+            // budget.
+            tx.execute(
+                "UPDATE rollouts SET epoch = epoch + 1, wave_finished_at = NULL,
+                    wave = COALESCE((SELECT MIN(wave) FROM rollout_targets WHERE exec_id = ?1 AND phase = 'pending'), wave)
+                 WHERE exec_id = ?1",
+                [exec_id],
+            )?;
         }
         if let Some((command, version)) = new_command {
             tx.execute(
@@ -426,21 +436,29 @@ pub(super) fn rollout_result(
     outcome: Outcome,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
-    let rollout: Option<(String, String, i64, i64)> = tx
+    let rollout: Option<(String, String, i64, i64, i64)> = tx
         .prepare_cached(
-            "SELECT spec, state, budget_errors, budget_results FROM rollouts WHERE exec_id = ?1",
+            "SELECT spec, state, budget_errors, budget_results, epoch FROM rollouts WHERE exec_id = ?1",
         )?
         .query_row([exec_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let Some((spec, state, mut errors, mut results)) = rollout else {
+    let Some((spec, state, mut errors, mut results, epoch)) = rollout else {
         return Ok(false);
     };
+    // The previous outcome (a reaped result a real one replaces) is in the
+    // budget only if it was counted in this epoch (since the last resume).
+    let counted_in: Option<i64> = tx
+        .prepare_cached("SELECT epoch FROM rollout_targets WHERE exec_id = ?1 AND pc_id = ?2")?
+        .query_row(params![exec_id, pc_id], |r| r.get(0))
+        .optional()?
+        .flatten();
+    let previous = previous.filter(|_| counted_in == Some(epoch));
     tx.prepare_cached(
-        "UPDATE rollout_targets SET phase = 'done', outcome = ?3 WHERE exec_id = ?1 AND pc_id = ?2",
+        "UPDATE rollout_targets SET phase = 'done', outcome = ?3, epoch = ?4 WHERE exec_id = ?1 AND pc_id = ?2",
     )?
-    .execute(params![exec_id, pc_id, outcome.as_str()])?;
+    .execute(params![exec_id, pc_id, outcome.as_str(), epoch])?;
     let counts = |o: Outcome| match o {
         Outcome::Failed => (1, 1),
         Outcome::Succeeded => (0, 1),
@@ -476,15 +494,17 @@ pub(super) fn rollout_result(
     Ok(true)
 }
 
-/// A run of `exec_id` on `pc_id` started: its target moves from
-/// `dispatched` to `started` (it keeps its window slot until its result).
+/// A run of `exec_id` on `pc_id` started: its target is in flight until
+/// its result — from `dispatched`, and also from `unreached` or `pending`
+/// (a start that came late, after its slot was given back: it runs, so it
+/// is never dispatched again).
 pub(super) fn rollout_started(
     tx: &rusqlite::Transaction<'_>,
     exec_id: &str,
     pc_id: &str,
 ) -> Result<(), DbError> {
     tx.prepare_cached(
-        "UPDATE rollout_targets SET phase = 'started' WHERE exec_id = ?1 AND pc_id = ?2 AND phase = 'dispatched'",
+        "UPDATE rollout_targets SET phase = 'started' WHERE exec_id = ?1 AND pc_id = ?2 AND phase IN ('dispatched', 'unreached', 'pending')",
     )?
     .execute(params![exec_id, pc_id])?;
     Ok(())

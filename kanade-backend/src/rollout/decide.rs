@@ -162,8 +162,14 @@ pub fn next_step(policy: &RolloutPolicy, view: &View) -> Step {
         if view.wave + 1 >= policy.waves.len() {
             return Step::Complete;
         }
-        let bake = policy.waves[view.wave].bake;
-        let until = finished + chrono::Duration::from_std(bake).unwrap_or_default();
+        let bake = policy
+            .waves
+            .get(view.wave)
+            .map_or(Duration::ZERO, |w| w.bake);
+        let until = chrono::Duration::from_std(bake)
+            .ok()
+            .and_then(|bake| finished.checked_add_signed(bake))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
         return if view.now < until {
             Step::Bake(until)
         } else {
@@ -211,7 +217,10 @@ pub fn slot_expires(
     policy: &RolloutPolicy,
     grace: Duration,
 ) -> DateTime<Utc> {
-    dispatched_at + chrono::Duration::from_std(policy.start_within + grace).unwrap_or_default()
+    chrono::Duration::from_std(policy.start_within + grace)
+        .ok()
+        .and_then(|d| dispatched_at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 #[cfg(test)]

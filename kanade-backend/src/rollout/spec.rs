@@ -185,8 +185,16 @@ fn amount(spec: &AmountSpec) -> Result<Amount, String> {
     }
 }
 
+/// The longest `bake` or `start_within` accepted: 30 days.
+pub const MAX_WAIT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))
+    let d =
+        humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration: {e}"))?;
+    if d > MAX_WAIT {
+        return Err(format!("{text:?} is longer than 30 days"));
+    }
+    Ok(d)
 }
 
 impl RolloutSpec {

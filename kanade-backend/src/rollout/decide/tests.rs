@@ -82,6 +82,11 @@ fn bad_policies_are_named_by_field() {
         ),
         ("on_halt: [reboot]\n", "\"reboot\" is not an action"),
         ("start_within: 10ms\n", "at least 1s"),
+        ("start_within: 1000000years\n", "longer than 30 days"),
+        (
+            "waves:\n  - { percent: 100, bake: 400d }\n",
+            "longer than 30 days",
+        ),
         ("strategy: canary\n", "\"canary\" is not a strategy"),
         ("strategy: wave\nbatch: 3\n", "leave strategy out"),
         (

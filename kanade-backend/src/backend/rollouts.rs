@@ -245,7 +245,7 @@ impl Backend {
             }
             if job.version != current.version {
                 // A schedule's retry and jitter carry over to the new version.
-                let options = super::FireOptions {
+                let options = super::fanout::FireOptions {
                     retry: current.retry,
                     jitter_secs: current.jitter_secs,
                     ..Default::default()

@@ -14,7 +14,9 @@ use std::time::Duration;
 use kanade::nats::test_server::NatsServer;
 
 mod common;
+mod rollout_common;
 use common::{free_port, wait_until, workspace_binary, KillOnDrop};
+use rollout_common::most_overlapping;
 
 const FAILING: [&str; 4] = ["pc-03", "pc-05", "pc-08", "pc-10"];
 
@@ -61,23 +63,6 @@ fn job_yaml(version: u32, failing: bool) -> String {
         "sleep 0.5; echo fixed".to_owned()
     };
     format!("id: patch\nversion: {version}\nexecute:\n  shell: sh\n  script: '{script}'\n  timeout: 30s\n")
-}
-
-/// The most runs overlapping in time, from the results' start and finish.
-fn most_overlapping(rows: &[serde_json::Value]) -> usize {
-    let mut edges: Vec<(chrono::DateTime<chrono::FixedOffset>, i32)> = Vec::new();
-    for row in rows {
-        let at = |k: &str| chrono::DateTime::parse_from_rfc3339(row[k].as_str().unwrap()).unwrap();
-        edges.push((at("started_at"), 1));
-        edges.push((at("finished_at"), -1));
-    }
-    edges.sort();
-    let (mut now, mut most) = (0, 0);
-    for (_, step) in edges {
-        now += step;
-        most = most.max(now);
-    }
-    most as usize
 }
 
 #[test]
@@ -142,6 +127,11 @@ fn a_cli_rollout_on_nats_halts_on_the_second_failure_and_resumes_with_a_fix() {
     assert_eq!(code, Some(1), "a halted rollout exits 1: {out}{err}");
     let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
     let exec = rows[0]["exec_id"].as_str().unwrap().to_owned();
+    let as_results = |rows: &[serde_json::Value]| -> Vec<kanade::backend::db::ResultRow> {
+        rows.iter()
+            .map(|r| serde_json::from_value(r.clone()).unwrap())
+            .collect()
+    };
     let status = cli.json(&["rollout", "status", &exec]);
     assert_eq!(status["rollout"]["state"], "halted", "{status}");
     let reason = status["rollout"]["reason"].as_str().unwrap();
@@ -164,7 +154,10 @@ fn a_cli_rollout_on_nats_halts_on_the_second_failure_and_resumes_with_a_fix() {
         .map(|r| r["pc_id"].as_str().unwrap().to_owned())
         .collect();
     assert!(!ran.contains("pc-10"), "{ran:?}");
-    assert!(most_overlapping(&rows) <= 3, "window of 3 overfilled");
+    assert!(
+        most_overlapping(&as_results(&rows)) <= 3,
+        "window of 3 overfilled"
+    );
     let pending = status["waves"][0]["counts"]["pending"].as_i64().unwrap();
     assert_eq!(pending as usize + ran.len(), 12, "{status}");
     // Nothing is dispatched after the halt.
@@ -196,7 +189,7 @@ fn a_cli_rollout_on_nats_halts_on_the_second_failure_and_resumes_with_a_fix() {
             assert_eq!(row["stdout"], "fixed\n", "{pc} ran version 2");
         }
     }
-    assert!(most_overlapping(rows) <= 3);
+    assert!(most_overlapping(&as_results(rows)) <= 3);
     // Resuming a completed rollout is refused and says why.
     let (code, _, err) = cli.run(&["rollout", "resume", &exec]);
     assert_ne!(code, Some(0));

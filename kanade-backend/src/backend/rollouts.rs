@@ -120,21 +120,29 @@ impl Backend {
         Ok(row)
     }
 
+    /// A rollout's row, its per-wave counts and its execution's targeted
+    /// count, read together.
+    async fn rollout_snapshot(
+        &self,
+        exec_id: &str,
+    ) -> Result<(Option<RolloutRow>, Vec<WaveCounts>, i64), BackendError> {
+        let db = self.db.clone();
+        let id = exec_id.to_owned();
+        self.run_db(move || {
+            let row = db.rollout(&id)?;
+            let counts = db.rollout_waves(&id)?;
+            let targeted = db.execution(&id)?.map(|e| e.targeted).unwrap_or(0);
+            Ok((row, counts, targeted))
+        })
+        .await
+    }
+
     /// Where a rollout stands.
     ///
     /// # Errors
     /// `NotFound` when the execution has no rollout.
     pub async fn rollout_status(&self, exec_id: &str) -> Result<RolloutStatus, BackendError> {
-        let db = self.db.clone();
-        let id = exec_id.to_owned();
-        let (row, counts, targeted) = self
-            .run_db(move || {
-                let row = db.rollout(&id)?;
-                let counts = db.rollout_waves(&id)?;
-                let targeted = db.execution(&id)?.map(|e| e.targeted).unwrap_or(0);
-                Ok((row, counts, targeted))
-            })
-            .await?;
+        let (row, counts, targeted) = self.rollout_snapshot(exec_id).await?;
         let Some(row) = row else {
             return Err(BackendError::NotFound(format!(
                 "a rollout of execution {exec_id}"
@@ -382,17 +390,8 @@ impl Backend {
             .await?;
         // Each pass moves at least one wave or dispatches; bounded anyway.
         for _ in 0..(policy.waves.len() * 3 + 3) {
-            let db = self.db.clone();
-            let id = row.exec_id.clone();
             let since = self.online_since();
-            let (current, counts, targeted) = self
-                .run_db(move || {
-                    let current = db.rollout(&id)?;
-                    let counts = db.rollout_waves(&id)?;
-                    let targeted = db.execution(&id)?.map(|e| e.targeted).unwrap_or(0);
-                    Ok((current, counts, targeted))
-                })
-                .await?;
+            let (current, counts, targeted) = self.rollout_snapshot(&row.exec_id).await?;
             let Some(current) = current.filter(|r| r.state == ROLLOUT_RUNNING) else {
                 return Ok(());
             };

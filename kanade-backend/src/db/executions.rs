@@ -152,7 +152,7 @@ impl Db {
 impl ExecutionRow {
     /// A short fingerprint of what a waiting client sees change (status
     /// and counters): `GET /api/executions/{id}?after=<fingerprint>&wait=30s`
-    /// returns as soon as it differs. 16 hex digits (FNV-1a).
+    /// returns as soon as it differs. 16 hex digits (of a sha256).
     pub fn fingerprint(&self) -> String {
         let seen = format!(
             "{}|{}|{}|{}|{}|{}|{}|{}",
@@ -165,12 +165,9 @@ impl ExecutionRow {
             self.skipped,
             self.late_targets
         );
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        for byte in seen.bytes() {
-            hash ^= u64::from(byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        format!("{hash:016x}")
+        let mut digest = crate::audit::chain::sha256_hex(seen.as_bytes());
+        digest.truncate(16);
+        digest
     }
 }
 

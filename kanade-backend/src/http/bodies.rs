@@ -21,6 +21,9 @@ pub struct JobUpload {
 /// `POST /api/jobs/{id}/exec` body: the target (`all`, `groups`, `pcs`,
 /// as a schedule's `target:`), and optionally a self-stopping `rollout`
 /// (DESIGN §11). A bare target, as before rollouts, is still a valid body.
+/// The target's fields are spelled out rather than flattened from
+/// [`Target`](crate::manifest::Target): serde cannot flatten into a struct
+/// that refuses unknown fields.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {

@@ -23,7 +23,7 @@ impl Backend {
     /// `jobs_yaml`, the script body in `scripts` as `<id>/<version>`.
     ///
     /// A version is immutable: re-applying it with other content is refused
-    /// ([`Backend::apply_job_replacing`] does it on purpose).
+    /// ([`Backend::apply_job_with`] with `replace` does it on purpose).
     pub async fn apply_job(
         &self,
         yaml: &str,

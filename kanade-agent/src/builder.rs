@@ -19,6 +19,7 @@ use crate::limiter::Limiter;
 use crate::outbox::Outbox;
 use crate::runner::{ProcessRunner, ScriptRunner};
 use crate::state::{Inner, Live};
+use crate::state_files::{DiskFiles, StateFiles};
 use crate::{AgentError, AgentSettings};
 
 /// Builds an [`Agent`].
@@ -28,6 +29,7 @@ pub struct AgentBuilder {
     runner: Option<Arc<dyn ScriptRunner>>,
     clock: Option<Arc<dyn Clock>>,
     connected: Option<watch::Receiver<bool>>,
+    files: Option<Arc<dyn StateFiles>>,
 }
 
 impl Agent {
@@ -39,6 +41,7 @@ impl Agent {
             runner: None,
             clock: None,
             connected: None,
+            files: None,
         }
     }
 }
@@ -63,6 +66,16 @@ impl AgentBuilder {
         self
     }
 
+    /// Keeps the ledger, outbox, registration and script cache in `files`
+    /// instead of on the local disk ([`DiskFiles`]); a simulation passes a
+    /// [`MemoryFiles`] that outlives the agent's crash-restarts.
+    ///
+    /// [`MemoryFiles`]: crate::state_files::MemoryFiles
+    pub fn state_files(mut self, files: Arc<dyn StateFiles>) -> Self {
+        self.files = Some(files);
+        self
+    }
+
     /// Opens the state directory and builds the agent.
     pub fn build(self) -> Result<Agent, AgentError> {
         let settings = self.settings;
@@ -71,12 +84,23 @@ impl AgentBuilder {
             .runner
             .unwrap_or_else(|| Arc::new(ProcessRunner::default()));
         let log = self.transport.messages();
-        let ledger = Ledger::open(&settings.state_dir.join("ledger"), clock.now())?;
-        let outbox = Outbox::open(&settings.state_dir.join("outbox"), log.clone())?
-            .with_signer(settings.publisher_signer.clone());
+        let files = self.files.unwrap_or_else(|| Arc::new(DiskFiles));
+        let ledger = Ledger::open_in(
+            files.clone(),
+            &settings.state_dir.join("ledger"),
+            clock.now(),
+        )?;
+        let outbox = Outbox::open_in(
+            files.clone(),
+            &settings.state_dir.join("outbox"),
+            log.clone(),
+        )?
+        .with_signer(settings.publisher_signer.clone());
+        // Process records stay on the disk: they name real processes.
         std::fs::create_dir_all(crate::orphans::records_dir(&settings.state_dir))
             .map_err(|e| AgentError::io("creating process records", &settings.state_dir, e))?;
-        std::fs::create_dir_all(settings.state_dir.join("scripts"))
+        files
+            .create_dir_all(&settings.state_dir.join("scripts"))
             .map_err(|e| AgentError::io("creating script cache", &settings.state_dir, e))?;
         let host = HostSupport {
             shells: Shell::ALL
@@ -109,6 +133,7 @@ impl AgentBuilder {
                 host,
                 ledger,
                 outbox,
+                files,
                 limiter: Limiter::new(cpus),
                 live: Mutex::new(live),
                 live_changed: Notify::new(),

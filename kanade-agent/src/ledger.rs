@@ -10,12 +10,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::state_files::{DiskFiles, StateFiles};
 use crate::AgentError;
 
 /// How long finished entries are kept.
@@ -94,21 +95,35 @@ pub enum Admission {
 /// The on-disk ledger with an in-memory index.
 #[derive(Debug)]
 pub struct Ledger {
+    files: Arc<dyn StateFiles>,
     dir: PathBuf,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger in `dir`, dropping expired entries.
+    /// Opens (or creates) the ledger in `dir` on the local disk, dropping
+    /// expired entries.
     pub fn open(dir: &Path, now: DateTime<Utc>) -> Result<Self, AgentError> {
-        std::fs::create_dir_all(dir).map_err(|e| AgentError::io("creating ledger", dir, e))?;
+        Self::open_in(Arc::new(DiskFiles), dir, now)
+    }
+
+    /// Opens (or creates) the ledger in `dir` of `files`, dropping expired
+    /// entries.
+    pub fn open_in(
+        files: Arc<dyn StateFiles>,
+        dir: &Path,
+        now: DateTime<Utc>,
+    ) -> Result<Self, AgentError> {
+        files
+            .create_dir_all(dir)
+            .map_err(|e| AgentError::io("creating ledger", dir, e))?;
         let mut entries = HashMap::new();
-        for file in std::fs::read_dir(dir)
+        for path in files
+            .list(dir)
             .map_err(|e| AgentError::io("listing ledger", dir, e))?
-            .flatten()
         {
-            let path = file.path();
-            let parsed = std::fs::read(&path)
+            let parsed = files
+                .read(&path)
                 .ok()
                 .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
             match parsed {
@@ -116,15 +131,16 @@ impl Ledger {
                     entries.insert(entry.request_id.clone(), entry);
                 }
                 Some(_) => {
-                    let _ = std::fs::remove_file(&path);
+                    let _ = files.remove(&path);
                 }
                 None => {
                     tracing::warn!(path = %path.display(), "unreadable ledger entry removed");
-                    let _ = std::fs::remove_file(&path);
+                    let _ = files.remove(&path);
                 }
             }
         }
         let ledger = Self {
+            files,
             dir: dir.to_path_buf(),
             entries: Mutex::new(entries),
         };
@@ -143,7 +159,9 @@ impl Ledger {
     fn save(&self, entry: &Entry) -> Result<(), AgentError> {
         let path = self.path(&entry.request_id);
         let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::encode("ledger entry", e))?;
-        crate::outbox::write_durably(&path, &bytes)
+        self.files
+            .write(&path, &bytes, true)
+            .map_err(|e| AgentError::io("writing", &path, e))
     }
 
     /// Records a new request, atomically with respect to other deliveries.
@@ -223,7 +241,7 @@ impl Ledger {
     /// Forgets a request (its id may be admitted again).
     pub fn forget(&self, request_id: &str) {
         self.lock().remove(request_id);
-        let _ = std::fs::remove_file(self.path(request_id));
+        let _ = self.files.remove(&self.path(request_id));
     }
 
     /// How many entries are kept.
@@ -250,7 +268,7 @@ impl Ledger {
         let excess = entries.len() - MAX_ENTRIES;
         for (_, id) in finished.into_iter().take(excess) {
             entries.remove(&id);
-            let _ = std::fs::remove_file(self.path(&id));
+            let _ = self.files.remove(&self.path(&id));
         }
     }
 }

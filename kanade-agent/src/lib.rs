@@ -45,6 +45,7 @@ mod script;
 pub mod scripted;
 mod settings;
 mod state;
+pub mod state_files;
 pub mod trust;
 
 pub use agent::{Agent, SHUTDOWN_GRACE};

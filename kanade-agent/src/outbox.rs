@@ -1,11 +1,11 @@
-//! The outbox: a message is written to disk (fsynced) before it is
+//! The outbox: a message is written to disk (fsynced; see
+//! [`crate::state_files`]) before it is
 //! published and removed only once the transport acknowledged it. The
 //! backlog is published oldest first on start and by a drain loop, with a
 //! per-file backoff; a file that keeps failing is moved to `stuck/` with a
 //! warning instead of blocking the rest.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,47 +16,11 @@ use kanade_core::policy::publisher::PublisherSigner;
 use kanade_core::transport::{MessageLog, MESSAGE_ID_HEADER};
 use serde::{Deserialize, Serialize};
 
+use crate::state_files::{DiskFiles, StateFiles};
 use crate::AgentError;
 
 /// Failures after which a still-unpublished file is reported in the log.
 pub const MAX_FAILURES: u32 = 20;
-
-/// The temporary file `path` is written to before its rename.
-fn temp_path(path: &Path) -> std::path::PathBuf {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ))
-}
-
-/// Writes a file whole or not at all (temp, rename), without waiting for
-/// the disk: for what only an agent *process* crash must find — the page
-/// cache outlives the process — and a machine crash makes moot (the
-/// process group a record names died with the machine).
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|e| AgentError::io("writing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("renaming", path, e))
-}
-
-/// Writes a file durably: temp, fsync, rename, fsync the directory.
-pub fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), AgentError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| AgentError::io("creating", &tmp, e))?;
-    file.write_all(bytes)
-        .map_err(|e| AgentError::io("writing", &tmp, e))?;
-    file.sync_all()
-        .map_err(|e| AgentError::io("syncing", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| AgentError::io("renaming", path, e))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| AgentError::io("syncing", dir, e))
-}
 
 /// One message waiting to be published.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,6 +35,7 @@ pub struct OutboxEntry {
 
 /// The on-disk outbox.
 pub struct Outbox {
+    files: Arc<dyn StateFiles>,
     dir: PathBuf,
     stuck: PathBuf,
     log: Arc<dyn MessageLog>,
@@ -95,12 +60,23 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// Opens the outbox in `dir`.
+    /// Opens the outbox in `dir` on the local disk.
     pub fn open(dir: &Path, log: Arc<dyn MessageLog>) -> Result<Self, AgentError> {
+        Self::open_in(Arc::new(DiskFiles), dir, log)
+    }
+
+    /// Opens the outbox in `dir` of `files`.
+    pub fn open_in(
+        files: Arc<dyn StateFiles>,
+        dir: &Path,
+        log: Arc<dyn MessageLog>,
+    ) -> Result<Self, AgentError> {
         let stuck = dir.join("stuck");
-        std::fs::create_dir_all(&stuck)
+        files
+            .create_dir_all(&stuck)
             .map_err(|e| AgentError::io("creating outbox", &stuck, e))?;
         Ok(Self {
+            files,
             dir: dir.to_path_buf(),
             stuck,
             log,
@@ -137,7 +113,9 @@ impl Outbox {
         );
         let path = self.dir.join(name);
         let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::encode("outbox entry", e))?;
-        write_durably(&path, &bytes)?;
+        self.files
+            .write(&path, &bytes, true)
+            .map_err(|e| AgentError::io("writing", &path, e))?;
         self.mark_pending();
         Ok(path)
     }
@@ -150,7 +128,8 @@ impl Outbox {
     /// Whether a message for `subject` is still waiting.
     pub fn has_pending(&self, subject: &str) -> bool {
         self.backlog().iter().any(|path| {
-            std::fs::read(path)
+            self.files
+                .read(path)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<OutboxEntry>(&b).ok())
                 .is_some_and(|e| e.subject == subject)
@@ -159,17 +138,13 @@ impl Outbox {
 
     /// Files waiting, oldest first.
     pub fn backlog(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        let temp = p
-                            .file_name()
-                            .is_some_and(|n| n.to_string_lossy().starts_with(".tmp-"));
-                        !temp && p.extension().is_some_and(|x| x == "json") && p.is_file()
-                    })
+        let mut files: Vec<PathBuf> = self
+            .files
+            .list(&self.dir)
+            .map(|paths| {
+                paths
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|x| x == "json"))
                     .collect()
             })
             .unwrap_or_default();
@@ -179,9 +154,7 @@ impl Outbox {
 
     /// Files moved aside after repeated failures.
     pub fn stuck(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(&self.stuck)
-            .map(|entries| entries.flatten().map(|e| e.path()).collect())
-            .unwrap_or_default()
+        self.files.list(&self.stuck).unwrap_or_default()
     }
 
     fn mark_pending(&self) {
@@ -218,7 +191,9 @@ impl Outbox {
 
     /// Publishes one file; on success removes it, on failure backs off.
     async fn publish_file(&self, path: &Path) -> bool {
-        let entry = match std::fs::read(path)
+        let entry = match self
+            .files
+            .read(path)
             .ok()
             .and_then(|b| serde_json::from_slice::<OutboxEntry>(&b).ok())
         {
@@ -244,7 +219,7 @@ impl Outbox {
             .await;
         match result {
             Ok(_) => {
-                let _ = std::fs::remove_file(path);
+                let _ = self.files.remove(path);
                 self.failures
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -279,6 +254,6 @@ impl Outbox {
     fn move_aside(&self, path: &Path, why: &str) {
         let target = self.stuck.join(path.file_name().unwrap_or_default());
         tracing::warn!(path = %path.display(), reason = why, "outbox file moved to stuck/");
-        let _ = std::fs::rename(path, target);
+        let _ = self.files.rename(path, &target);
     }
 }

@@ -41,8 +41,8 @@ pub struct Registration {
     pub first_started_at: Option<DateTime<Utc>>,
 }
 
-fn read(dir: &Path) -> Option<Registration> {
-    let bytes = std::fs::read(dir.join(REGISTRATION_FILE)).ok()?;
+fn read(inner: &Inner, dir: &Path) -> Option<Registration> {
+    let bytes = inner.files.read(&dir.join(REGISTRATION_FILE)).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -51,7 +51,7 @@ fn read(dir: &Path) -> Option<Registration> {
 /// and written durably.
 pub(crate) async fn ensure(inner: &Inner) -> Registration {
     let dir = &inner.settings.state_dir;
-    if let Some(registration) = read(dir) {
+    if let Some(registration) = read(inner, dir) {
         return registration;
     }
     let first_started_at = Some(inner.started_at);
@@ -78,7 +78,10 @@ pub(crate) async fn ensure(inner: &Inner) -> Registration {
         first_started_at,
     };
     let bytes = serde_json::to_vec(&registration).unwrap_or_default();
-    match crate::outbox::write_durably(&dir.join(REGISTRATION_FILE), &bytes) {
+    match inner
+        .files
+        .write(&dir.join(REGISTRATION_FILE), &bytes, true)
+    {
         Ok(()) => tracing::info!(
             exec_sequence,
             "first start: commands sent before now are not replayed here (unless kitting)"

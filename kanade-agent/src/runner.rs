@@ -281,7 +281,7 @@ impl ScriptRunner for ProcessRunner {
             let bytes = serde_json::to_vec(&record).unwrap_or_default();
             // Read back only after this agent process died and the machine
             // did not (an orphan of a machine crash is gone): no fsync.
-            if let Err(e) = crate::outbox::write_atomically(path, &bytes) {
+            if let Err(e) = crate::state_files::write_atomically(path, &bytes) {
                 tracing::warn!("process group not recorded: {e}");
             }
         }

@@ -10,7 +10,6 @@ use kanade_core::transport::ObjectStoreConfig;
 use kanade_core::wire::Command;
 use tokio::io::AsyncReadExt;
 
-use crate::outbox::write_durably;
 use crate::state::Inner;
 
 /// Resolves the script body: inline, or from the `scripts` object store
@@ -90,19 +89,19 @@ pub(crate) async fn resolve_script(
         .state_dir
         .join("scripts")
         .join(format!("{digest}.body"));
-    if let Ok(bytes) = std::fs::read(&cache) {
+    if let Ok(bytes) = inner.files.read(&cache) {
         match verify_script_body(&bytes, &digest) {
             Ok(body) => return Ok(body.to_owned()),
             Err(e) => {
                 tracing::warn!(path = %cache.display(), "cached script failed verification, refetching: {e}");
-                let _ = std::fs::remove_file(&cache);
+                let _ = inner.files.remove(&cache);
             }
         }
     }
     let bytes = fetch_with_retries(inner, object).await?;
     let body = verify_script_body(&bytes, &digest)
         .map_err(|e| format!("script {object:?} refused: {e}"))?;
-    if let Err(e) = write_durably(&cache, &bytes) {
+    if let Err(e) = inner.files.write(&cache, &bytes, true) {
         tracing::warn!("script cache not written: {e}");
     }
     Ok(body.to_owned())

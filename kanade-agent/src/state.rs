@@ -50,6 +50,8 @@ pub(crate) struct Inner {
     pub host: HostSupport,
     pub ledger: Ledger,
     pub outbox: Outbox,
+    /// Where the ledger, outbox, registration and script cache live.
+    pub files: Arc<dyn crate::state_files::StateFiles>,
     pub limiter: Limiter,
     pub live: Mutex<Live>,
     pub live_changed: Notify,

@@ -21,7 +21,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
-use kanade_core::policy::signature::{verify, KeyRing, SignatureRefusal, OBS_SIGNATURE_OK};
+use kanade_core::policy::signature::{
+    verify_memoised, KeyRing, SignatureRefusal, VerifiedSignatures, OBS_SIGNATURE_OK,
+};
 use kanade_core::transport::Headers;
 use serde::Deserialize;
 
@@ -65,6 +67,11 @@ pub struct TrustSettings {
     pub keys_file: Option<PathBuf>,
     /// A ring given directly (embedders, tests); used when no file is set.
     pub ring: Option<KeyRing>,
+    /// Where signatures that verified are remembered, so a command's
+    /// replayed copy is not checked with Ed25519 again. `None`: the agent
+    /// keeps its own; a simulation shares one across its agents (the
+    /// verdicts are the same, see [`VerifiedSignatures`]).
+    pub verified: Option<Arc<VerifiedSignatures>>,
 }
 
 /// What to do with a command or kill.
@@ -81,6 +88,9 @@ pub(crate) struct Trust {
     pub mode: SignatureMode,
     keys_file: Option<PathBuf>,
     ring: RwLock<KeyRing>,
+    /// The ring's fingerprints, computed when it is (re)loaded.
+    fingerprints: RwLock<Vec<String>>,
+    verified: Arc<VerifiedSignatures>,
     loaded_at: Mutex<Option<FileStamp>>,
     last_outcome: Mutex<Option<&'static str>>,
 }
@@ -197,6 +207,8 @@ impl Trust {
             mode: settings.mode,
             loaded_at: Mutex::new(settings.keys_file.as_deref().and_then(modified)),
             keys_file: settings.keys_file.clone(),
+            fingerprints: RwLock::new(ring.fingerprints()),
+            verified: settings.verified.clone().unwrap_or_default(),
             ring: RwLock::new(ring),
             last_outcome: Mutex::new(None),
         })
@@ -210,10 +222,10 @@ impl Trust {
     /// The ring's key fingerprints (for heartbeats); `None` when off.
     pub fn fingerprints(&self) -> Option<Vec<String>> {
         (self.mode != SignatureMode::Off).then(|| {
-            self.ring
+            self.fingerprints
                 .read()
                 .unwrap_or_else(|p| p.into_inner())
-                .fingerprints()
+                .clone()
         })
     }
 
@@ -224,7 +236,7 @@ impl Trust {
         }
         let outcome = {
             let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
-            verify(&ring, headers, body, now_ms)
+            verify_memoised(&ring, headers, body, now_ms, Some(&self.verified))
                 .and_then(|kid| within_retention(headers, now_ms).map(|()| kid))
         };
         let kind = match &outcome {
@@ -261,8 +273,10 @@ impl Trust {
         }
         match load_ring(path) {
             Ok(ring) if !(ring.is_empty() && self.enforcing()) => {
-                tracing::info!(keys = ?ring.fingerprints(), "command key ring reloaded");
+                let fingerprints = ring.fingerprints();
+                tracing::info!(keys = ?fingerprints, "command key ring reloaded");
                 *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
+                *self.fingerprints.write().unwrap_or_else(|p| p.into_inner()) = fingerprints;
             }
             Ok(_) => tracing::error!("the new key ring is empty; keeping the working ring"),
             Err(reason) => tracing::error!("{reason}; keeping the working ring"),

@@ -442,8 +442,75 @@ fn signature_vectors_match() {
 
 // ---------------------------------------------------------------- properties
 
+// ---------------------------------------------------------------- the memo
+
+#[test]
+fn a_memoised_signature_still_gets_its_date_checked() {
+    let s = signer("a", 1);
+    let ring = ring_of(&[&s], Some(300));
+    let memo = VerifiedSignatures::default();
+    let h = headers(s.sign(BODY, NOW));
+    assert!(verify_memoised(&ring, &h, BODY, NOW, Some(&memo)).is_ok());
+    assert_eq!(memo.len(), 1);
+    // The same signed bytes later: the memo skips the curve, not the age.
+    let later = NOW + 301_000;
+    assert_eq!(
+        verify_memoised(&ring, &h, BODY, later, Some(&memo)),
+        verify(&ring, &h, BODY, later)
+    );
+    assert!(matches!(
+        verify_memoised(&ring, &h, BODY, later, Some(&memo)),
+        Err(SignatureRefusal::Stale { .. })
+    ));
+    assert_eq!(memo.len(), 1);
+}
+
+#[test]
+fn a_refusal_is_never_memoised() {
+    let s = signer("a", 1);
+    let ring = ring_of(&[&s], None);
+    let memo = VerifiedSignatures::default();
+    let h = headers(s.sign(BODY, NOW));
+    assert!(verify_memoised(&ring, &h, b"other body", NOW, Some(&memo)).is_err());
+    assert!(memo.is_empty());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// With a memo that has seen the genuine command, every changed body,
+    /// date or signature is refused exactly as without one.
+    #[test]
+    fn the_memo_never_changes_a_verdict(body in proptest::collection::vec(any::<u8>(), 1..128),
+                                        idx in any::<prop::sample::Index>(),
+                                        flip in 1u8..=255,
+                                        part in 0usize..3) {
+        let s = signer("a", 1);
+        let ring = ring_of(&[&s], None);
+        let memo = VerifiedSignatures::default();
+        let genuine = headers(s.sign(&body, NOW));
+        prop_assert!(verify_memoised(&ring, &genuine, &body, NOW, Some(&memo)).is_ok());
+        let (mut h, mut changed) = (genuine.clone(), body.clone());
+        match part {
+            0 => {
+                let i = idx.index(changed.len());
+                changed[i] ^= flip;
+            }
+            1 => {
+                let mut sig = STANDARD.decode(&h[HEADER_SIG]).unwrap();
+                let i = idx.index(sig.len());
+                sig[i] ^= flip;
+                h.insert(HEADER_SIG.into(), STANDARD.encode(sig));
+            }
+            _ => {
+                h.insert(HEADER_AT.into(), (NOW + 1 + i64::from(flip)).to_string());
+            }
+        }
+        let plain = verify(&ring, &h, &changed, NOW);
+        prop_assert!(plain.is_err());
+        prop_assert_eq!(verify_memoised(&ring, &h, &changed, NOW, Some(&memo)), plain);
+        prop_assert_eq!(memo.len(), 1);
+    }
 
     #[test]
     fn any_body_change_fails(body in proptest::collection::vec(any::<u8>(), 1..256),

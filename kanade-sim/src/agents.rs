@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
+use kanade_agent::state_files::MemoryFiles;
 use kanade_agent::trust::SignatureMode;
 use kanade_agent::{Agent, AgentSettings, Clock};
 use kanade_core::names::SubjectToken;
-use kanade_core::policy::signature::KeyRing;
+use kanade_core::policy::signature::{KeyRing, VerifiedSignatures};
 use kanade_core::transport::Transport;
 
 use crate::error::SimError;
@@ -37,10 +38,18 @@ pub(crate) struct Shared {
     pub(crate) seed: u64,
     /// The fleet's command-key ring: every agent enforces signatures.
     pub(crate) ring: KeyRing,
+    /// Signatures that verified, shared by every agent: a command fanned
+    /// out to the fleet is checked with Ed25519 once, the verdicts stay
+    /// the same (see `VerifiedSignatures`).
+    pub(crate) verified: Arc<VerifiedSignatures>,
     /// Each agent's clock offset from the simulated time, in milliseconds
     /// (set by clock-step faults; survives a crash-restart, as a host's
     /// clock would).
     pub(crate) clock_offsets: Vec<Arc<AtomicI64>>,
+    /// Each agent's state files (ledger, outbox, registration), in
+    /// memory: they survive its crash-restarts as a disk would, and a
+    /// fleet of thousands does not spend its time in file system calls.
+    pub(crate) state_files: Vec<Arc<MemoryFiles>>,
 }
 
 /// The simulated clock, offset by a step a fault can change.
@@ -74,8 +83,10 @@ pub(crate) fn start_agent(
     // Every simulated agent enforces command signatures (the backend signs).
     settings.trust.mode = SignatureMode::Enforce;
     settings.trust.ring = Some(shared.ring.clone());
+    settings.trust.verified = Some(shared.verified.clone());
     let agent = Agent::builder(settings, transport)
         .runner(shared.runner.for_agent(&pc))
+        .state_files(shared.state_files[index].clone())
         .clock(Arc::new(SkewedClock {
             base: shared.clock.clone(),
             offset_ms: shared.clock_offsets[index].clone(),

@@ -117,6 +117,8 @@ impl Fleet {
         }
         // One thread, no hand-offs: database calls in a fixed order.
         settings.inline_database = true;
+        // Its "crashes" are tasks and its file lives in RAM: no fsyncs.
+        settings.database_durability = kanade_backend::db::DbDurability::Simulated;
         let signer = crate::plan::fleet_signer(plan.seed);
         settings.signer = Some(Arc::new(signer.clone()));
         let backend = Backend::open(Arc::new(backend_faulty), settings)
@@ -189,7 +191,9 @@ impl Fleet {
                 signer.ring_entry(None, None)
             ])
             .map_err(|e| SimError::Runtime(std::io::Error::other(e.to_string())))?,
+            verified: Arc::default(),
             clock_offsets: (0..plan.agents).map(|_| Arc::default()).collect(),
+            state_files: (0..plan.agents).map(|_| Arc::default()).collect(),
         };
         let links = Links::start(
             LinksStart {

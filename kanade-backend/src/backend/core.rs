@@ -28,6 +28,11 @@ pub struct BackendSettings {
     /// deterministic and avoids a thread hand-off per call); a server keeps
     /// the default, `false`.
     pub inline_database: bool,
+    /// How far each commit is pushed to disk: power-loss safe by default;
+    /// simulations use [`DbDurability::Simulated`].
+    ///
+    /// [`DbDurability::Simulated`]: crate::db::DbDurability::Simulated
+    pub database_durability: crate::db::DbDurability,
     /// Signs every command and kill the backend publishes (DESIGN §6).
     /// `None`: they go out unsigned, as the reference does without a key,
     /// and enforcing agents refuse them (the binary warns, `/healthz`
@@ -49,6 +54,7 @@ impl BackendSettings {
             reap_grace: Duration::from_secs(120),
             reap_interval: Duration::from_secs(30),
             inline_database: false,
+            database_durability: crate::db::DbDurability::PowerLoss,
             signer: None,
             agent_identities: None,
         }
@@ -105,7 +111,11 @@ impl Backend {
             log.create_stream(StreamConfig::from_spec(spec)).await?;
         }
         let path = settings.db_path.clone();
-        let db = run_db(settings.inline_database, move || Db::open(&path)).await?;
+        let durability = settings.database_durability;
+        let db = run_db(settings.inline_database, move || {
+            Db::open_with(&path, durability)
+        })
+        .await?;
         Ok(Self {
             transport,
             log,

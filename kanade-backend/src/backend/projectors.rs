@@ -244,21 +244,7 @@ async fn project_started(backend: Backend) {
         };
         if let Ok(event) = serde_json::from_slice::<EventStarted>(&delivery.message.payload) {
             let db = backend.db.clone();
-            let reap_after = match &event.exec_id {
-                Some(exec_id) => {
-                    let db = db.clone();
-                    let id = exec_id.clone();
-                    backend
-                        .run_db(move || db.execution(&id))
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|e| e.reap_after_secs)
-                }
-                None => None,
-            }
-            .unwrap_or(3600);
-            let deadline = event.started_at + chrono::Duration::seconds(reap_after);
+            let started_at = event.started_at;
             let run = OverdueRun {
                 result_id: event.result_id.clone(),
                 exec_id: event.exec_id.clone(),
@@ -266,7 +252,10 @@ async fn project_started(backend: Backend) {
                 pc_id: event.pc_id.clone(),
                 started_at: event.started_at.to_rfc3339(),
             };
-            if let Err(e) = backend.run_db(move || db.insert_run(&run, deadline)).await {
+            if let Err(e) = backend
+                .run_db(move || db.insert_run(&run, started_at, 3600))
+                .await
+            {
                 tracing::warn!("start event not stored: {e}");
                 let _ = delivery.nak(Some(Duration::from_secs(5))).await;
                 continue;

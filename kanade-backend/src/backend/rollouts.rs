@@ -292,9 +292,12 @@ impl Backend {
 
     /// One pass of the driver over every rollout with work: halt actions
     /// for newly halted ones, then the next steps of running ones.
-    pub async fn drive_rollouts(&self) -> Result<(), BackendError> {
+    /// Returns how many rollouts had work (0: nothing to drive until one
+    /// starts or an operator acts).
+    pub async fn drive_rollouts(&self) -> Result<usize, BackendError> {
         let db = self.db.clone();
         let active = self.run_db(move || db.active_rollouts()).await?;
+        let count = active.len();
         for row in active {
             if row.state == ROLLOUT_HALTED {
                 if let Err(e) = self.halt_actions(&row).await {
@@ -304,7 +307,7 @@ impl Backend {
                 tracing::warn!(exec_id = row.exec_id, "rollout step: {e}");
             }
         }
-        Ok(())
+        Ok(count)
     }
 
     /// The `on_halt` actions of a halted rollout (revoke, kill), audited
@@ -507,13 +510,21 @@ impl Backend {
 }
 
 /// The driver: a pass over the rollouts whenever a result moves one (or
-/// one starts, or an operator acts), and every [`DRIVER_TICK`].
+/// one starts, or an operator acts), and every [`DRIVER_TICK`] while any
+/// has work (bakes and start deadlines run on time). With none active it
+/// waits for a notification only: a rollout's start notifies.
 pub(super) async fn rollout_driver(backend: Backend) {
     let changed = backend.db.rollout_changed().clone();
     loop {
-        if let Err(e) = backend.drive_rollouts().await {
-            tracing::warn!("rollout driver: {e}");
+        match backend.drive_rollouts().await {
+            Ok(0) => changed.notified().await,
+            Ok(_) => {
+                let _ = tokio::time::timeout(DRIVER_TICK, changed.notified()).await;
+            }
+            Err(e) => {
+                tracing::warn!("rollout driver: {e}");
+                let _ = tokio::time::timeout(DRIVER_TICK, changed.notified()).await;
+            }
         }
-        let _ = tokio::time::timeout(DRIVER_TICK, changed.notified()).await;
     }
 }

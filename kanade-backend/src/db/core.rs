@@ -33,14 +33,49 @@ pub struct Db {
     execution_changes: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// How far a commit is pushed towards the disk before it returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DbDurability {
+    /// `synchronous = FULL` in WAL mode: a commit (and so a stored,
+    /// acknowledged result) survives a power loss. The default.
+    #[default]
+    PowerLoss,
+    /// The rollback journal in memory, `synchronous = OFF` and
+    /// `locking_mode = EXCLUSIVE`: a commit is atomic only if the process
+    /// does not die in the middle of it, and no other process may open
+    /// the file meanwhile. That holds in a simulation, whose "crashes" are
+    /// tasks stopping between database calls (which run inline) and whose
+    /// database lives in RAM; never use it for a server.
+    Simulated,
+}
+
 impl Db {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`, durable
+    /// against power loss.
     pub fn open(path: &Path) -> Result<Self, DbError> {
+        Self::open_with(path, DbDurability::PowerLoss)
+    }
+
+    /// Opens (creating and migrating) the database at `path` with the
+    /// given durability.
+    pub fn open_with(path: &Path, durability: DbDurability) -> Result<Self, DbError> {
         let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        match durability {
+            DbDurability::PowerLoss => {
+                conn.pragma_update(None, "journal_mode", "WAL")?;
+                conn.pragma_update(None, "synchronous", "FULL")?;
+            }
+            DbDurability::Simulated => {
+                conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+                conn.pragma_update(None, "journal_mode", "MEMORY")?;
+                conn.pragma_update(None, "synchronous", "OFF")?;
+            }
+        }
         // 32 MiB of page cache: result rows of big fleets stay in memory.
         conn.pragma_update(None, "cache_size", -32768)?;
+        // The hot statements (results, runs, heartbeats, counters) are
+        // prepared once per connection, not per call.
+        conn.set_prepared_statement_cache_capacity(64);
         migrations().to_latest(&mut conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

@@ -110,7 +110,7 @@ impl Db {
         params: P,
     ) -> Result<Vec<ExecutionRow>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(&format!(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT exec_id, job_id, version, request_id, target, targeted, status, created_at, started, succeeded, failed, skipped, reap_after_secs, late_targets, schedule_id
              FROM executions {filter} ORDER BY created_at DESC"
         ))?;

@@ -23,7 +23,7 @@ mod tokens;
 
 pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
 pub use self::audit::append_audit_in;
-pub use self::core::{Db, DbError};
+pub use self::core::{Db, DbDurability, DbError};
 pub use self::executions::ExecutionFilter;
 pub use self::executions::ExecutionRow;
 pub use self::heartbeats::{AgentRow, Sighting};

@@ -107,22 +107,36 @@ impl Db {
         Ok(written)
     }
 
-    /// Records a run that has started (ignored once its result is stored).
-    pub fn insert_run(&self, run: &OverdueRun, deadline: DateTime<Utc>) -> Result<(), DbError> {
+    /// Records a run that has started at `started_at` (ignored once its
+    /// result is stored). It is overdue after its execution's
+    /// `reap_after_secs`, or `default_reap_secs` for a run of no (known)
+    /// execution.
+    pub fn insert_run(
+        &self,
+        run: &OverdueRun,
+        started_at: DateTime<Utc>,
+        default_reap_secs: i64,
+    ) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let reap_after: i64 = match &run.exec_id {
+            Some(exec_id) => tx
+                .prepare_cached("SELECT reap_after_secs FROM executions WHERE exec_id = ?1")?
+                .query_row([exec_id], |r| r.get(0))
+                .optional()?,
+            None => None,
+        }
+        .unwrap_or(default_reap_secs);
+        let deadline = started_at + chrono::Duration::seconds(reap_after);
         let already: bool = tx
-            .query_row(
-                "SELECT 1 FROM results WHERE result_id = ?1",
-                [&run.result_id],
-                |_| Ok(true),
-            )
+            .prepare_cached("SELECT 1 FROM results WHERE result_id = ?1")?
+            .query_row([&run.result_id], |_| Ok(true))
             .optional()?
             .unwrap_or(false);
         if !already {
-            let inserted = tx.execute(
+            let inserted = tx.prepare_cached(
                 "INSERT OR IGNORE INTO runs (result_id, exec_id, request_id, pc_id, started_at, deadline_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?.execute(
                 params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
             )? > 0;
             if let (true, Some(exec_id)) = (inserted, &run.exec_id) {
@@ -197,11 +211,10 @@ fn store_in(
     now: DateTime<Utc>,
 ) -> Result<(bool, bool), DbError> {
     let existing: Option<(bool, bool, i64)> = tx
-        .query_row(
-            "SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1",
-            [&result.result_id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
+        .prepare_cached("SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1")?
+        .query_row([&result.result_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let write = match existing {
         None => true,
@@ -209,10 +222,10 @@ fn store_in(
     };
     let mut rollout_changed = false;
     if write {
-        tx.execute(
+        tx.prepare_cached(
                 "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
                     started_at, finished_at, attempts, manifest_id, reaped)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)")?.execute(
                 params![
                     result.result_id,
                     result.exec_id,
@@ -229,8 +242,10 @@ fn store_in(
                     reaped,
                 ],
             )?;
-        let run_closed =
-            tx.execute("DELETE FROM runs WHERE result_id = ?1", [&result.result_id])? > 0;
+        let run_closed = tx
+            .prepare_cached("DELETE FROM runs WHERE result_id = ?1")?
+            .execute([&result.result_id])?
+            > 0;
         if let Some(exec_id) = &result.exec_id {
             if existing.is_none() {
                 super::targets::count_answer(tx, exec_id, &result.pc_id)?;

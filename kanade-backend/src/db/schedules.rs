@@ -46,12 +46,11 @@ impl Db {
     ) -> Result<Option<(DateTime<Utc>, String)>, DbError> {
         let row: Option<(String, String)> = self
             .lock()
-            .query_row(
+            .prepare_cached(
                 "SELECT f.fired_at, f.version FROM schedule_fires f JOIN executions e ON e.exec_id = f.exec_id
                  WHERE f.schedule_id = ?1 AND f.scope = ?2",
-                params![schedule_id, scope],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![schedule_id, scope], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         Ok(row.and_then(|(at, version)| {
             DateTime::parse_from_rfc3339(&at)
@@ -84,7 +83,7 @@ impl Db {
         window_start: DateTime<Utc>,
     ) -> Result<Vec<String>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT f.scope FROM schedule_fires f
              WHERE f.schedule_id = ?1 AND f.fired_at > ?2 AND f.scope != '*' AND f.scope NOT LIKE 'at:%'
                AND NOT EXISTS (SELECT 1 FROM results r WHERE r.exec_id = f.exec_id AND r.pc_id = f.scope)",
@@ -118,7 +117,7 @@ impl Db {
     /// Planned waves due by `now` and not fired yet.
     pub fn due_waves(&self, now: DateTime<Utc>) -> Result<Vec<PlannedWave>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT schedule_id, fire_key, wave, grp, due_at, deadline_base, exec_id FROM waves
              WHERE fired = 0 AND due_at <= ?1 ORDER BY due_at, wave",
         )?;

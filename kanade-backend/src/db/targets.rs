@@ -55,11 +55,8 @@ pub(super) fn count_answer(
     pc_id: &str,
 ) -> Result<(), DbError> {
     let recorded: Option<bool> = tx
-        .query_row(
-            "SELECT targets_recorded FROM executions WHERE exec_id = ?1",
-            [exec_id],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT targets_recorded FROM executions WHERE exec_id = ?1")?
+        .query_row([exec_id], |r| r.get(0))
         .optional()?;
     if recorded != Some(true) {
         return Ok(());

@@ -9,6 +9,7 @@
 //! - [`overflow`]: which output goes to the object store, and where.
 //! - [`signature`]: is a command signed by a key this host trusts?
 //! - [`publisher`]: did the pc a result names publish it?
+//! - [`verified`]: which signatures already verified (a memo for [`signature`]).
 
 pub mod clock;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod publisher;
 pub mod retry;
 pub mod script;
 pub mod signature;
+pub mod verified;
 
 pub use gates::{
     evaluate_gates, Delivery, GateDecision, GateInputs, GateStop, HostSupport, StopReason,

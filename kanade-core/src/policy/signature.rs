@@ -27,6 +27,8 @@ use sha2::{Digest, Sha256};
 
 use crate::transport::Headers;
 
+pub use super::verified::VerifiedSignatures;
+
 /// Header carrying the standard padded base64 of the 64-byte signature.
 pub const HEADER_SIG: &str = "Kanade-Sig";
 /// Header carrying the id of the key that signed.
@@ -434,6 +436,19 @@ pub fn verify(
     body: &[u8],
     now_ms: i64,
 ) -> Result<String, SignatureRefusal> {
+    verify_memoised(ring, headers, body, now_ms, None)
+}
+
+/// [`verify`], skipping the Ed25519 arithmetic for a (key, bytes,
+/// signature) triple `memo` has seen verify (and recording new ones). The
+/// verdict is the same as [`verify`]'s for every input.
+pub fn verify_memoised(
+    ring: &KeyRing,
+    headers: &Headers,
+    body: &[u8],
+    now_ms: i64,
+    memo: Option<&VerifiedSignatures>,
+) -> Result<String, SignatureRefusal> {
     let sig_text = headers.get(HEADER_SIG).ok_or(SignatureRefusal::Absent)?;
     let sig_bytes = STANDARD
         .decode(sig_text.as_bytes())
@@ -469,10 +484,19 @@ pub fn verify(
         .find(kid)
         .ok_or_else(|| SignatureRefusal::UnknownKey { kid: kid.clone() })?;
     let signature = Signature::from_bytes(&sig_bytes);
-    ring_key
-        .key
-        .verify_strict(&signed_bytes(at_ms, body), &signature)
-        .map_err(|_| invalid(format!("signature does not verify with key {kid:?}")))?;
+    let message = signed_bytes(at_ms, body);
+    let memo_key =
+        memo.map(|_| VerifiedSignatures::key_of(ring_key.key.as_bytes(), &message, &sig_bytes));
+    let known = matches!((memo, &memo_key), (Some(m), Some(k)) if m.contains(k));
+    if !known {
+        ring_key
+            .key
+            .verify_strict(&message, &signature)
+            .map_err(|_| invalid(format!("signature does not verify with key {kid:?}")))?;
+        if let (Some(memo), Some(key)) = (memo, memo_key) {
+            memo.insert(key);
+        }
+    }
 
     let ahead_ms = i128::from(at_ms) - i128::from(now_ms);
     if ahead_ms > i128::from(MAX_CLOCK_AHEAD_MS) {

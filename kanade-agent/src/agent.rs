@@ -143,6 +143,10 @@ async fn track_connection(inner: Arc<Inner>, mut connected: watch::Receiver<bool
         {
             let mut live = inner.live();
             if now_connected {
+                if live.disconnected_since.is_some() {
+                    // Back from an outage: the backlog goes out now.
+                    inner.outbox.retry_now();
+                }
                 live.ever_connected = true;
                 live.disconnected_since = None;
             } else if live.disconnected_since.is_none() && live.ever_connected {

@@ -157,6 +157,18 @@ impl Outbox {
         self.files.list(&self.stuck).unwrap_or_default()
     }
 
+    /// Forgets every file's backoff so the next drain tries them all: the
+    /// agent calls it when its connection comes back, so a result that
+    /// failed during an outage goes out on reconnect instead of up to a
+    /// minute later.
+    pub fn retry_now(&self) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.mark_pending();
+    }
+
     fn mark_pending(&self) {
         self.maybe_pending.store(true, Ordering::SeqCst);
         self.backlog_appeared.notify_one();

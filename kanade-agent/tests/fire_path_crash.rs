@@ -174,3 +174,43 @@ async fn a_command_arriving_as_the_agent_crashes_runs_once() {
         1
     );
 }
+
+/// Found by the cluster tests under load: a result whose publishes failed
+/// while its server restarted waited out a backoff of up to a minute after
+/// the connection came back. A reconnect now clears the backoff.
+#[tokio::test(start_paused = true)]
+async fn a_reconnect_clears_the_outbox_backoff() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = memory();
+    let mut results = results(&memory).await;
+    let faulty = FaultyTransport::new(memory.clone(), FaultPlan::Random(FaultRates::none(1)));
+    let injector = faulty.injector();
+    let outbox = kanade_agent::Outbox::open(dir.path(), faulty.messages()).unwrap();
+    injector.disconnect();
+    outbox
+        .send(kanade_agent::OutboxEntry {
+            subject: "results.pc-1".into(),
+            message_id: "r1".into(),
+            payload: serde_json::json!({
+                "result_id": "r1-pc-1", "request_id": "r1", "pc_id": "pc-1", "exit_code": 0,
+                "stdout": "", "stderr": "", "started_at": "2026-01-01T00:00:00Z",
+                "finished_at": "2026-01-01T00:00:01Z",
+            })
+            .to_string(),
+        })
+        .await
+        .unwrap();
+    // Six failed drains: the next try is 16 s away.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        outbox.drain().await;
+    }
+    assert_eq!(outbox.backlog().len(), 1);
+    injector.reconnect();
+    outbox.drain().await;
+    assert_eq!(outbox.backlog().len(), 1, "still backing off");
+    outbox.retry_now();
+    outbox.drain().await;
+    assert!(outbox.backlog().is_empty());
+    assert_eq!(next_result(&mut results).await.request_id, "r1");
+}

@@ -117,6 +117,12 @@ impl Ledger {
         files
             .create_dir_all(dir)
             .map_err(|e| AgentError::io("creating ledger", dir, e))?;
+        if let Ok(removed @ 1..) = files.remove_temporaries(dir) {
+            tracing::warn!(
+                removed,
+                "half-written ledger entries removed (a crash mid-write)"
+            );
+        }
         let mut entries = HashMap::new();
         for path in files
             .list(dir)

@@ -75,6 +75,10 @@ impl Outbox {
         files
             .create_dir_all(&stuck)
             .map_err(|e| AgentError::io("creating outbox", &stuck, e))?;
+        // A message half-written at a crash was never published nor
+        // acknowledged to anyone: its run is redone or reported from the
+        // ledger.
+        let _ = files.remove_temporaries(dir);
         Ok(Self {
             files,
             dir: dir.to_path_buf(),

@@ -32,6 +32,9 @@ pub trait StateFiles: Send + Sync + std::fmt::Debug {
     /// The finished files directly in `dir` (no temporaries, no
     /// directories), in no particular order.
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>>;
+    /// Removes what writes interrupted by a crash left in `dir` (call it
+    /// when opening a directory, before writing to it); returns how many.
+    fn remove_temporaries(&self, dir: &Path) -> io::Result<usize>;
 }
 
 /// Whether `path` names a temporary file of [`DiskFiles::write`].
@@ -108,6 +111,16 @@ impl StateFiles for DiskFiles {
             .filter(|p| !is_temporary(p) && p.is_file())
             .collect())
     }
+
+    fn remove_temporaries(&self, dir: &Path) -> io::Result<usize> {
+        let mut removed = 0;
+        for path in std::fs::read_dir(dir)?.flatten().map(|e| e.path()) {
+            if is_temporary(&path) && path.is_file() && std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
 }
 
 /// State files in memory: they outlive the agent that wrote them as long
@@ -176,6 +189,11 @@ impl StateFiles for MemoryFiles {
             .map(|(path, _)| path.clone())
             .collect())
     }
+
+    /// A write here is one map insert: nothing is ever left half-done.
+    fn remove_temporaries(&self, _dir: &Path) -> io::Result<usize> {
+        Ok(0)
+    }
 }
 
 #[cfg(test)]
@@ -217,6 +235,19 @@ mod tests {
         files.remove(&dir.join("a.json")).unwrap();
         seen.push(format!("after remove: {}", files.list(&dir).unwrap().len()));
         seen
+    }
+
+    #[test]
+    fn leftovers_of_interrupted_writes_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join(".tmp-42-a.json"), b"{\"half").unwrap();
+        DiskFiles
+            .write(&tmp.path().join("a.json"), b"{}", true)
+            .unwrap();
+        assert_eq!(DiskFiles.remove_temporaries(tmp.path()).unwrap(), 1);
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].file_name(), "a.json");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod backend;
 pub mod cli_args;
 pub mod db;
 pub mod http;
+pub mod inventory;
 pub mod manifest;
 pub mod nats_auth;
 pub mod rollout;

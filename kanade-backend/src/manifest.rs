@@ -94,9 +94,10 @@ pub struct Job {
     /// Health check semantics of stdout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckHint>,
-    /// Inventory hints (free-form, kept as given).
+    /// Inventory hints: the JSON stdout of a successful run becomes the
+    /// pc's facts and table rows (see [`crate::inventory`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inventory: Option<serde_json::Value>,
+    pub inventory: Option<crate::inventory::spec::InventoryHint>,
     /// Needs approvals before it runs: `true`, or `{approvals, role, ttl}`.
     #[serde(default)]
     pub require_approval: crate::approval::RequireApproval,
@@ -420,7 +421,45 @@ pub fn parse_job(
     if let Staleness::Strict { max_cache_age } = &job.staleness {
         p.duration(&["staleness", "max_cache_age"], &max_cache_age.clone());
     }
+    hint_problems(&job, &mut p);
     p.finish(job)
+}
+
+/// The rules of the `inventory:` and `check:` hints: each needs the whole
+/// stdout as JSON, so neither goes with `emit` (whose stdout is NDJSON
+/// events); names are non-empty; tables and columns well formed.
+fn hint_problems(job: &Job, p: &mut Problems<'_>) {
+    if job.emit.is_some() {
+        for (hint, present) in [
+            ("inventory", job.inventory.is_some()),
+            ("check", job.check.is_some()),
+        ] {
+            if present {
+                p.add(
+                    &[hint],
+                    "cannot be combined with emit: the hint reads stdout as one JSON object, emit as NDJSON events",
+                );
+            }
+        }
+    }
+    if let Some(check) = &job.check {
+        for (field, value) in [
+            ("name", &check.name),
+            ("status_field", &check.status_field),
+            ("detail_field", &check.detail_field),
+        ] {
+            if value.trim().is_empty() {
+                p.add(&["check", field], "must not be empty");
+            }
+        }
+    }
+    if let Some(inventory) = &job.inventory {
+        for (path, message) in inventory.problems() {
+            let mut full = vec!["inventory"];
+            full.extend(path.iter().map(String::as_str));
+            p.add(&full, message);
+        }
+    }
 }
 
 /// Parses and validates a schedule.

@@ -40,19 +40,17 @@ execute:
 staleness:
   mode: strict
   max_cache_age: 10m
-emit:
-  type: events
 check:
   name: disk_space
 inventory:
-  table: disks
+  display: [{field: free_bytes, label: Free, type: bytes}]
 require_approval: true
 tags: [health, disk]
 "#;
     let files = BTreeMap::from([("check.sh".to_owned(), "df -h".to_owned())]);
     let job = parse_job(yaml, &files).unwrap();
     assert_eq!(job.execute.script.as_deref(), Some("df -h"));
-    assert!(job.require_approval.required() && job.emit.is_some() && job.check.is_some());
+    assert!(job.require_approval.required() && job.inventory.is_some() && job.check.is_some());
 }
 
 fn job_error(yaml: &str) -> (Option<usize>, String, String) {
@@ -310,5 +308,68 @@ fn item_8_manifest_errors_name_line_field_and_say_what_is_wrong() {
         assert_eq!((e.line, e.field.as_str()), (line, field), "{yaml}: {e:?}");
         assert!(e.message.contains(says), "{yaml}: {e:?}");
         assert!(!e.to_string().contains("line ?"), "{e}");
+    }
+}
+
+// ------------------------------------------------ inventory and check hints
+
+const INVENTORY_JOB: &str = "id: packages\nversion: \"1\"\nexecute:\n  shell: sh\n  script: dpkg-query -W\n  timeout: 1m\ninventory:\n  display: [{field: hostname, label: Host}]\n  explode:\n    - field: packages\n      table: packages\n      primary_key: [name]\n      columns:\n        - {field: name, type: text, index: true}\n        - {field: version, type: text}\n      track_history: true\n  history_scalars: [kernel]\n";
+
+#[test]
+fn inventory_and_check_hints_parse() {
+    let job = parse_job(INVENTORY_JOB, &no_files()).unwrap();
+    let inventory = job.inventory.unwrap();
+    assert_eq!(inventory.explode[0].primary_key, vec!["name".to_owned()]);
+    assert!(inventory.explode[0].track_history);
+    let check = parse_job(
+        "id: disk\nversion: \"1\"\nexecute: {shell: sh, script: df, timeout: 1m}\ncheck: {name: disk_space, label: Disk space}\n",
+        &no_files(),
+    )
+    .unwrap()
+    .check
+    .unwrap();
+    assert_eq!(
+        (check.status_field.as_str(), check.detail_field.as_str()),
+        ("status", "detail")
+    );
+}
+
+#[test]
+fn hint_mistakes_name_their_field_and_line() {
+    let cases = [
+        (
+            INVENTORY_JOB.replace("type: text, index", "type: blob, index"),
+            "blob",
+            Some(14),
+        ),
+        (
+            INVENTORY_JOB.replace("primary_key: [name]", "primary_key: [id]"),
+            "inventory.explode.primary_key: \"id\" is not one of the table's columns",
+            Some(12),
+        ),
+        (
+            INVENTORY_JOB.replace("table: packages", "table: \"\""),
+            "inventory.explode.table: must not be empty",
+            Some(11),
+        ),
+        (
+            format!("{INVENTORY_JOB}emit: {{type: events}}\n"),
+            "inventory: cannot be combined with emit",
+            Some(7),
+        ),
+        (
+            "id: disk\nversion: \"1\"\nexecute: {shell: sh, script: df, timeout: 1m}\ncheck: {name: \"\"}\n".to_owned(),
+            "check.name: must not be empty",
+            Some(4),
+        ),
+    ];
+    for (yaml, expected, line) in cases {
+        let err = parse_job(&yaml, &no_files()).unwrap_err();
+        let found = err
+            .errors
+            .iter()
+            .find(|e| e.to_string().contains(expected))
+            .unwrap_or_else(|| panic!("{expected:?} not in {err}"));
+        assert_eq!(found.line, line, "{found}");
     }
 }

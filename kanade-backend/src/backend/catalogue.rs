@@ -79,6 +79,18 @@ impl Backend {
             .await?
             .put(&job.id, Bytes::from(yaml.to_owned()))
             .await?;
+        // What its results project to (inventory, check), by version.
+        let db = self.db.clone();
+        let hints = (
+            job.id.clone(),
+            job.version.clone(),
+            job.inventory.clone(),
+            job.check.clone(),
+        );
+        self.run_db(move || {
+            db.record_job_hints(&hints.0, &hints.1, hints.2.as_ref(), hints.3.as_ref())
+        })
+        .await?;
         // The applied version becomes current, unless an operator pin
         // holds the job at another one.
         let pinned = self

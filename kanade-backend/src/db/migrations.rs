@@ -196,5 +196,76 @@ pub(super) fn migrations() -> Migrations<'static> {
         );
         CREATE INDEX rollout_targets_by_phase ON rollout_targets (exec_id, wave, phase);",
         ),
+        // Inventory and compliance from jobs (`crate::inventory`).
+        M::up(
+            "CREATE TABLE job_hints (
+            job_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            inventory TEXT,
+            check_hint TEXT,
+            PRIMARY KEY (job_id, version)
+        );
+        CREATE TABLE inventory_facts (
+            job_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            result_id TEXT NOT NULL,
+            facts TEXT NOT NULL,
+            PRIMARY KEY (job_id, pc_id)
+        );
+        CREATE TABLE inventory_rows (
+            job_id TEXT NOT NULL,
+            tbl TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            row_key TEXT NOT NULL,
+            row TEXT NOT NULL,
+            PRIMARY KEY (job_id, tbl, pc_id, row_key)
+        );
+        CREATE TABLE inventory_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job_id TEXT NOT NULL,
+            tbl TEXT,
+            pc_id TEXT NOT NULL,
+            change TEXT NOT NULL,
+            row_key TEXT NOT NULL,
+            before TEXT,
+            after TEXT,
+            at TEXT NOT NULL,
+            result_id TEXT NOT NULL
+        );
+        CREATE INDEX inventory_history_by_job ON inventory_history (job_id, pc_id, at);
+        CREATE TABLE check_states (
+            check_name TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            status TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            since TEXT NOT NULL,
+            finished_at TEXT NOT NULL,
+            result_id TEXT NOT NULL,
+            label TEXT,
+            PRIMARY KEY (check_name, pc_id)
+        );
+        CREATE TABLE check_history (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            check_name TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            at TEXT NOT NULL,
+            result_id TEXT NOT NULL
+        );
+        CREATE TABLE projection_skips (
+            result_id TEXT PRIMARY KEY,
+            job_id TEXT NOT NULL,
+            pc_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at TEXT NOT NULL
+        );",
+        ),
     ])
 }

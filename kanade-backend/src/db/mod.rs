@@ -12,6 +12,8 @@ mod audit;
 mod core;
 mod executions;
 mod heartbeats;
+mod inventory;
+mod inventory_queries;
 mod migrations;
 mod pins;
 mod results;
@@ -27,6 +29,9 @@ pub use self::core::{Db, DbDurability, DbError};
 pub use self::executions::ExecutionFilter;
 pub use self::executions::ExecutionRow;
 pub use self::heartbeats::{AgentRow, Sighting};
+pub use self::inventory_queries::{
+    CheckState, CheckSummary, InventoryChange, InventoryFacts, InventoryRow, ProjectionSkip,
+};
 pub use self::pins::Pin;
 pub use self::results::{OverdueRun, ResultRow};
 pub use self::rollouts::{

@@ -269,6 +269,7 @@ fn store_in(
             }
             adjust_counters(tx, exec_id, delta)?;
         }
+        super::inventory::project_in(tx, result, now)?;
     }
     Ok((write, rollout_changed))
 }

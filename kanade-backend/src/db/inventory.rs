@@ -1,0 +1,344 @@
+//! Stores what a result of an `inventory:` or `check:` job projects to
+//! (`crate::inventory`), in the transaction that stores the result: the
+//! pc's facts and table rows (replaced whole), their history, the pc's
+//! check state and its transitions; or, when the answer cannot be
+//! projected, the reason (`projection_skips`) — the result itself is kept
+//! either way.
+//!
+//! Ordering: a pc's stored answer is replaced only by one of a newer job
+//! version, or of the same version that finished later
+//! ([`compare_versions`], then `finished_at`), so a late result of an old
+//! version never overwrites a newer one's facts.
+
+use std::cmp::Ordering;
+
+use chrono::{DateTime, Utc};
+use kanade_core::wire::{CheckHint, ExecResult};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use super::core::{Db, DbError};
+use crate::inventory::project::{
+    check_outcome, compare_versions, diff_rows, diff_scalars, project_inventory, RowChange, Rows,
+};
+use crate::inventory::spec::InventoryHint;
+
+impl Db {
+    /// Records the `inventory:` and `check:` hints of a job version, so
+    /// its results can be projected (done when the job is applied).
+    pub fn record_job_hints(
+        &self,
+        job_id: &str,
+        version: &str,
+        inventory: Option<&InventoryHint>,
+        check: Option<&CheckHint>,
+    ) -> Result<(), DbError> {
+        let encode = |v: Option<String>| v.filter(|s| s != "null");
+        self.lock().execute(
+            "INSERT OR REPLACE INTO job_hints (job_id, version, inventory, check_hint) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                job_id,
+                version,
+                encode(inventory.and_then(|h| serde_json::to_string(h).ok())),
+                encode(check.and_then(|h| serde_json::to_string(h).ok())),
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Whether `(version, finished_at)` may replace what is stored.
+fn newer(version: &str, finished_at: &str, stored: Option<&(String, String)>) -> bool {
+    match stored {
+        None => true,
+        Some((stored_version, stored_finished)) => {
+            match compare_versions(version, stored_version) {
+                Ordering::Greater => true,
+                Ordering::Less => false,
+                Ordering::Equal => finished_at >= stored_finished.as_str(),
+            }
+        }
+    }
+}
+
+/// Projects `result` if its job has hints. Called by `store_in` after the
+/// result row is written.
+pub(super) fn project_in(
+    tx: &Transaction<'_>,
+    result: &ExecResult,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let (Some(job_id), Some(exec_id)) = (&result.manifest_id, &result.exec_id) else {
+        return Ok(());
+    };
+    // The hints of the version the execution ran (one lookup; none for
+    // most jobs).
+    let hints: Option<(String, Option<String>, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT e.version, h.inventory, h.check_hint FROM executions e
+             JOIN job_hints h ON h.job_id = ?1 AND h.version = e.version
+             WHERE e.exec_id = ?2",
+        )?
+        .query_row(params![job_id, exec_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let Some((version, inventory, check)) = hints else {
+        return Ok(());
+    };
+    let answer = Answer {
+        job_id,
+        version: &version,
+        result,
+        // Fixed width, so stored times order as text.
+        finished_at: result
+            .finished_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+    };
+    if let Some(hint) = inventory.and_then(|h| serde_json::from_str::<InventoryHint>(&h).ok()) {
+        let outcome = if result.skipped || result.exit_code != 0 {
+            Err(format!(
+                "the run did not succeed (exit {}): only a successful run's output is inventory",
+                result.exit_code
+            ))
+        } else {
+            project_inventory(&hint, &result.stdout)
+        };
+        match outcome {
+            Ok(projection) => store_inventory(tx, &answer, &hint, projection)?,
+            Err(reason) => skip(tx, &answer, &reason, now)?,
+        }
+    }
+    if let Some(hint) = check.and_then(|h| serde_json::from_str::<CheckHint>(&h).ok()) {
+        let outcome = if result.skipped || result.exit_code < 0 {
+            Err(format!(
+                "the check did not run to the end (exit {})",
+                result.exit_code
+            ))
+        } else {
+            check_outcome(&hint, &result.stdout)
+        };
+        match outcome {
+            Ok((status, detail)) => store_check(tx, &answer, &hint, status.as_str(), &detail)?,
+            Err(reason) => skip(tx, &answer, &reason, now)?,
+        }
+    }
+    Ok(())
+}
+
+struct Answer<'a> {
+    job_id: &'a str,
+    version: &'a str,
+    result: &'a ExecResult,
+    finished_at: String,
+}
+
+fn skip(
+    tx: &Transaction<'_>,
+    answer: &Answer<'_>,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO projection_skips (result_id, job_id, pc_id, version, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        answer.result.result_id,
+        answer.job_id,
+        answer.result.pc_id,
+        answer.version,
+        reason,
+        now.to_rfc3339()
+    ])?;
+    Ok(())
+}
+
+fn store_inventory(
+    tx: &Transaction<'_>,
+    answer: &Answer<'_>,
+    hint: &InventoryHint,
+    projection: crate::inventory::project::InventoryProjection,
+) -> Result<(), DbError> {
+    let pc = &answer.result.pc_id;
+    let stored: Option<(String, String, String)> = tx
+        .prepare_cached(
+            "SELECT version, finished_at, facts FROM inventory_facts WHERE job_id = ?1 AND pc_id = ?2",
+        )?
+        .query_row(params![answer.job_id, pc], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    let order = stored.as_ref().map(|(v, f, _)| (v.clone(), f.clone()));
+    if !newer(answer.version, &answer.finished_at, order.as_ref()) {
+        return Ok(());
+    }
+    let history = |tx: &Transaction<'_>,
+                   table: Option<&str>,
+                   change: &str,
+                   key: &str,
+                   before: Option<String>,
+                   after: Option<String>| {
+        tx.prepare_cached(
+            "INSERT INTO inventory_history (job_id, tbl, pc_id, change, row_key, before, after, at, result_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            answer.job_id,
+            table,
+            pc,
+            change,
+            key,
+            before,
+            after,
+            answer.finished_at,
+            answer.result.result_id
+        ])
+        .map(|_| ())
+    };
+    // Scalars with history: compared with the stored facts.
+    if let Some((_, _, facts)) = &stored {
+        let old = serde_json::from_str(facts).unwrap_or_default();
+        for (name, before, after) in diff_scalars(&hint.history_scalars, &old, &projection.facts) {
+            history(
+                tx,
+                None,
+                "changed",
+                &name,
+                Some(before.to_string()),
+                Some(after.to_string()),
+            )?;
+        }
+    }
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO inventory_facts (job_id, pc_id, version, finished_at, result_id, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        answer.job_id,
+        pc,
+        answer.version,
+        answer.finished_at,
+        answer.result.result_id,
+        serde_json::Value::Object(projection.facts).to_string()
+    ])?;
+    for explode in &hint.explode {
+        let new = projection
+            .tables
+            .get(&explode.table)
+            .cloned()
+            .unwrap_or_default();
+        let old = stored_rows(tx, answer.job_id, &explode.table, pc)?;
+        if explode.track_history && stored.is_some() {
+            for change in diff_rows(&old, &new) {
+                let (kind, key, before, after) = match change {
+                    RowChange::Added { key, row } => ("added", key, None, Some(row)),
+                    RowChange::Removed { key, row } => ("removed", key, Some(row), None),
+                    RowChange::Changed { key, before, after } => {
+                        ("changed", key, Some(before), Some(after))
+                    }
+                };
+                let text = |row: Option<crate::inventory::project::Row>| {
+                    row.map(|r| serde_json::Value::Object(r).to_string())
+                };
+                history(
+                    tx,
+                    Some(&explode.table),
+                    kind,
+                    &key,
+                    text(before),
+                    text(after),
+                )?;
+            }
+        }
+        // The pc's rows are replaced as a whole.
+        tx.prepare_cached(
+            "DELETE FROM inventory_rows WHERE job_id = ?1 AND tbl = ?2 AND pc_id = ?3",
+        )?
+        .execute(params![answer.job_id, explode.table, pc])?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO inventory_rows (job_id, tbl, pc_id, row_key, row) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (key, row) in new {
+            insert.execute(params![
+                answer.job_id,
+                explode.table,
+                pc,
+                key,
+                serde_json::Value::Object(row).to_string()
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+fn stored_rows(tx: &Transaction<'_>, job_id: &str, table: &str, pc: &str) -> Result<Rows, DbError> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT row_key, row FROM inventory_rows WHERE job_id = ?1 AND tbl = ?2 AND pc_id = ?3",
+    )?;
+    let rows = stmt
+        .query_map(params![job_id, table, pc], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, row)| (key, serde_json::from_str(&row).unwrap_or_default()))
+        .collect())
+}
+
+fn store_check(
+    tx: &Transaction<'_>,
+    answer: &Answer<'_>,
+    hint: &CheckHint,
+    status: &str,
+    detail: &str,
+) -> Result<(), DbError> {
+    let pc = &answer.result.pc_id;
+    let stored: Option<(String, String, String, String)> = tx
+        .prepare_cached(
+            "SELECT version, finished_at, status, since FROM check_states WHERE check_name = ?1 AND pc_id = ?2",
+        )?
+        .query_row(params![hint.name, pc], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()?;
+    let order = stored.as_ref().map(|(v, f, _, _)| (v.clone(), f.clone()));
+    if !newer(answer.version, &answer.finished_at, order.as_ref()) {
+        return Ok(());
+    }
+    let previous = stored.as_ref().map(|(_, _, status, _)| status.as_str());
+    let since = match &stored {
+        Some((_, _, was, since)) if was == status => since.clone(),
+        _ => {
+            tx.prepare_cached(
+                "INSERT INTO check_history (check_name, pc_id, from_status, to_status, detail, at, result_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                hint.name,
+                pc,
+                previous,
+                status,
+                detail,
+                answer.finished_at,
+                answer.result.result_id
+            ])?;
+            answer.finished_at.clone()
+        }
+    };
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO check_states (check_name, pc_id, job_id, version, status, detail, since, finished_at, result_id, label)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        hint.name,
+        pc,
+        answer.job_id,
+        answer.version,
+        status,
+        detail,
+        since,
+        answer.finished_at,
+        answer.result.result_id,
+        hint.label
+    ])?;
+    Ok(())
+}

@@ -14,6 +14,7 @@ mod bodies;
 mod error;
 mod extract;
 mod guard;
+mod inventory;
 mod long_poll;
 mod rollout;
 pub mod routes;
@@ -35,6 +36,9 @@ use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
 use self::extract::{Body, PathParams, QueryParams};
 pub use self::guard::ApiAuth;
+pub use self::inventory::{
+    CheckStatesQuery, ChecksQuery, HistoryQuery, InventoryAnswer, InventoryQuery,
+};
 pub use self::security::{ApprovalDecision, TokenCreated};
 use crate::auth::Principal;
 use crate::{Backend, BackendError};
@@ -96,6 +100,10 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
             "/api/tokens/{name}",
             axum::routing::delete(security::revoke_token),
         )
+        .route("/api/inventory/{job}", get(inventory::inventory))
+        .route("/api/inventory/{job}/history", get(inventory::history))
+        .route("/api/checks", get(inventory::checks))
+        .route("/api/checks/{name}", get(inventory::check_states))
         .route("/api/audit", get(security::audit))
         .route("/api/audit/verify", get(security::audit_verify))
         .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard))

@@ -157,6 +157,20 @@ pub const ROUTES: &[RouteRule] = &[
     rule("GET", "/api/tokens", Role::Admin, "tokens.list"),
     rule("POST", "/api/tokens", Role::Admin, "token.create"),
     rule("DELETE", "/api/tokens/{name}", Role::Admin, "token.revoke"),
+    rule(
+        "GET",
+        "/api/inventory/{job}",
+        Role::Viewer,
+        "inventory.read",
+    ),
+    rule(
+        "GET",
+        "/api/inventory/{job}/history",
+        Role::Viewer,
+        "inventory.history",
+    ),
+    rule("GET", "/api/checks", Role::Viewer, "checks.list"),
+    rule("GET", "/api/checks/{name}", Role::Viewer, "checks.states"),
     rule("GET", "/api/audit", Role::Admin, "audit.list"),
     rule("GET", "/api/audit/verify", Role::Admin, "audit.verify"),
 ];

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 mod api;
 mod credentials;
+mod inventory;
 mod rollouts;
 mod runs;
 mod security;
@@ -85,6 +86,10 @@ enum Cmd {
         #[command(flatten)]
         rollout: rollouts::RolloutArgs,
     },
+    /// Inventory from `inventory:` jobs: facts and tables; `history JOB`.
+    Inventory(inventory::InventoryArgs),
+    /// Compliance from `check:` jobs: the fleet summary, or a check's pcs.
+    Checks(inventory::ChecksArgs),
     /// A rollout's status, and pause, resume, abort.
     Rollout {
         #[command(subcommand)]
@@ -391,6 +396,8 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
         Cmd::Login { .. } | Cmd::Audit { .. } => Ok(()),
         Cmd::Token { action } => security::token(api, args.json, action),
         Cmd::Approvals => security::approvals(api, args.json),
+        Cmd::Inventory(inventory) => inventory::inventory(api, args.json, inventory),
+        Cmd::Checks(checks) => inventory::checks(api, args.json, checks),
         Cmd::Approve { exec, schedule } => security::decide(api, args.json, exec, schedule, None),
         Cmd::Deny {
             exec,

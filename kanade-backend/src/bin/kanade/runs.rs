@@ -336,7 +336,7 @@ pub fn list(api: &Api, json: bool, filter: &ExecutionFilter) -> Result<ExitCode,
 
 /// Percent-encodes a query value (ids are safe tokens; statuses too, but a
 /// typo should not break the URL).
-fn urlencoding(value: &str) -> String {
+pub(crate) fn urlencoding(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {

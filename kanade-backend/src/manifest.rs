@@ -443,8 +443,19 @@ fn hint_problems(job: &Job, p: &mut Problems<'_>) {
         }
     }
     if let Some(check) = &job.check {
+        // It names a subject token: alerts.<check>.<pc>.
+        p.token(&["check", "name"], &check.name, |v| {
+            SubjectToken::new(kanade_core::names::TokenKind::CheckName, v)
+        });
+        for state in check.alert.iter().flat_map(|a| &a.on) {
+            if !["pass", "warn", "fail", "unknown"].contains(&state.as_str()) {
+                p.add(
+                    &["check", "alert", "on"],
+                    format!("{state:?}: use pass, warn, fail or unknown"),
+                );
+            }
+        }
         for (field, value) in [
-            ("name", &check.name),
             ("status_field", &check.status_field),
             ("detail_field", &check.detail_field),
         ] {

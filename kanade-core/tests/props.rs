@@ -61,6 +61,7 @@ fn check_hint() -> impl Strategy<Value = CheckHint> {
                 troubleshoot,
                 fleet,
                 health,
+                alert: None,
             },
         )
 }

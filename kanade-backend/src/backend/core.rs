@@ -33,6 +33,10 @@ pub struct BackendSettings {
     ///
     /// [`DbDurability::Simulated`]: crate::db::DbDurability::Simulated
     pub database_durability: crate::db::DbDurability,
+    /// Where check alerts are POSTed as JSON (`http://` or `https://`),
+    /// besides `alerts.<check>.<pc>` on the bus. Needs the `webhooks`
+    /// feature (on by default).
+    pub alert_webhook: Option<String>,
     /// Signs every command and kill the backend publishes (DESIGN §6).
     /// `None`: they go out unsigned, as the reference does without a key,
     /// and enforcing agents refuse them (the binary warns, `/healthz`
@@ -55,6 +59,7 @@ impl BackendSettings {
             reap_interval: Duration::from_secs(30),
             inline_database: false,
             database_durability: crate::db::DbDurability::PowerLoss,
+            alert_webhook: None,
             signer: None,
             agent_identities: None,
         }
@@ -87,6 +92,22 @@ fn random_id() -> String {
 /// Runs database work on the blocking pool, or inline on the calling task
 /// when `inline` (a single-threaded simulation: deterministic, no thread
 /// hand-offs).
+/// A webhook must be an `http://` or `https://` URL, and this build must
+/// be able to call it.
+fn check_webhook(url: &str) -> Result<(), BackendError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(BackendError::Invalid(
+            "the alert webhook is not an http:// or https:// URL (it is not repeated here: it may hold a secret)".into(),
+        ));
+    }
+    if cfg!(not(feature = "webhooks")) {
+        return Err(BackendError::Invalid(
+            "an alert webhook is set but this build has no `webhooks` feature".into(),
+        ));
+    }
+    Ok(())
+}
+
 async fn run_db<T: Send + 'static>(
     inline: bool,
     work: impl FnOnce() -> Result<T, DbError> + Send + 'static,
@@ -106,6 +127,9 @@ impl Backend {
         transport: Arc<dyn Transport>,
         settings: BackendSettings,
     ) -> Result<Self, BackendError> {
+        if let Some(url) = &settings.alert_webhook {
+            check_webhook(url)?;
+        }
         let log = transport.messages();
         for spec in &ALL_STREAMS {
             log.create_stream(StreamConfig::from_spec(spec)).await?;

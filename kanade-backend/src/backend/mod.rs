@@ -10,6 +10,7 @@
 //! rollouts: their driver, halt actions and controls), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
 //! (who may publish results as which pc). `error` holds [`BackendError`].
 
+mod alerts;
 mod approvals;
 mod catalogue;
 mod core;

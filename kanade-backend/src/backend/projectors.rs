@@ -25,6 +25,7 @@ impl Backend {
         tasks.spawn(project_heartbeats(self.clone()));
         tasks.spawn(super::reaper::reaper(self.clone()));
         tasks.spawn(super::rollouts::rollout_driver(self.clone()));
+        tasks.spawn(super::alerts::alert_publisher(self.clone()));
         // Sleeps until an audit entry is appended: no entries, no traffic.
         tasks.spawn(
             crate::audit::AuditPublisher::new(self.log.clone(), self.db.clone())

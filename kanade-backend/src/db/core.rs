@@ -28,6 +28,8 @@ pub struct Db {
     audit_appended: Arc<tokio::sync::Notify>,
     /// Signalled when a result moves a rollout (wakes its driver).
     rollout_changed: Arc<tokio::sync::Notify>,
+    /// Signalled when a check alert is queued (wakes its publisher).
+    alerts_queued: Arc<tokio::sync::Notify>,
     /// Counts changes to executions (results, runs, statuses): a client
     /// waiting on one is woken by it (see [`Db::execution_changes`]).
     execution_changes: Arc<tokio::sync::watch::Sender<u64>>,
@@ -81,6 +83,7 @@ impl Db {
             conn: Arc::new(Mutex::new(conn)),
             audit_appended: Arc::new(tokio::sync::Notify::new()),
             rollout_changed: Arc::new(tokio::sync::Notify::new()),
+            alerts_queued: Arc::new(tokio::sync::Notify::new()),
             execution_changes: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
@@ -89,6 +92,12 @@ impl Db {
     /// transaction, so nothing half-done is left behind).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Signalled when a check alert is queued (the alert publisher waits
+    /// on it).
+    pub fn alerts_queued(&self) -> &Arc<tokio::sync::Notify> {
+        &self.alerts_queued
     }
 
     /// Signalled when a result moves a rollout (the rollout driver waits

@@ -61,14 +61,14 @@ fn newer(version: &str, finished_at: &str, stored: Option<&(String, String)>) ->
 }
 
 /// Projects `result` if its job has hints. Called by `store_in` after the
-/// result row is written.
+/// result row is written; returns whether a check alert was queued.
 pub(super) fn project_in(
     tx: &Transaction<'_>,
     result: &ExecResult,
     now: DateTime<Utc>,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let (Some(job_id), Some(exec_id)) = (&result.manifest_id, &result.exec_id) else {
-        return Ok(());
+        return Ok(false);
     };
     // The hints of the version the execution ran (one lookup; none for
     // most jobs).
@@ -83,8 +83,9 @@ pub(super) fn project_in(
         })
         .optional()?;
     let Some((version, inventory, check)) = hints else {
-        return Ok(());
+        return Ok(false);
     };
+    let mut alerted = false;
     let answer = Answer {
         job_id,
         version: &version,
@@ -118,11 +119,13 @@ pub(super) fn project_in(
             check_outcome(&hint, &result.stdout)
         };
         match outcome {
-            Ok((status, detail)) => store_check(tx, &answer, &hint, status.as_str(), &detail)?,
+            Ok((status, detail)) => {
+                alerted = store_check(tx, &answer, &hint, status.as_str(), &detail)?;
+            }
             Err(reason) => skip(tx, &answer, &reason, now)?,
         }
     }
-    Ok(())
+    Ok(alerted)
 }
 
 struct Answer<'a> {
@@ -290,8 +293,9 @@ fn store_check(
     hint: &CheckHint,
     status: &str,
     detail: &str,
-) -> Result<(), DbError> {
+) -> Result<bool, DbError> {
     let pc = &answer.result.pc_id;
+    let mut alerted = false;
     let stored: Option<(String, String, String, String)> = tx
         .prepare_cached(
             "SELECT version, finished_at, status, since FROM check_states WHERE check_name = ?1 AND pc_id = ?2",
@@ -302,7 +306,7 @@ fn store_check(
         .optional()?;
     let order = stored.as_ref().map(|(v, f, _, _)| (v.clone(), f.clone()));
     if !newer(answer.version, &answer.finished_at, order.as_ref()) {
-        return Ok(());
+        return Ok(false);
     }
     let previous = stored.as_ref().map(|(_, _, status, _)| status.as_str());
     let since = match &stored {
@@ -321,6 +325,25 @@ fn store_check(
                 answer.finished_at,
                 answer.result.result_id
             ])?;
+            if hint.alerts_on(status) {
+                tx.prepare_cached(
+                    "INSERT INTO check_alerts (check_name, label, pc_id, from_status, to_status, detail, at, job_id, version, result_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                )?
+                .execute(params![
+                    hint.name,
+                    hint.label,
+                    pc,
+                    previous,
+                    status,
+                    detail,
+                    answer.finished_at,
+                    answer.job_id,
+                    answer.version,
+                    answer.result.result_id
+                ])?;
+                alerted = true;
+            }
             answer.finished_at.clone()
         }
     };
@@ -340,5 +363,5 @@ fn store_check(
         answer.result.result_id,
         hint.label
     ])?;
-    Ok(())
+    Ok(alerted)
 }

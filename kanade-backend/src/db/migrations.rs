@@ -258,6 +258,21 @@ pub(super) fn migrations() -> Migrations<'static> {
             at TEXT NOT NULL,
             result_id TEXT NOT NULL
         );
+        CREATE TABLE check_alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            check_name TEXT NOT NULL,
+            label TEXT,
+            pc_id TEXT NOT NULL,
+            from_status TEXT,
+            to_status TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            at TEXT NOT NULL,
+            job_id TEXT NOT NULL,
+            version TEXT NOT NULL,
+            result_id TEXT NOT NULL,
+            published INTEGER NOT NULL DEFAULT 0,
+            delivered INTEGER NOT NULL DEFAULT 0
+        );
         CREATE TABLE projection_skips (
             result_id TEXT PRIMARY KEY,
             job_id TEXT NOT NULL,

@@ -7,6 +7,7 @@
 //! `results` (and the runs in flight), `heartbeats` (agents), `schedules`
 //! (fires, cursors, waves, the freeze). `migrations` holds the schema.
 
+mod alerts;
 mod approvals;
 mod audit;
 mod core;
@@ -23,6 +24,7 @@ mod schedules;
 mod targets;
 mod tokens;
 
+pub use self::alerts::CheckAlertRecord;
 pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
 pub use self::audit::append_audit_in;
 pub use self::core::{Db, DbDurability, DbError};

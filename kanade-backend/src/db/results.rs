@@ -91,15 +91,20 @@ impl Db {
         let tx = conn.transaction()?;
         let mut written = Vec::with_capacity(results.len());
         let mut rollout_changed = false;
+        let mut alerted = false;
         for result in results {
-            let (write, moved) = store_in(&tx, result, reaped, now)?;
-            written.push(write);
-            rollout_changed |= moved;
+            let stored = store_in(&tx, result, reaped, now)?;
+            written.push(stored.written);
+            rollout_changed |= stored.moved_rollout;
+            alerted |= stored.queued_alert;
         }
         tx.commit()?;
         drop(conn);
         if rollout_changed {
             self.rollout_changed().notify_one();
+        }
+        if alerted {
+            self.alerts_queued().notify_one();
         }
         if written.iter().any(|w| *w) {
             self.executions_changed();
@@ -202,14 +207,23 @@ impl Db {
     }
 }
 
-/// One result inside `tx`: (whether it changed anything, whether it moved
-/// a rollout).
+/// What storing one result did.
+struct Stored {
+    /// It changed something.
+    written: bool,
+    /// It moved a rollout (its driver is woken).
+    moved_rollout: bool,
+    /// Its check projection queued an alert (the alert publisher is woken).
+    queued_alert: bool,
+}
+
+/// One result inside `tx`.
 fn store_in(
     tx: &rusqlite::Transaction<'_>,
     result: &ExecResult,
     reaped: bool,
     now: DateTime<Utc>,
-) -> Result<(bool, bool), DbError> {
+) -> Result<Stored, DbError> {
     let existing: Option<(bool, bool, i64)> = tx
         .prepare_cached("SELECT reaped, skipped, exit_code FROM results WHERE result_id = ?1")?
         .query_row([&result.result_id], |r| {
@@ -221,6 +235,7 @@ fn store_in(
         Some((was_reaped, _, _)) => was_reaped && !reaped,
     };
     let mut rollout_changed = false;
+    let mut queued_alert = false;
     if write {
         tx.prepare_cached(
                 "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,
@@ -269,7 +284,11 @@ fn store_in(
             }
             adjust_counters(tx, exec_id, delta)?;
         }
-        super::inventory::project_in(tx, result, now)?;
+        queued_alert = super::inventory::project_in(tx, result, now)?;
     }
-    Ok((write, rollout_changed))
+    Ok(Stored {
+        written: write,
+        moved_rollout: rollout_changed,
+        queued_alert,
+    })
 }

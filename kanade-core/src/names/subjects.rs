@@ -96,6 +96,14 @@ pub fn inventory(pc: &SubjectToken, kind: InventoryKind) -> String {
     format!("inventory.{pc}.{}", kind.as_str())
 }
 
+/// `alerts.<check>.<pc>`: a pc entered an alerting state of a check.
+pub fn alert(check: &SubjectToken, pc: &SubjectToken) -> String {
+    format!("alerts.{check}.{pc}")
+}
+
+/// Every alert.
+pub const ALERTS_FILTER: &str = "alerts.>";
+
 /// `audit.<actor>.<action>[.<target>]`.
 pub fn audit(actor: &SubjectToken, action: &SubjectToken, target: Option<&SubjectToken>) -> String {
     match target {

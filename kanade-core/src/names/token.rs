@@ -26,6 +26,8 @@ pub enum TokenKind {
     JobId,
     /// A schedule id.
     ScheduleId,
+    /// A check name (`check.name` of a job).
+    CheckName,
 }
 
 impl fmt::Display for TokenKind {
@@ -40,6 +42,7 @@ impl fmt::Display for TokenKind {
             TokenKind::Target => "target",
             TokenKind::JobId => "job id",
             TokenKind::ScheduleId => "schedule id",
+            TokenKind::CheckName => "check name",
         })
     }
 }

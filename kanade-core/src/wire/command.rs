@@ -220,6 +220,29 @@ pub struct CheckHint {
     /// Show the check on the end-user health view.
     #[serde(default = "default_true")]
     pub health: bool,
+    /// Which states raise an alert when a pc enters them (default: `fail`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<CheckAlert>,
+}
+
+/// `check.alert`: the states whose arrival is published on
+/// `alerts.<check>.<pc>` (and sent to the backend's webhook).
+#[derive(Serialize, Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckAlert {
+    /// `fail`, `warn`, `unknown` (`pass` too, for recoveries).
+    #[serde(default)]
+    pub on: Vec<String>,
+}
+
+impl CheckHint {
+    /// Whether a pc entering `status` raises an alert: the configured
+    /// states, or `fail` when none are.
+    pub fn alerts_on(&self, status: &str) -> bool {
+        match &self.alert {
+            Some(alert) if !alert.on.is_empty() => alert.on.iter().any(|s| s == status),
+            _ => status == "fail",
+        }
+    }
 }
 
 impl CheckHint {
@@ -233,6 +256,7 @@ impl CheckHint {
             troubleshoot: None,
             fleet: true,
             health: true,
+            alert: None,
         }
     }
 }

@@ -15,7 +15,9 @@ mod result;
 pub mod schema;
 
 pub use audit::{AuditEvent, AuditSource};
-pub use command::{CheckHint, Command, EmitConfig, EmitKind, RetrySpec, RunAs, Shell, Staleness};
+pub use command::{
+    CheckAlert, CheckHint, Command, EmitConfig, EmitKind, RetrySpec, RunAs, Shell, Staleness,
+};
 pub use config::{AgentConfigScope, EffectiveConfig};
 pub use events::{EventStarted, Heartbeat, ObsEvent};
 pub use groups::AgentGroups;

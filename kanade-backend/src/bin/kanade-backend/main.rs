@@ -74,6 +74,10 @@ struct Args {
     /// their results with it.
     #[arg(long, env = "KANADE_AGENT_IDENTITIES")]
     agent_identities: Option<PathBuf>,
+    /// POST check alerts (JSON) to this URL, besides `alerts.<check>.<pc>`
+    /// on the bus. Prefer the environment variable if it holds a secret.
+    #[arg(long, env = "KANADE_ALERT_WEBHOOK", hide_env_values = true)]
+    alert_webhook: Option<String>,
     /// Accept every API call without a credential, as an admin. Only with a
     /// loopback --listen, for demos; calls are still audited.
     #[arg(long)]
@@ -381,6 +385,7 @@ async fn serve(args: Args) -> Result<(), String> {
         }
     }
     let mut settings = BackendSettings::new(&args.db);
+    settings.alert_webhook = args.alert_webhook.clone();
     match newest_signer(&args.signing_key)? {
         Some(signer) => {
             if signer.break_glass() {

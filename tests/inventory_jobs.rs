@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 mod common;
 use common::{finished, run_agent, wait_for_agent};
@@ -154,4 +155,61 @@ async fn the_example_checks_give_every_pc_a_state() {
         let counted = summary[0].pass + summary[0].warn + summary[0].fail + summary[0].unknown;
         assert_eq!(counted, 2);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_list_carries_the_latest_hardware_inventory() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = kanade::transport::open("memory").await.unwrap();
+    let settings = BackendSettings::new(dir.path().join("backend.db"));
+    let backend = common::running_backend_with_hello(transport.clone(), settings).await;
+    // Inventory on (the default): the agent reports its hardware at start.
+    let settings = AgentSettings::new(SubjectToken::pc("pc-hw").unwrap(), dir.path().join("pc-hw"));
+    let _agent = run_agent(Agent::builder(settings, transport.clone()).build().unwrap());
+    common::wait_for("pc-hw's hardware in the agents list", || {
+        let db = backend.db().clone();
+        async move {
+            db.agents(chrono::Utc::now() - chrono::Duration::seconds(90))
+                .unwrap()
+                .iter()
+                .any(|a| a.pc_id == "pc-hw" && a.hardware.is_some())
+        }
+    })
+    .await;
+    let agents = backend
+        .db()
+        .agents(chrono::Utc::now() - chrono::Duration::seconds(90))
+        .unwrap();
+    let hardware = agents[0].hardware.as_ref().unwrap();
+    assert_eq!(hardware.pc_id, "pc-hw");
+    assert!(hardware.cpu_cores.unwrap_or(0) >= 1, "{hardware:?}");
+    assert!(hardware.memory_bytes.unwrap_or(0) > 0, "{hardware:?}");
+}
+
+/// Found starting a backend and agents together: an agent's first
+/// hardware report went out before the backend had created the INVENTORY
+/// stream, nothing stored it, and the next came a day later. A report no
+/// stream stored is sent again (after 30 s, backing off).
+#[tokio::test(start_paused = true)]
+async fn a_hardware_report_sent_before_the_broker_was_provisioned_is_sent_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = kanade::transport::open("memory").await.unwrap();
+    let settings = AgentSettings::new(
+        SubjectToken::pc("pc-early").unwrap(),
+        dir.path().join("pc-early"),
+    );
+    let _agent = run_agent(Agent::builder(settings, transport.clone()).build().unwrap());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut settings = BackendSettings::new(dir.path().join("backend.db"));
+    settings.inline_database = true;
+    let backend = Backend::open(transport, settings).await.unwrap();
+    let running = backend.clone();
+    tokio::spawn(async move { running.run(std::future::pending()).await.unwrap() });
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    let agents = backend
+        .db()
+        .agents(chrono::Utc::now() - chrono::Duration::days(1))
+        .unwrap();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert!(agents[0].hardware.is_some(), "{agents:?}");
 }

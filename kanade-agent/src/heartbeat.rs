@@ -106,24 +106,43 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     }
 }
 
-/// Publishes the hardware inventory at start and then daily.
+/// Publishes the hardware inventory at start and then daily. A report no
+/// stream stored (the broker not provisioned yet, or unreachable) is sent
+/// again after 30 s, doubling up to 15 minutes, until one is.
 pub(crate) async fn inventory_loop(inner: Arc<Inner>) {
     let subject = subjects::inventory(&inner.settings.pc_id, subjects::InventoryKind::Hw);
+    let mut retry = Duration::from_secs(30);
     loop {
         let pc = inner.settings.pc_id.to_string();
         let at = inner.clock.now();
-        match tokio::task::spawn_blocking(move || crate::presence::collect_hw_inventory(&pc, at))
-            .await
+        let stored = match tokio::task::spawn_blocking(move || {
+            crate::presence::collect_hw_inventory(&pc, at)
+        })
+        .await
         {
             Ok(inventory) => {
                 let sent = inner
                     .log
                     .publish_json(&subject, Headers::new(), &inventory)
                     .await;
+                let stored = matches!(sent, Ok(Some(_)));
+                if let Ok(None) = sent {
+                    tracing::debug!("inventory not stored by any stream yet; will send again");
+                }
                 log_publish_failure("inventory", sent);
+                stored
             }
-            Err(e) => tracing::warn!("inventory collection failed: {e}"),
+            Err(e) => {
+                tracing::warn!("inventory collection failed: {e}");
+                false
+            }
+        };
+        if stored {
+            retry = Duration::from_secs(30);
+            tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
+        } else {
+            tokio::time::sleep(retry).await;
+            retry = (retry * 2).min(Duration::from_secs(15 * 60));
         }
-        tokio::time::sleep(Duration::from_secs(24 * 3600)).await;
     }
 }

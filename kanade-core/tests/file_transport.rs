@@ -419,3 +419,36 @@ async fn compaction_keeps_every_live_message() {
         assert_eq!(d.message.subject, format!("compact.s{}", expected % 10));
     }
 }
+
+/// Found starting a backend and two agents on one new store at once: an
+/// agent saw the header's temporary file of another process and called the
+/// directory foreign. It now waits for the header.
+#[test]
+fn processes_opening_a_new_store_at_once_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("bus");
+    std::fs::create_dir(&root).unwrap();
+    // Another process is halfway through writing the header.
+    let temporary = root.join(".tmp-99999-0-kanade-store.json");
+    std::fs::write(&temporary, b"{").unwrap();
+    let writer = {
+        let root = root.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            std::fs::write(
+                root.join("kanade-store.json"),
+                br#"{"format": "kanade-file-transport", "version": 1}"#,
+            )
+            .unwrap();
+            std::fs::remove_file(root.join(".tmp-99999-0-kanade-store.json")).unwrap();
+        })
+    };
+    let opened = kanade_core::transport::file::FileTransport::open(&root);
+    writer.join().unwrap();
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    // A foreign file is still refused.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), b"mine").unwrap();
+    assert!(kanade_core::transport::file::FileTransport::open(&foreign).is_err());
+}

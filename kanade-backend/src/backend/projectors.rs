@@ -4,9 +4,11 @@
 
 use std::time::Duration;
 
-use kanade_core::names::{subjects, OBJECT_RESULT_OUTPUT, STREAM_EVENTS, STREAM_RESULTS};
+use kanade_core::names::{
+    subjects, OBJECT_RESULT_OUTPUT, STREAM_EVENTS, STREAM_INVENTORY, STREAM_RESULTS,
+};
 use kanade_core::transport::{ConsumerConfig, DeliverPolicy, ObjectStoreConfig, TransportError};
-use kanade_core::wire::{EventStarted, ExecResult, Heartbeat};
+use kanade_core::wire::{EventStarted, ExecResult, Heartbeat, HwInventory};
 use tokio::io::AsyncReadExt;
 
 use super::core::Backend;
@@ -23,6 +25,7 @@ impl Backend {
         tasks.spawn(project_results(self.clone()));
         tasks.spawn(project_started(self.clone()));
         tasks.spawn(project_heartbeats(self.clone()));
+        tasks.spawn(project_hardware(self.clone()));
         tasks.spawn(super::reaper::reaper(self.clone()));
         tasks.spawn(super::rollouts::rollout_driver(self.clone()));
         tasks.spawn(super::alerts::alert_publisher(self.clone()));
@@ -261,6 +264,53 @@ async fn project_started(backend: Backend) {
                 let _ = delivery.nak(Some(Duration::from_secs(5))).await;
                 continue;
             }
+        }
+        let _ = delivery.ack().await;
+    }
+}
+
+/// Keeps each pc's latest hardware inventory (`inventory.<pc>.hw`) for the
+/// agents list. The pc is the subject's (an agent may publish only its
+/// own); an unreadable report is logged and dropped.
+async fn project_hardware(backend: Backend) {
+    let mut config = ConsumerConfig::new("backend_hardware", DeliverPolicy::All);
+    config.filter_subjects = vec!["inventory.*.hw".into()];
+    let consumer = loop {
+        match backend
+            .log
+            .create_consumer(STREAM_INVENTORY, config.clone())
+            .await
+        {
+            Ok(consumer) => break consumer,
+            Err(e) => {
+                tracing::warn!("hardware projector: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    loop {
+        let Ok(delivery) = consumer.next().await else {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        };
+        let pc = delivery
+            .message
+            .subject
+            .split('.')
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned();
+        match serde_json::from_slice::<HwInventory>(&delivery.message.payload) {
+            Ok(mut inventory) => {
+                inventory.pc_id = pc;
+                let db = backend.db.clone();
+                if let Err(e) = backend.run_db(move || db.record_hardware(&inventory)).await {
+                    tracing::warn!("hardware inventory not stored: {e}");
+                    let _ = delivery.nak(Some(Duration::from_secs(5))).await;
+                    continue;
+                }
+            }
+            Err(e) => tracing::warn!(pc, "unreadable hardware inventory dropped: {e}"),
         }
         let _ = delivery.ack().await;
     }

@@ -33,6 +33,9 @@ pub struct AgentRow {
     /// [`SKEW_WARNING`](kanade_core::policy::clock::SKEW_WARNING).
     #[serde(default)]
     pub clock_skewed: bool,
+    /// The latest hardware inventory the agent sent (`inventory.<pc>.hw`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<kanade_core::wire::HwInventory>,
 }
 
 /// A heartbeat and when the backend received it.
@@ -74,11 +77,30 @@ impl Db {
         tx.commit()?;
         Ok(())
     }
+    /// Records a pc's hardware inventory, unless a newer one is stored.
+    pub fn record_hardware(
+        &self,
+        inventory: &kanade_core::wire::HwInventory,
+    ) -> Result<(), DbError> {
+        let at = inventory
+            .at
+            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+        let text = serde_json::to_string(inventory).unwrap_or_default();
+        self.lock().execute(
+            "INSERT INTO agent_hardware (pc_id, collected_at, inventory) VALUES (?1, ?2, ?3)
+             ON CONFLICT(pc_id) DO UPDATE SET collected_at = excluded.collected_at, inventory = excluded.inventory
+             WHERE excluded.collected_at >= agent_hardware.collected_at",
+            params![inventory.pc_id, at, text],
+        )?;
+        Ok(())
+    }
+
     /// Every agent, online if seen since `online_since`.
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms FROM agents ORDER BY pc_id")?;
+            conn.prepare("SELECT a.pc_id, a.last_seen, a.agent_version, a.hostname, a.os_family, a.clock_offset_ms, h.inventory
+                FROM agents a LEFT JOIN agent_hardware h ON h.pc_id = a.pc_id ORDER BY a.pc_id")?;
         let since = online_since.to_rfc3339();
         let rows = stmt
             .query_map([], |r| {
@@ -95,6 +117,9 @@ impl Db {
                     agent_version: r.get(2)?,
                     hostname: r.get(3)?,
                     os_family: r.get(4)?,
+                    hardware: r
+                        .get::<_, Option<String>>(6)?
+                        .and_then(|text| serde_json::from_str(&text).ok()),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -273,6 +273,11 @@ pub(super) fn migrations() -> Migrations<'static> {
             published INTEGER NOT NULL DEFAULT 0,
             delivered INTEGER NOT NULL DEFAULT 0
         );
+        CREATE TABLE agent_hardware (
+            pc_id TEXT PRIMARY KEY,
+            collected_at TEXT NOT NULL,
+            inventory TEXT NOT NULL
+        );
         CREATE TABLE projection_skips (
             result_id TEXT PRIMARY KEY,
             job_id TEXT NOT NULL,

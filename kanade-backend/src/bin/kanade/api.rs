@@ -149,3 +149,23 @@ fn is_loopback_url(url: &str) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
+
+/// Ends the CLI quietly (status 141, as a shell reports SIGPIPE) when its
+/// standard output is closed under it — `kanade inventory JOB | head` —
+/// instead of printing a panic: Rust ignores SIGPIPE, so `println!`
+/// panics on the broken pipe, and setting the signal back needs `unsafe`.
+pub fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.contains("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}

@@ -114,6 +114,19 @@ fn table(rows: &[(String, &serde_json::Map<String, Value>)]) {
     }
 }
 
+/// An agent's hardware in a few characters: `8 cpu 15.5 GiB`.
+pub fn hardware_text(hardware: Option<&kanade_core::wire::HwInventory>) -> String {
+    let Some(hw) = hardware else {
+        return "-".into();
+    };
+    let cpus = hw.cpu_cores.map(|n| format!("{n} cpu")).unwrap_or_default();
+    let memory = hw
+        .memory_bytes
+        .map(|b| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30)))
+        .unwrap_or_default();
+    format!("{cpus} {memory}").trim().to_owned()
+}
+
 /// `kanade inventory …`.
 pub fn inventory(api: &Api, json: bool, args: InventoryArgs) -> Result<(), String> {
     if let Some(InventoryCmd::History { job, pc, since }) = args.history {

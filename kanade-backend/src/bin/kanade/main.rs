@@ -530,17 +530,18 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
             let agents: Vec<AgentRow> = api.get("/api/agents")?;
             print(args.json, &agents, || {
                 println!(
-                    "{:<16} {:<8} {:<10} {:<8} {:<18} last seen (backend clock)",
-                    "pc", "online", "version", "os", "clock offset"
+                    "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} last seen (backend clock)",
+                    "pc", "online", "version", "os", "clock offset", "hardware"
                 );
                 for a in &agents {
                     println!(
-                        "{:<16} {:<8} {:<10} {:<8} {:<18} {}",
+                        "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} {}",
                         a.pc_id,
                         a.online,
                         a.agent_version,
                         a.os_family.clone().unwrap_or_default(),
                         clock_offset_text(a),
+                        inventory::hardware_text(a.hardware.as_ref()),
                         a.last_seen
                     );
                 }
@@ -581,6 +582,7 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
 }
 
 fn main() -> ExitCode {
+    api::quiet_on_closed_stdout();
     match run(Args::parse()) {
         Ok(code) => code,
         Err(e) => {

@@ -146,7 +146,8 @@ impl FileTransport {
     /// Opens the store at `root`, creating it if the directory is missing or
     /// empty. A non-empty directory without a store header, or a store of a
     /// newer format, is refused with an error naming the path; nothing is
-    /// written to it.
+    /// written to it. Processes opening a new store at the same moment
+    /// agree: one writes the header, the others wait for it (up to 5 s).
     pub fn open(root: impl AsRef<Path>) -> TransportResult<Self> {
         Self::open_with(root, FileSettings::default())
     }
@@ -183,8 +184,40 @@ impl FileTransport {
     }
 }
 
+/// How long an open waits for another process that is creating the same
+/// store (its header still a temporary file) before creating it itself.
+const CONCURRENT_INIT_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether `root` holds nothing but the temporary of a header being
+/// written (another process initialising the store right now, or one that
+/// died doing so).
+fn only_header_temporaries(root: &Path) -> bool {
+    let suffix = format!("-{STORE_FILE}");
+    std::fs::read_dir(root).is_ok_and(|entries| {
+        let mut any = false;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !(name.starts_with(".tmp-") && name.ends_with(&suffix)) {
+                return false;
+            }
+            any = true;
+        }
+        any
+    })
+}
+
 fn check_or_init_store(root: &Path) -> TransportResult<()> {
     let header_path = root.join(STORE_FILE);
+    // Several processes may open a new store at once (a backend and its
+    // agents started together): while one writes the header, the others
+    // wait for it instead of calling the directory foreign.
+    let waited_since = std::time::Instant::now();
+    while !header_path.exists()
+        && only_header_temporaries(root)
+        && waited_since.elapsed() < CONCURRENT_INIT_WAIT
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     if root.exists() && !root.is_dir() {
         return Err(TransportError::InvalidConfig(format!(
             "{} is not a directory, so it cannot be a kanade store",
@@ -216,7 +249,9 @@ fn check_or_init_store(root: &Path) -> TransportResult<()> {
         return Ok(());
     }
     let is_empty = match std::fs::read_dir(root) {
-        Ok(mut entries) => entries.next().is_none(),
+        // A header temporary left past the wait: an initialisation that
+        // died; this one finishes it.
+        Ok(mut entries) => entries.next().is_none() || only_header_temporaries(root),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Err(e) => return Err(io_error("listing", root)(e)),
     };

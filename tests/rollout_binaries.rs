@@ -15,43 +15,10 @@ use kanade::nats::test_server::NatsServer;
 
 mod common;
 mod rollout_common;
-use common::{free_port, wait_until, workspace_binary, KillOnDrop};
+use common::{free_port, wait_until, workspace_binary, Cli, KillOnDrop};
 use rollout_common::most_overlapping;
 
 const FAILING: [&str; 4] = ["pc-03", "pc-05", "pc-08", "pc-10"];
-
-struct Cli {
-    server: String,
-    token: String,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
-        let output = Command::new(workspace_binary("kanade"))
-            .arg("--server")
-            .arg(&self.server)
-            .args(args)
-            .env("KANADE_TOKEN", &self.token)
-            .env(
-                "XDG_CONFIG_HOME",
-                std::env::temp_dir().join("kanade-test-no-config"),
-            )
-            .output()
-            .unwrap();
-        (
-            output.status.code(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let mut all = vec!["--json"];
-        all.extend_from_slice(args);
-        let (_, out, err) = self.run(&all);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
-    }
-}
 
 fn job_yaml(version: u32, failing: bool) -> String {
     let script = if failing {

@@ -232,3 +232,41 @@ pub async fn finished(
         backend.db().results(exec_id).unwrap()
     );
 }
+
+/// The `kanade` CLI against one backend, with one token.
+pub struct Cli {
+    /// The backend's API URL.
+    pub server: String,
+    /// The API token.
+    pub token: String,
+}
+
+impl Cli {
+    /// Runs `kanade ARGS`: exit code, stdout, stderr.
+    pub fn run(&self, args: &[&str]) -> (Option<i32>, String, String) {
+        let output = std::process::Command::new(workspace_binary("kanade"))
+            .arg("--server")
+            .arg(&self.server)
+            .args(args)
+            .env("KANADE_TOKEN", &self.token)
+            .env(
+                "XDG_CONFIG_HOME",
+                std::env::temp_dir().join("kanade-test-no-config"),
+            )
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+
+    /// Runs `kanade --json ARGS` and parses its output.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let (_, out, err) = self.run(&all);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
+    }
+}

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::{free_port, wait_until, workspace_binary, Cli, KillOnDrop};
+use common::{wait_until, workspace_binary, KillOnDrop};
 
 fn example(name: &str) -> String {
     std::fs::read_to_string(
@@ -28,29 +28,7 @@ fn example(name: &str) -> String {
 fn the_package_inventory_over_nats_fills_and_tracks_the_table() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let created = Command::new(workspace_binary("kanade-backend"))
-        .args([
-            "token", "create", "--name", "ops", "--role", "operator", "--db",
-        ])
-        .arg(dir.path().join("backend.db"))
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let cli = Cli {
-        server: format!("http://{api}"),
-        token: String::from_utf8(created.stdout).unwrap().trim().to_owned(),
-    };
-    let _backend = KillOnDrop(
-        Command::new(workspace_binary("kanade-backend"))
-            .args(["--transport", &nats.url(), "--listen", &api])
-            .arg("--db")
-            .arg(dir.path().join("backend.db"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the backend API", || cli.run(&["agents"]).0 == Some(0));
+    let (cli, _backend) = common::backend_binary(&nats.url(), dir.path(), "operator");
     let _agents: Vec<KillOnDrop> = ["pc-1", "pc-2", "pc-3"]
         .iter()
         .map(|pc| {

@@ -15,7 +15,7 @@ use kanade::nats::test_server::NatsServer;
 
 mod common;
 mod rollout_common;
-use common::{free_port, wait_until, workspace_binary, Cli, KillOnDrop};
+use common::{wait_until, workspace_binary, KillOnDrop};
 use rollout_common::most_overlapping;
 
 const FAILING: [&str; 4] = ["pc-03", "pc-05", "pc-08", "pc-10"];
@@ -36,29 +36,7 @@ fn job_yaml(version: u32, failing: bool) -> String {
 fn a_cli_rollout_on_nats_halts_on_the_second_failure_and_resumes_with_a_fix() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let created = Command::new(workspace_binary("kanade-backend"))
-        .args([
-            "token", "create", "--name", "ops", "--role", "operator", "--db",
-        ])
-        .arg(dir.path().join("backend.db"))
-        .output()
-        .unwrap();
-    assert!(created.status.success(), "{created:?}");
-    let cli = Cli {
-        server: format!("http://{api}"),
-        token: String::from_utf8(created.stdout).unwrap().trim().to_owned(),
-    };
-    let _backend = KillOnDrop(
-        Command::new(workspace_binary("kanade-backend"))
-            .args(["--transport", &nats.url(), "--listen", &api])
-            .arg("--db")
-            .arg(dir.path().join("backend.db"))
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until("the backend API", || cli.run(&["agents"]).0 == Some(0));
+    let (cli, _backend) = common::backend_binary(&nats.url(), dir.path(), "operator");
     let mut agents = Vec::new();
     for i in 1..=12 {
         let pc = format!("pc-{i:02}");

@@ -270,3 +270,31 @@ impl Cli {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"))
     }
 }
+
+/// Starts the `kanade-backend` binary on `transport` with its database in
+/// `dir`, after creating a token of `role` there; returns the CLI bound to
+/// it (once its API answers) and the process.
+pub fn backend_binary(transport: &str, dir: &Path, role: &str) -> (Cli, KillOnDrop) {
+    let api = format!("127.0.0.1:{}", free_port());
+    let created = std::process::Command::new(workspace_binary("kanade-backend"))
+        .args(["token", "create", "--name", "ops", "--role", role, "--db"])
+        .arg(dir.join("backend.db"))
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let cli = Cli {
+        server: format!("http://{api}"),
+        token: String::from_utf8(created.stdout).unwrap().trim().to_owned(),
+    };
+    let backend = KillOnDrop(
+        std::process::Command::new(workspace_binary("kanade-backend"))
+            .args(["--transport", transport, "--listen", &api])
+            .arg("--db")
+            .arg(dir.join("backend.db"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until("the backend API", || cli.run(&["agents"]).0 == Some(0));
+    (cli, backend)
+}

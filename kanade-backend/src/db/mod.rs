@@ -5,7 +5,9 @@
 //! [`Db`] and [`DbError`] live in a small leaf (`core`); each table family
 //! adds its own `impl Db` block beside its row types: `executions`,
 //! `results` (and the runs in flight), `heartbeats` (agents), `schedules`
-//! (fires, cursors, waves, the freeze). `migrations` holds the schema.
+//! (fires, cursors, waves, the freeze), `inventory` (what `inventory:` and
+//! `check:` jobs project to, read by `inventory_queries`) and `alerts`
+//! (check alerts until published). `migrations` holds the schema.
 
 mod alerts;
 mod approvals;

@@ -359,7 +359,7 @@ fn hint_mistakes_name_their_field_and_line() {
         ),
         (
             "id: disk\nversion: \"1\"\nexecute: {shell: sh, script: df, timeout: 1m}\ncheck: {name: \"\"}\n".to_owned(),
-            "check.name: must not be empty",
+            "check.name: check name must not be empty",
             Some(4),
         ),
     ];

@@ -197,37 +197,42 @@ pub fn inventory(api: &Api, json: bool, args: InventoryArgs) -> Result<(), Strin
     })
 }
 
-/// `kanade checks [NAME] [--failing]`.
+/// `kanade checks [NAME] [--failing]`: the fleet summary (of every
+/// check, or of NAME followed by its pcs; only the failing ones with
+/// `--failing`).
 pub fn checks(api: &Api, json: bool, args: ChecksArgs) -> Result<(), String> {
-    match args.name {
-        None => {
-            let summary: Vec<CheckSummary> = api.get("/api/checks")?;
-            print(json, &summary, || {
-                println!(
-                    "{:<24} {:>6} {:>6} {:>6} {:>8} {:>10}",
-                    "check", "pass", "warn", "fail", "unknown", "never ran"
-                );
-                for s in &summary {
-                    println!(
-                        "{:<24} {:>6} {:>6} {:>6} {:>8} {:>10}",
-                        s.check, s.pass, s.warn, s.fail, s.unknown, s.never_ran
-                    );
-                }
-            })
+    let summary: Vec<CheckSummary> =
+        api.get(&format!("/api/checks{}", query(&[("name", &args.name)])))?;
+    let print_summary = |summary: &[CheckSummary]| {
+        println!(
+            "{:<24} {:>6} {:>6} {:>6} {:>8} {:>10}",
+            "check", "pass", "warn", "fail", "unknown", "never ran"
+        );
+        for s in summary {
+            println!(
+                "{:<24} {:>6} {:>6} {:>6} {:>8} {:>10}",
+                s.check, s.pass, s.warn, s.fail, s.unknown, s.never_ran
+            );
         }
-        Some(name) => {
-            let failing = if args.failing { "?failing=true" } else { "" };
-            let states: Vec<CheckState> =
-                api.get(&format!("/api/checks/{}{failing}", urlencoding(&name)))?;
-            print(json, &states, || {
-                println!("{:<16} {:<8} {:<32} detail", "pc", "status", "since");
-                for s in &states {
-                    println!(
-                        "{:<16} {:<8} {:<32} {}",
-                        s.pc_id, s.status, s.since, s.detail
-                    );
-                }
-            })
+    };
+    let Some(name) = args.name else {
+        return print(json, &summary, || print_summary(&summary));
+    };
+    let failing = if args.failing { "?failing=true" } else { "" };
+    let states: Vec<CheckState> =
+        api.get(&format!("/api/checks/{}{failing}", urlencoding(&name)))?;
+    print(json, &states, || {
+        print_summary(&summary);
+        println!("\n{:<16} {:<8} {:<32} detail", "pc", "status", "since");
+        for s in &states {
+            println!(
+                "{:<16} {:<8} {:<32} {}",
+                s.pc_id, s.status, s.since, s.detail
+            );
         }
-    }
+        if states.is_empty() {
+            let what = if args.failing { "failing" } else { "reporting" };
+            println!("no pc {what} {name}");
+        }
+    })
 }

@@ -103,7 +103,7 @@ impl Outbox {
     /// Writes `entry` durably, then tries to publish it at once.
     pub async fn send(&self, entry: OutboxEntry) -> Result<(), AgentError> {
         let path = self.persist(&entry)?;
-        self.publish_file(&path).await;
+        self.publish_entry(&path, entry).await;
         Ok(())
     }
 
@@ -127,6 +127,12 @@ impl Outbox {
     /// Tries to publish a persisted file now; on failure the drain loop retries.
     pub async fn publish_now(&self, path: &Path) {
         self.publish_file(path).await;
+    }
+
+    /// [`Outbox::publish_now`] of the entry just persisted at `path`, without
+    /// reading it back.
+    pub async fn publish_persisted(&self, path: &Path, entry: OutboxEntry) {
+        self.publish_entry(path, entry).await;
     }
 
     /// Whether a message for `subject` is still waiting.
@@ -219,6 +225,12 @@ impl Outbox {
                 return false;
             }
         };
+        self.publish_entry(path, entry).await
+    }
+
+    /// Publishes `entry`, persisted at `path`; on success removes the file,
+    /// on failure backs off.
+    async fn publish_entry(&self, path: &Path, entry: OutboxEntry) -> bool {
         let mut headers = self
             .signer
             .as_ref()

@@ -150,7 +150,7 @@ pub(crate) async fn publish_result(
             if let Err(e) = inner.ledger.set_stage(request.as_str(), Stage::Finished) {
                 tracing::warn!("ledger not updated: {e}");
             }
-            inner.outbox.publish_now(&path).await;
+            inner.outbox.publish_persisted(&path, entry).await;
         }
         Err(e) => {
             tracing::error!(request_id = %request, "result could not be written to the outbox: {e}")

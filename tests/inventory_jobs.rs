@@ -152,6 +152,17 @@ async fn the_example_checks_give_every_pc_a_state() {
         }
         let summary = db.check_summary(Some(check)).unwrap();
         assert_eq!(summary[0].never_ran, 0, "{summary:?}");
+        // Another job may not report under the same check name.
+        let squatter = format!(
+            "id: other-{check}\nversion: \"1\"\nexecute: {{shell: sh, script: 'true', timeout: 1m}}\ncheck: {{name: {check}}}\n"
+        );
+        let refused = fleet
+            .backend
+            .apply_job(&squatter, &BTreeMap::new())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("belongs to job"), "{refused}");
         let counted = summary[0].pass + summary[0].warn + summary[0].fail + summary[0].unknown;
         assert_eq!(counted, 2);
     }

@@ -95,9 +95,12 @@ pub struct Job {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check: Option<CheckHint>,
     /// Inventory hints: the JSON stdout of a successful run becomes the
-    /// pc's facts and table rows (see [`crate::inventory`]).
+    /// pc's facts and table rows (see [`crate::inventory`]). Kept as JSON
+    /// so jobs stored before the hint was typed still load; an upload is
+    /// checked against [`InventoryHint`](crate::inventory::spec::InventoryHint)
+    /// ([`parse_job`]), and [`Job::inventory_hint`] reads it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub inventory: Option<crate::inventory::spec::InventoryHint>,
+    pub inventory: Option<serde_json::Value>,
     /// Needs approvals before it runs: `true`, or `{approvals, role, ttl}`.
     #[serde(default)]
     pub require_approval: crate::approval::RequireApproval,
@@ -339,6 +342,24 @@ fn parse_error(text: &str, error: serde_yaml_ng::Error) -> ManifestErrors {
     }
 }
 
+impl Job {
+    /// The `inventory:` hint, typed (`None` without one, or for a stored
+    /// job whose hint predates the typed form and does not fit it).
+    pub fn inventory_hint(&self) -> Option<crate::inventory::spec::InventoryHint> {
+        self.inventory
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok())
+    }
+}
+
+/// The hints of an upload, read strictly (unknown keys and types refused
+/// with their path and line).
+#[derive(Deserialize)]
+struct StrictHints {
+    #[serde(default)]
+    inventory: Option<crate::inventory::spec::InventoryHint>,
+}
+
 /// Parses and validates a job. `script_files` maps `script_file` names to
 /// their contents (the CLI reads them next to the manifest).
 pub fn parse_job(
@@ -347,6 +368,7 @@ pub fn parse_job(
 ) -> Result<Job, ManifestErrors> {
     refuse_duplicate_keys(text)?;
     let mut job: Job = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
+    let hints: StrictHints = serde_yaml_ng::from_str(text).map_err(|e| parse_error(text, e))?;
     let mut p = Problems {
         text,
         errors: Vec::new(),
@@ -421,14 +443,18 @@ pub fn parse_job(
     if let Staleness::Strict { max_cache_age } = &job.staleness {
         p.duration(&["staleness", "max_cache_age"], &max_cache_age.clone());
     }
-    hint_problems(&job, &mut p);
+    hint_problems(&job, hints.inventory.as_ref(), &mut p);
     p.finish(job)
 }
 
 /// The rules of the `inventory:` and `check:` hints: each needs the whole
 /// stdout as JSON, so neither goes with `emit` (whose stdout is NDJSON
 /// events); names are non-empty; tables and columns well formed.
-fn hint_problems(job: &Job, p: &mut Problems<'_>) {
+fn hint_problems(
+    job: &Job,
+    inventory: Option<&crate::inventory::spec::InventoryHint>,
+    p: &mut Problems<'_>,
+) {
     if job.emit.is_some() {
         for (hint, present) in [
             ("inventory", job.inventory.is_some()),
@@ -464,7 +490,7 @@ fn hint_problems(job: &Job, p: &mut Problems<'_>) {
             }
         }
     }
-    if let Some(inventory) = &job.inventory {
+    if let Some(inventory) = inventory {
         for (path, message) in inventory.problems() {
             let mut full = vec!["inventory"];
             full.extend(path.iter().map(String::as_str));

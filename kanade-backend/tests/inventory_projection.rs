@@ -71,12 +71,48 @@ impl Store {
     /// Stores a result of `job` version `version` from `pc`, finished
     /// `minute` minutes after t0.
     fn answer(&mut self, job: &str, version: &str, pc: &str, minute: i64, exit: i32, stdout: &str) {
+        self.answer_in(&format!("{job}-v{version}"), job, pc, minute, exit, stdout);
+    }
+
+    /// A second execution of `job` version `version`, created `minute`
+    /// minutes after t0 by the backend's clock.
+    fn execution(&self, exec_id: &str, job: &str, version: &str, minute: i64) {
+        self.db
+            .insert_execution(&ExecutionRow {
+                exec_id: exec_id.into(),
+                job_id: job.into(),
+                version: version.into(),
+                request_id: format!("req-{exec_id}"),
+                target: "{\"all\":true}".into(),
+                targeted: 3,
+                status: "running".into(),
+                created_at: (t0() + Duration::minutes(minute)).to_rfc3339(),
+                started: 0,
+                succeeded: 0,
+                failed: 0,
+                skipped: 0,
+                reap_after_secs: 3600,
+                late_targets: 0,
+                schedule_id: None,
+            })
+            .unwrap();
+    }
+
+    fn answer_in(
+        &mut self,
+        exec_id: &str,
+        job: &str,
+        pc: &str,
+        minute: i64,
+        exit: i32,
+        stdout: &str,
+    ) {
         self.results += 1;
         let finished = t0() + Duration::minutes(minute);
         let result: ExecResult = serde_json::from_value(json!({
             "result_id": format!("r{}-{pc}", self.results),
             "request_id": format!("r{}", self.results),
-            "exec_id": format!("{job}-v{version}"),
+            "exec_id": exec_id,
             "pc_id": pc,
             "exit_code": exit,
             "stdout": stdout,
@@ -345,6 +381,57 @@ fn an_older_version_never_overwrites_a_newer_ones_facts() {
         &packages_json("6.1", &[("newer", "3")]),
     );
     assert_eq!(s.packages("pc-1"), vec![("newer".into(), "3".into())]);
+}
+
+#[test]
+fn a_later_execution_wins_whatever_the_agents_clock_says() {
+    let mut s = Store::new();
+    s.answer(
+        "pkgs",
+        "1",
+        "pc-1",
+        600,
+        0,
+        &packages_json("6.1", &[("old", "1")]),
+    );
+    // The next run's host clock went back ten hours: still the newer answer.
+    s.execution("pkgs-v1-later", "pkgs", "1", 60);
+    s.answer_in(
+        "pkgs-v1-later",
+        "pkgs",
+        "pc-1",
+        0,
+        0,
+        &packages_json("6.1", &[("new", "1")]),
+    );
+    assert_eq!(s.packages("pc-1"), vec![("new".into(), "1".into())]);
+}
+
+#[test]
+fn a_table_a_new_version_no_longer_explodes_is_emptied() {
+    let mut s = Store::new();
+    s.answer(
+        "pkgs",
+        "1",
+        "pc-1",
+        0,
+        0,
+        &packages_json("6.1", &[("curl", "8.0")]),
+    );
+    let facts_only: InventoryHint = serde_yaml_ng::from_str("display: [{field: kernel}]").unwrap();
+    s.db.record_job_hints("pkgs", "2", Some(&facts_only), None)
+        .unwrap();
+    s.answer(
+        "pkgs",
+        "2",
+        "pc-1",
+        1,
+        0,
+        &json!({"kernel": "6.2", "packages": []}).to_string(),
+    );
+    assert!(s.packages("pc-1").is_empty());
+    let facts = s.db.inventory_facts("pkgs", Some("pc-1"), None).unwrap();
+    assert_eq!(facts[0].facts["kernel"], "6.2");
 }
 
 #[derive(Debug, Clone)]

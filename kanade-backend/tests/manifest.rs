@@ -318,7 +318,7 @@ const INVENTORY_JOB: &str = "id: packages\nversion: \"1\"\nexecute:\n  shell: sh
 #[test]
 fn inventory_and_check_hints_parse() {
     let job = parse_job(INVENTORY_JOB, &no_files()).unwrap();
-    let inventory = job.inventory.unwrap();
+    let inventory = job.inventory_hint().unwrap();
     assert_eq!(inventory.explode[0].primary_key, vec!["name".to_owned()]);
     assert!(inventory.explode[0].track_history);
     let check = parse_job(
@@ -332,6 +332,19 @@ fn inventory_and_check_hints_parse() {
         (check.status_field.as_str(), check.detail_field.as_str()),
         ("status", "detail")
     );
+}
+
+/// A job stored before the hint was typed (any JSON under `inventory`)
+/// still loads; it just has no typed hint.
+#[test]
+fn a_stored_job_with_an_old_free_form_hint_still_loads() {
+    let stored = serde_json::json!({
+        "id": "old", "version": "1",
+        "execute": {"shell": "sh", "script_object": "old/1", "timeout": "1m"},
+        "inventory": {"table": "disks"},
+    });
+    let job: kanade_backend::manifest::Job = serde_json::from_value(stored).unwrap();
+    assert!(job.inventory.is_some() && job.inventory_hint().is_none());
 }
 
 #[test]

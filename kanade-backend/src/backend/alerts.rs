@@ -1,9 +1,11 @@
 //! The alert publisher: every check alert the projection queued
 //! (`db::alerts`) goes out on `alerts.<check>.<pc>` as JSON
-//! ([`CheckAlertRecord`]) and, when `BackendSettings::alert_webhook` is
-//! set, is POSTed there; each is marked once delivered, so a broker or
-//! webhook outage delays alerts and loses none. It sleeps until an alert
-//! is queued (and retries every [`RETRY`] while one is undelivered).
+//! ([`CheckAlertRecord`]) — a live notification for whoever subscribes
+//! (no stream keeps it; the record stays in `check_alerts` and the check's
+//! history) — and, when `BackendSettings::alert_webhook` is set, is POSTed
+//! there, retried until a 2xx: a webhook outage delays alerts and loses
+//! none. It sleeps until an alert is queued (and retries every [`RETRY`]
+//! while one is undelivered).
 
 use std::time::Duration;
 
@@ -24,55 +26,82 @@ const BATCH: usize = 100;
 #[cfg(feature = "webhooks")]
 const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What a pass left.
+#[derive(PartialEq, Eq)]
+enum Left {
+    /// Nothing pending.
+    Nothing,
+    /// A full batch went out: more may be queued, go again at once.
+    More,
+    /// Something failed: try again after [`RETRY`].
+    Failed,
+}
+
 pub(super) async fn alert_publisher(backend: Backend) {
     let queued = backend.db.alerts_queued().clone();
     loop {
-        let left = pass(&backend).await;
-        if left {
-            let _ = tokio::time::timeout(RETRY, queued.notified()).await;
-        } else {
-            queued.notified().await;
+        match pass(&backend).await {
+            Left::More => {}
+            Left::Failed => {
+                let _ = tokio::time::timeout(RETRY, queued.notified()).await;
+            }
+            Left::Nothing => queued.notified().await,
         }
     }
 }
 
-/// One pass over the queue; returns whether something is still
-/// undelivered.
-async fn pass(backend: &Backend) -> bool {
+/// One pass: the bus side, then the webhook side (each on its own, so a
+/// webhook outage never holds alerts back from the bus).
+async fn pass(backend: &Backend) -> Left {
     let webhook = backend.settings.alert_webhook.clone();
+    let mut left = Left::Nothing;
     let db = backend.db.clone();
-    let with_webhook = webhook.is_some();
-    let pending = match backend
-        .run_db(move || db.pending_alerts(with_webhook, BATCH))
-        .await
-    {
-        Ok(pending) => pending,
-        Err(e) => {
-            tracing::warn!("alerts not read: {e}");
-            return true;
-        }
-    };
-    let mut left = pending.len() == BATCH;
-    for (alert, published) in pending {
-        if !published {
-            if publish(backend, &alert).await {
+    match backend.run_db(move || db.unpublished_alerts(BATCH)).await {
+        Ok(alerts) => {
+            if alerts.len() == BATCH {
+                left = Left::More;
+            }
+            for alert in alerts {
+                if !publish(backend, &alert).await {
+                    left = Left::Failed;
+                    break;
+                }
                 let db = backend.db.clone();
+                let delivered = webhook.is_none();
                 let _ = backend
-                    .run_db(move || db.mark_alert_published(alert.id))
+                    .run_db(move || db.mark_alert_published(alert.id, delivered))
                     .await;
-            } else {
-                left = true;
             }
         }
-        if let Some(url) = &webhook {
-            if deliver(url, &alert).await {
+        Err(e) => {
+            tracing::warn!("alerts not read: {e}");
+            return Left::Failed;
+        }
+    }
+    let Some(url) = webhook else {
+        return left;
+    };
+    let db = backend.db.clone();
+    match backend.run_db(move || db.undelivered_alerts(BATCH)).await {
+        Ok(alerts) => {
+            if alerts.len() == BATCH && left == Left::Nothing {
+                left = Left::More;
+            }
+            for alert in alerts {
+                // One failure ends the pass: a webhook that is down is not
+                // asked again for every queued alert.
+                if !deliver(&url, &alert).await {
+                    return Left::Failed;
+                }
                 let db = backend.db.clone();
                 let _ = backend
                     .run_db(move || db.mark_alert_delivered(alert.id))
                     .await;
-            } else {
-                left = true;
             }
+        }
+        Err(e) => {
+            tracing::warn!("alerts not read: {e}");
+            return Left::Failed;
         }
     }
     left
@@ -125,7 +154,14 @@ async fn deliver(url: &str, alert: &CheckAlertRecord) -> bool {
     match sent {
         Ok(Ok(())) => true,
         Ok(Err(e)) => {
-            tracing::warn!(alert = alert.id, "alert webhook: {e}; retrying");
+            // Said without the error's text, which may quote the URL.
+            let why = match e {
+                ureq::Error::StatusCode(code) => format!("answered HTTP {code}"),
+                ureq::Error::Timeout(_) => "timed out".to_owned(),
+                ureq::Error::Io(e) => format!("connection failed ({:?})", e.kind()),
+                _ => "request failed".to_owned(),
+            };
+            tracing::warn!(alert = alert.id, "alert webhook {why}; retrying");
             false
         }
         Err(e) => {

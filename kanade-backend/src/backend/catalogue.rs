@@ -47,6 +47,16 @@ impl Backend {
             job.execute.script_file = None;
             job.execute.script_object = Some(key.clone());
         }
+        if let Some(check) = &job.check {
+            let db = self.db.clone();
+            let (name, id) = (check.name.clone(), job.id.clone());
+            if let Some(owner) = self.run_db(move || db.check_owner(&name, &id)).await? {
+                return Err(BackendError::Invalid(format!(
+                    "check {:?} belongs to job {owner}: give this job's check another name",
+                    check.name
+                )));
+            }
+        }
         let stored = self.stored_job(&job.id).await?;
         let stored_sha = self.stored_script_sha256(&key).await?;
         let new_sha = body
@@ -84,7 +94,7 @@ impl Backend {
         let hints = (
             job.id.clone(),
             job.version.clone(),
-            job.inventory.clone(),
+            job.inventory_hint(),
             job.check.clone(),
         );
         self.run_db(move || {

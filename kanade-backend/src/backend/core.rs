@@ -12,8 +12,9 @@ use kanade_core::transport::{KeyValue, KvConfig, MessageLog, StreamConfig, Trans
 use super::error::BackendError;
 use crate::db::{Db, DbError};
 
-/// Backend settings.
-#[derive(Debug, Clone)]
+/// Backend settings. Their `Debug` says whether an alert webhook is set,
+/// not where (its URL may hold a secret).
+#[derive(Clone)]
 pub struct BackendSettings {
     /// SQLite file.
     pub db_path: PathBuf,
@@ -47,6 +48,25 @@ pub struct BackendSettings {
     /// audited (`result.refused`); `None`: results are taken on their word
     /// (`/healthz` says `results_verified: false`).
     pub agent_identities: Option<Arc<super::identities::AgentIdentities>>,
+}
+
+impl std::fmt::Debug for BackendSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendSettings")
+            .field("db_path", &self.db_path)
+            .field("online_window", &self.online_window)
+            .field("reap_grace", &self.reap_grace)
+            .field("reap_interval", &self.reap_interval)
+            .field("inline_database", &self.inline_database)
+            .field("database_durability", &self.database_durability)
+            .field("signer", &self.signer)
+            .field("agent_identities", &self.agent_identities.is_some())
+            .field(
+                "alert_webhook",
+                &self.alert_webhook.as_ref().map(|_| "<set>"),
+            )
+            .finish()
+    }
 }
 
 impl BackendSettings {

@@ -36,48 +36,57 @@ pub struct CheckAlertRecord {
     pub result_id: String,
 }
 
+fn read_alert(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckAlertRecord> {
+    Ok(CheckAlertRecord {
+        id: r.get(0)?,
+        check: r.get(1)?,
+        label: r.get(2)?,
+        pc_id: r.get(3)?,
+        from: r.get(4)?,
+        to: r.get(5)?,
+        detail: r.get(6)?,
+        at: r.get(7)?,
+        job_id: r.get(8)?,
+        version: r.get(9)?,
+        result_id: r.get(10)?,
+    })
+}
+
+const COLUMNS: &str =
+    "id, check_name, label, pc_id, from_status, to_status, detail, at, job_id, version, result_id";
+
 impl Db {
-    /// Queued alerts not yet published (or, with `webhook`, not yet
-    /// delivered there), oldest first, at most `limit`; with each, whether
-    /// it was published already.
-    pub fn pending_alerts(
-        &self,
-        webhook: bool,
-        limit: usize,
-    ) -> Result<Vec<(CheckAlertRecord, bool)>, DbError> {
+    /// Queued alerts not yet on the bus, oldest first, at most `limit`.
+    pub fn unpublished_alerts(&self, limit: usize) -> Result<Vec<CheckAlertRecord>, DbError> {
+        self.alerts_where("published = 0", limit)
+    }
+
+    /// Queued alerts not yet delivered to the webhook, oldest first, at
+    /// most `limit`.
+    pub fn undelivered_alerts(&self, limit: usize) -> Result<Vec<CheckAlertRecord>, DbError> {
+        self.alerts_where("delivered = 0", limit)
+    }
+
+    fn alerts_where(&self, filter: &str, limit: usize) -> Result<Vec<CheckAlertRecord>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, check_name, label, pc_id, from_status, to_status, detail, at, job_id, version, result_id, published
-             FROM check_alerts WHERE published = 0 OR (?1 AND delivered = 0) ORDER BY id LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM check_alerts WHERE {filter} ORDER BY id LIMIT ?1"
+        ))?;
         let rows = stmt
-            .query_map(params![webhook, limit as i64], |r| {
-                Ok((
-                    CheckAlertRecord {
-                        id: r.get(0)?,
-                        check: r.get(1)?,
-                        label: r.get(2)?,
-                        pc_id: r.get(3)?,
-                        from: r.get(4)?,
-                        to: r.get(5)?,
-                        detail: r.get(6)?,
-                        at: r.get(7)?,
-                        job_id: r.get(8)?,
-                        version: r.get(9)?,
-                        result_id: r.get(10)?,
-                    },
-                    r.get(11)?,
-                ))
-            })?
+            .query_map([limit as i64], read_alert)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
 
-    /// Marks an alert as on the bus.
-    pub fn mark_alert_published(&self, id: i64) -> Result<(), DbError> {
+    /// Marks an alert as on the bus; `delivered` too when there is no
+    /// webhook to deliver it to (so a webhook configured later is not
+    /// flooded with old alerts).
+    pub fn mark_alert_published(&self, id: i64, delivered: bool) -> Result<(), DbError> {
         self.lock()
-            .prepare_cached("UPDATE check_alerts SET published = 1 WHERE id = ?1")?
-            .execute([id])?;
+            .prepare_cached(
+                "UPDATE check_alerts SET published = 1, delivered = MAX(delivered, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, delivered])?;
         Ok(())
     }
 

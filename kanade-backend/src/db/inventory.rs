@@ -46,18 +46,45 @@ impl Db {
     }
 }
 
-/// Whether `(version, finished_at)` may replace what is stored.
-fn newer(version: &str, finished_at: &str, stored: Option<&(String, String)>) -> bool {
+impl Db {
+    /// The job other than `job_id` whose check is named `check`, if any:
+    /// a check's states are kept by name, so one name has one job.
+    pub fn check_owner(&self, check: &str, job_id: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT job_id FROM job_hints WHERE json_extract(check_hint, '$.name') = ?1 AND job_id != ?2 LIMIT 1",
+                params![check, job_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+/// Whether an answer ordered `(version, order)` may replace the stored
+/// one: a newer job version, or the same version in a later execution (by
+/// the backend's clock, so an agent's wrong clock cannot freeze its
+/// facts), then a later finish.
+fn newer(version: &str, order: &str, stored: Option<&(String, String)>) -> bool {
     match stored {
         None => true,
-        Some((stored_version, stored_finished)) => {
-            match compare_versions(version, stored_version) {
-                Ordering::Greater => true,
-                Ordering::Less => false,
-                Ordering::Equal => finished_at >= stored_finished.as_str(),
-            }
-        }
+        Some((stored_version, stored_order)) => match compare_versions(version, stored_version) {
+            Ordering::Greater => true,
+            Ordering::Less => false,
+            Ordering::Equal => order >= stored_order.as_str(),
+        },
     }
+}
+
+/// A time as fixed-width RFC 3339 (nanoseconds, `Z`), so stored times
+/// order as text; an unreadable one sorts first.
+fn sortable(time: &str) -> String {
+    DateTime::parse_from_rfc3339(time)
+        .map(|t| {
+            t.with_timezone(&Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+        })
+        .unwrap_or_default()
 }
 
 /// Projects `result` if its job has hints. Called by `store_in` after the
@@ -67,33 +94,35 @@ pub(super) fn project_in(
     result: &ExecResult,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
-    let (Some(job_id), Some(exec_id)) = (&result.manifest_id, &result.exec_id) else {
+    let Some(exec_id) = &result.exec_id else {
         return Ok(false);
     };
-    // The hints of the version the execution ran (one lookup; none for
-    // most jobs).
-    let hints: Option<(String, Option<String>, Option<String>)> = tx
+    // The job and version the execution ran (the backend's record, not
+    // what the agent says) and their hints: one lookup, none for most jobs.
+    type Hints = (String, String, String, Option<String>, Option<String>);
+    let hints: Option<Hints> = tx
         .prepare_cached(
-            "SELECT e.version, h.inventory, h.check_hint FROM executions e
-             JOIN job_hints h ON h.job_id = ?1 AND h.version = e.version
-             WHERE e.exec_id = ?2",
+            "SELECT e.job_id, e.version, e.created_at, h.inventory, h.check_hint FROM executions e
+             JOIN job_hints h ON h.job_id = e.job_id AND h.version = e.version
+             WHERE e.exec_id = ?1",
         )?
-        .query_row(params![job_id, exec_id], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        .query_row([exec_id], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })
         .optional()?;
-    let Some((version, inventory, check)) = hints else {
+    let Some((job_id, version, created_at, inventory, check)) = hints else {
         return Ok(false);
     };
     let mut alerted = false;
+    let finished_at = result
+        .finished_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let answer = Answer {
-        job_id,
+        job_id: &job_id,
         version: &version,
         result,
-        // Fixed width, so stored times order as text.
-        finished_at: result
-            .finished_at
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        order: format!("{}|{finished_at}", sortable(&created_at)),
+        finished_at,
     };
     if let Some(hint) = inventory.and_then(|h| serde_json::from_str::<InventoryHint>(&h).ok()) {
         let outcome = if result.skipped || result.exit_code != 0 {
@@ -106,7 +135,7 @@ pub(super) fn project_in(
         };
         match outcome {
             Ok(projection) => store_inventory(tx, &answer, &hint, projection)?,
-            Err(reason) => skip(tx, &answer, &reason, now)?,
+            Err(reason) => skip(tx, &answer, "inventory", &reason, now)?,
         }
     }
     if let Some(hint) = check.and_then(|h| serde_json::from_str::<CheckHint>(&h).ok()) {
@@ -122,7 +151,7 @@ pub(super) fn project_in(
             Ok((status, detail)) => {
                 alerted = store_check(tx, &answer, &hint, status.as_str(), &detail)?;
             }
-            Err(reason) => skip(tx, &answer, &reason, now)?,
+            Err(reason) => skip(tx, &answer, "check", &reason, now)?,
         }
     }
     Ok(alerted)
@@ -132,20 +161,26 @@ struct Answer<'a> {
     job_id: &'a str,
     version: &'a str,
     result: &'a ExecResult,
+    /// When the run finished (fixed-width RFC 3339).
     finished_at: String,
+    /// Orders answers of one version: the execution's creation (backend
+    /// clock), then the finish.
+    order: String,
 }
 
 fn skip(
     tx: &Transaction<'_>,
     answer: &Answer<'_>,
+    hint: &str,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Result<(), DbError> {
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO projection_skips (result_id, job_id, pc_id, version, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO projection_skips (result_id, hint, job_id, pc_id, version, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         answer.result.result_id,
+        hint,
         answer.job_id,
         answer.result.pc_id,
         answer.version,
@@ -164,14 +199,14 @@ fn store_inventory(
     let pc = &answer.result.pc_id;
     let stored: Option<(String, String, String)> = tx
         .prepare_cached(
-            "SELECT version, finished_at, facts FROM inventory_facts WHERE job_id = ?1 AND pc_id = ?2",
+            "SELECT version, order_key, facts FROM inventory_facts WHERE job_id = ?1 AND pc_id = ?2",
         )?
         .query_row(params![answer.job_id, pc], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
     let order = stored.as_ref().map(|(v, f, _)| (v.clone(), f.clone()));
-    if !newer(answer.version, &answer.finished_at, order.as_ref()) {
+    if !newer(answer.version, &answer.order, order.as_ref()) {
         return Ok(());
     }
     let history = |tx: &Transaction<'_>,
@@ -212,13 +247,14 @@ fn store_inventory(
         }
     }
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO inventory_facts (job_id, pc_id, version, finished_at, result_id, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT OR REPLACE INTO inventory_facts (job_id, pc_id, version, finished_at, order_key, result_id, facts) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         answer.job_id,
         pc,
         answer.version,
         answer.finished_at,
+        answer.order,
         answer.result.result_id,
         serde_json::Value::Object(projection.facts).to_string()
     ])?;
@@ -269,6 +305,21 @@ fn store_inventory(
             ])?;
         }
     }
+    // Tables the current version no longer explodes are emptied.
+    let kept: Vec<&str> = hint.explode.iter().map(|e| e.table.as_str()).collect();
+    let stale: Vec<String> = tx
+        .prepare_cached("SELECT DISTINCT tbl FROM inventory_rows WHERE job_id = ?1 AND pc_id = ?2")?
+        .query_map(params![answer.job_id, pc], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?
+        .into_iter()
+        .filter(|t| !kept.contains(&t.as_str()))
+        .collect();
+    for table in stale {
+        tx.prepare_cached(
+            "DELETE FROM inventory_rows WHERE job_id = ?1 AND tbl = ?2 AND pc_id = ?3",
+        )?
+        .execute(params![answer.job_id, table, pc])?;
+    }
     Ok(())
 }
 
@@ -298,14 +349,14 @@ fn store_check(
     let mut alerted = false;
     let stored: Option<(String, String, String, String)> = tx
         .prepare_cached(
-            "SELECT version, finished_at, status, since FROM check_states WHERE check_name = ?1 AND pc_id = ?2",
+            "SELECT version, order_key, status, since FROM check_states WHERE check_name = ?1 AND pc_id = ?2",
         )?
         .query_row(params![hint.name, pc], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .optional()?;
     let order = stored.as_ref().map(|(v, f, _, _)| (v.clone(), f.clone()));
-    if !newer(answer.version, &answer.finished_at, order.as_ref()) {
+    if !newer(answer.version, &answer.order, order.as_ref()) {
         return Ok(false);
     }
     let previous = stored.as_ref().map(|(_, _, status, _)| status.as_str());
@@ -348,8 +399,8 @@ fn store_check(
         }
     };
     tx.prepare_cached(
-        "INSERT OR REPLACE INTO check_states (check_name, pc_id, job_id, version, status, detail, since, finished_at, result_id, label)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT OR REPLACE INTO check_states (check_name, pc_id, job_id, version, status, detail, since, finished_at, order_key, result_id, label)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
     )?
     .execute(params![
         hint.name,
@@ -360,6 +411,7 @@ fn store_check(
         detail,
         since,
         answer.finished_at,
+        answer.order,
         answer.result.result_id,
         hint.label
     ])?;

@@ -210,6 +210,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             pc_id TEXT NOT NULL,
             version TEXT NOT NULL,
             finished_at TEXT NOT NULL,
+            order_key TEXT NOT NULL,
             result_id TEXT NOT NULL,
             facts TEXT NOT NULL,
             PRIMARY KEY (job_id, pc_id)
@@ -244,6 +245,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             detail TEXT NOT NULL,
             since TEXT NOT NULL,
             finished_at TEXT NOT NULL,
+            order_key TEXT NOT NULL,
             result_id TEXT NOT NULL,
             label TEXT,
             PRIMARY KEY (check_name, pc_id)
@@ -279,12 +281,14 @@ pub(super) fn migrations() -> Migrations<'static> {
             inventory TEXT NOT NULL
         );
         CREATE TABLE projection_skips (
-            result_id TEXT PRIMARY KEY,
+            result_id TEXT NOT NULL,
+            hint TEXT NOT NULL,
             job_id TEXT NOT NULL,
             pc_id TEXT NOT NULL,
             version TEXT NOT NULL,
             reason TEXT NOT NULL,
-            at TEXT NOT NULL
+            at TEXT NOT NULL,
+            PRIMARY KEY (result_id, hint)
         );",
         ),
     ])

@@ -29,7 +29,9 @@ pub struct InventoryQuery {
     pub table: Option<String>,
     /// Only this pc.
     pub pc: Option<String>,
-    /// `FIELD=VALUE`: only facts (and rows) whose field equals the value.
+    /// `FIELD=VALUE`: with `table`, only that table's rows whose column
+    /// equals the value; without, only the pcs whose fact equals it (and
+    /// their rows).
     #[serde(rename = "where")]
     pub field_equals: Option<String>,
 }
@@ -102,12 +104,23 @@ pub(super) async fn inventory(
     let filter = field_equals(query.field_equals.as_deref())?;
     let answer = db(&backend, move |db| {
         let filter = filter.as_ref().map(|(f, v)| (f.as_str(), v.as_str()));
-        let facts = if query.table.is_some() {
-            Vec::new()
-        } else {
-            db.inventory_facts(&job, query.pc.as_deref(), filter)?
+        let (facts, rows) = match &query.table {
+            Some(table) => (
+                Vec::new(),
+                db.inventory_rows(&job, Some(table), query.pc.as_deref(), filter)?,
+            ),
+            None => {
+                let facts = db.inventory_facts(&job, query.pc.as_deref(), filter)?;
+                let pcs: std::collections::BTreeSet<&str> =
+                    facts.iter().map(|f| f.pc_id.as_str()).collect();
+                let rows = db
+                    .inventory_rows(&job, None, query.pc.as_deref(), None)?
+                    .into_iter()
+                    .filter(|r| pcs.contains(r.pc_id.as_str()))
+                    .collect();
+                (facts, rows)
+            }
         };
-        let rows = db.inventory_rows(&job, query.table.as_deref(), query.pc.as_deref(), filter)?;
         let skipped = db.projection_skips(Some(&job), SKIPS_SHOWN)?;
         Ok(InventoryAnswer {
             facts,

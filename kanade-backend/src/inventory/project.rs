@@ -269,26 +269,54 @@ pub fn diff_scalars(
         .collect()
 }
 
-/// Orders job versions: runs of digits compare as numbers, the rest as
-/// text (`1.10` after `1.9`, `2` after `1.5.3`, `1.0-rc1` before `1.0-rc2`).
+/// Orders job versions: runs of digits compare as numbers (of any
+/// length; leading zeros ignored), the rest as text, and a text run where
+/// the other version has ended or has a number marks a pre-release: `1.10`
+/// after `1.9`, `2` after `1.5.3`, `1.0` after `1.0-rc2` after `1.0-rc1`,
+/// `1.0.1` after `1.0`.
 pub fn compare_versions(a: &str, b: &str) -> Ordering {
-    let (mut a, mut b) = (pieces(a), pieces(b));
-    loop {
-        match (a.next(), b.next()) {
-            (None, None) => return Ordering::Equal,
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(x), Some(y)) => {
-                let order = match (x.parse::<u128>(), y.parse::<u128>()) {
-                    (Ok(m), Ok(n)) => m.cmp(&n),
-                    _ => x.cmp(y),
-                };
-                if order != Ordering::Equal {
-                    return order;
+    let (a, b): (Vec<&str>, Vec<&str>) = (pieces(a).collect(), pieces(b).collect());
+    for i in 0..a.len().max(b.len()) {
+        let order = match (a.get(i), b.get(i)) {
+            (None, None) => Ordering::Equal,
+            // What the shorter lacks: a number ranks it lower, text (a
+            // pre-release tag) higher.
+            (None, Some(y)) => {
+                return if is_number(y) {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
                 }
             }
+            (Some(x), None) => {
+                return if is_number(x) {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (Some(x), Some(y)) => match (is_number(x), is_number(y)) {
+                (true, true) => compare_numbers(x, y),
+                (true, false) => Ordering::Greater,
+                (false, true) => Ordering::Less,
+                (false, false) => x.cmp(y),
+            },
+        };
+        if order != Ordering::Equal {
+            return order;
         }
     }
+    Ordering::Equal
+}
+
+fn is_number(piece: &str) -> bool {
+    piece.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Two runs of digits by value, without parsing (any length).
+fn compare_numbers(x: &str, y: &str) -> Ordering {
+    let (x, y) = (x.trim_start_matches('0'), y.trim_start_matches('0'));
+    x.len().cmp(&y.len()).then_with(|| x.cmp(y))
 }
 
 /// Runs of digits and runs of other characters, separators dropped.

@@ -123,9 +123,15 @@ impl InventoryHint {
             }
         }
         let mut tables = std::collections::BTreeSet::new();
+        let mut fields = std::collections::BTreeSet::new();
         for explode in &self.explode {
             if explode.field.trim().is_empty() {
                 add(&["explode", "field"], "must not be empty".into());
+            } else if !fields.insert(explode.field.as_str()) {
+                add(
+                    &["explode", "field"],
+                    format!("{:?} is exploded twice", explode.field),
+                );
             }
             if explode.table.trim().is_empty() {
                 add(&["explode", "table"], "must not be empty".into());

@@ -27,7 +27,8 @@ pub struct InventoryArgs {
     /// Only this exploded table.
     #[arg(long)]
     table: Option<String>,
-    /// FIELD=VALUE: only pcs (rows) whose field has this value.
+    /// FIELD=VALUE: with --table, only rows whose column has this value;
+    /// without, only pcs whose fact has it.
     #[arg(long = "where")]
     field_equals: Option<String>,
 }
@@ -72,10 +73,18 @@ fn query(pairs: &[(&str, &Option<String>)]) -> String {
 
 fn text(value: &Value) -> String {
     match value {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s),
         Value::Null => String::new(),
-        other => other.to_string(),
+        other => printable(&other.to_string()),
     }
+}
+
+/// What an agent reported, safe for a terminal: control characters
+/// (escape sequences) become `?`.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// Prints rows of JSON objects as a table with `columns` (pc first).
@@ -143,9 +152,10 @@ pub fn inventory(api: &Api, json: bool, args: InventoryArgs) -> Result<(), Strin
                 );
                 let show = |v: &Option<Value>| v.as_ref().map(text).unwrap_or_else(|| "-".into());
                 println!(
-                    "{}  {}  {what}: {} → {}",
+                    "{}  {}  {}: {} → {}",
                     c.at,
                     c.pc_id,
+                    printable(&what),
                     show(&c.before),
                     show(&c.after)
                 );
@@ -191,7 +201,10 @@ pub fn inventory(api: &Api, json: bool, args: InventoryArgs) -> Result<(), Strin
         for skip in &answer.skipped {
             println!(
                 "not projected: {} on {} (version {}): {}",
-                skip.result_id, skip.pc_id, skip.version, skip.reason
+                skip.result_id,
+                skip.pc_id,
+                skip.version,
+                printable(&skip.reason)
             );
         }
     })
@@ -227,7 +240,10 @@ pub fn checks(api: &Api, json: bool, args: ChecksArgs) -> Result<(), String> {
         for s in &states {
             println!(
                 "{:<16} {:<8} {:<32} {}",
-                s.pc_id, s.status, s.since, s.detail
+                s.pc_id,
+                s.status,
+                s.since,
+                printable(&s.detail)
             );
         }
         if states.is_empty() {

@@ -160,8 +160,17 @@ fn versions_order_by_their_numbers() {
         ("2", "1.5.3", Greater),
         ("1.0", "1.0", Equal),
         ("1.0-rc1", "1.0-rc2", Less),
+        ("1.0-rc2", "1.0", Less),
+        ("1.0", "1.0.1", Less),
+        ("1.0.rc1", "1.0.1", Less),
         ("1", "1.1", Less),
         ("v3", "v12", Less),
+        ("007", "7", Equal),
+        (
+            "123456789012345678901234567890123456789012",
+            "99999999999999999999999999999999999999999",
+            Greater,
+        ),
     ] {
         assert_eq!(compare_versions(a, b), order, "{a} vs {b}");
         assert_eq!(compare_versions(b, a), order.reverse(), "{b} vs {a}");

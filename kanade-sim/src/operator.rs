@@ -184,7 +184,15 @@ impl Operator {
         let kind = JobKind::ROTATION[c % JobKind::ROTATION.len()];
         if kind == JobKind::RevokedInJitter {
             let job = kind.job_id();
-            self.operate(|b| async move { b.activate(job).await }).await;
+            if self.operate(|b| async move { b.activate(job).await }).await {
+                // Not traced (the trace is the bus); the checker needs it:
+                // a revoke holds until the job is activated again.
+                self.operations.push(Operation {
+                    exec_id: format!("job:{job}"),
+                    what: "activated",
+                    at: self.origin.elapsed(),
+                });
+            }
         }
         let target = Target {
             all: true,

@@ -329,8 +329,19 @@ impl FleetOutcome {
                 });
             }
             if let Some(revoked_at) = self.operation(&execution.exec_id, "revoked") {
+                // A revoke is the job's state: it holds until the operator
+                // activates the job again (for its next round), and a copy
+                // of the old command that starts after that may run.
+                let job = format!("job:{}", JobKind::RevokedInJitter.job_id());
+                let until = self
+                    .operations
+                    .iter()
+                    .filter(|o| o.exec_id == job && o.what == "activated" && o.at > revoked_at)
+                    .map(|o| o.at)
+                    .min()
+                    .unwrap_or(Duration::MAX);
                 for run in invoked {
-                    if run.started > revoked_at + publish_delay {
+                    if run.started > revoked_at + publish_delay && run.started < until {
                         violations.push(Violation::RanAfterRevoke {
                             exec_id: execution.exec_id.clone(),
                             pc: pc.clone(),

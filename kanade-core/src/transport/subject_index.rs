@@ -17,7 +17,13 @@ struct Node<T> {
     rest: Vec<T>,
     /// Subscribers whose pattern ends exactly here.
     here: Vec<T>,
+    /// `rest` / `here` are pruned on insert once this long.
+    rest_prune_at: usize,
+    here_prune_at: usize,
 }
+
+/// The shortest list an insert prunes.
+const PRUNE_FLOOR: usize = 4;
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
@@ -26,6 +32,8 @@ impl<T> Default for Node<T> {
             star: None,
             rest: Vec::new(),
             here: Vec::new(),
+            rest_prune_at: PRUNE_FLOOR,
+            here_prune_at: PRUNE_FLOOR,
         }
     }
 }
@@ -50,14 +58,25 @@ impl<T> Default for SubjectIndex<T> {
 
 impl<T> SubjectIndex<T> {
     /// Adds a subscriber for `pattern` (already validated).
+    #[cfg(test)]
     pub(crate) fn insert(&mut self, pattern: &str, item: T) {
+        self.insert_pruning(pattern, item, |_| false);
+    }
+
+    /// [`SubjectIndex::insert`], first dropping the subscribers of the same
+    /// pattern that `gone` says have left — whenever their list has doubled
+    /// since it was last pruned (amortised O(1)). Without it a subscriber
+    /// that leaves is removed only when a message for it finds it gone,
+    /// and a pattern that rarely sees one (a pc's ping subject, resubscribed
+    /// after each reconnect) keeps every old subscriber.
+    pub(crate) fn insert_pruning(&mut self, pattern: &str, item: T, gone: impl Fn(&T) -> bool) {
         let mut node = &mut self.root;
         let tokens: Vec<&str> = pattern.split('.').collect();
+        let mut rest = false;
         for (i, token) in tokens.iter().enumerate() {
             if *token == ">" && i + 1 == tokens.len() {
-                node.rest.push(item);
-                self.len += 1;
-                return;
+                rest = true;
+                break;
             }
             node = if *token == "*" {
                 node.star.get_or_insert_with(Box::default)
@@ -65,7 +84,18 @@ impl<T> SubjectIndex<T> {
                 node.literal.entry((*token).to_owned()).or_default()
             };
         }
-        node.here.push(item);
+        let (list, prune_at) = if rest {
+            (&mut node.rest, &mut node.rest_prune_at)
+        } else {
+            (&mut node.here, &mut node.here_prune_at)
+        };
+        if list.len() >= *prune_at {
+            let before = list.len();
+            list.retain(|t| !gone(t));
+            self.len -= before - list.len();
+            *prune_at = (list.len() * 2).max(PRUNE_FLOOR);
+        }
+        list.push(item);
         self.len += 1;
     }
 
@@ -161,5 +191,24 @@ mod tests {
         index.dispatch("kill.y", |_| false);
         assert_eq!(index.len(), 0);
         assert!(index.root.is_empty());
+    }
+
+    /// A pc resubscribing its ping subject after every reconnect, with no
+    /// ping in between: the subscribers that left do not pile up.
+    #[test]
+    fn subscribers_that_left_are_pruned_on_insert() {
+        let mut index = SubjectIndex::default();
+        let gone = |i: &usize| *i < 990; // all but the last ten have left
+        for i in 0..1000 {
+            index.insert_pruning("agents.pc-1.ping", i, gone);
+        }
+        assert!(index.len() < 40, "{} kept", index.len());
+        let live = delivered(&mut index, "agents.pc-1.ping");
+        assert_eq!(live.iter().filter(|i| !gone(i)).count(), 10);
+        // `>` patterns too.
+        for i in 0..1000 {
+            index.insert_pruning("obs.>", i, gone);
+        }
+        assert!(index.len() < 80, "{} kept", index.len());
     }
 }

@@ -59,8 +59,16 @@ impl MessageLog for FaultyLog {
         // Forward as messages arrive, so what arrives while down is lost.
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let injector = self.injector.clone();
+        // It ends with the subscription it feeds (dropping the inner one),
+        // not only at the next message after it.
         tokio::spawn(async move {
-            while let Some(message) = inner.next().await {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    () = tx.closed() => break,
+                    message = inner.next() => message,
+                };
+                let Some(message) = message else { break };
                 if injector.is_connected() && tx.send(message).is_err() {
                     break;
                 }

@@ -69,9 +69,10 @@ impl MemoryKv {
         while history.len() > self.config.history {
             history.pop_front();
         }
-        state
-            .watchers
-            .retain(|(pattern, tx)| !matches(pattern, key) || tx.send(entry.clone()).is_ok());
+        state.watchers.retain(|(pattern, tx)| {
+            // A watcher that left goes at the next write, whatever key.
+            !tx.is_closed() && (!matches(pattern, key) || tx.send(entry.clone()).is_ok())
+        });
         entry.revision
     }
 

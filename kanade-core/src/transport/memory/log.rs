@@ -103,7 +103,9 @@ impl MessageLog for MemoryLog {
     async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
         validate_pattern(pattern)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.state).subscribers.insert(pattern, tx);
+        lock(&self.state)
+            .subscribers
+            .insert_pruning(pattern, tx, |tx| tx.is_closed());
         Ok(Box::new(MemorySubscription(rx)))
     }
 

@@ -15,15 +15,6 @@ use kanade::nats::test_server::NatsServer;
 mod common;
 use common::{wait_until, workspace_binary, KillOnDrop};
 
-fn example(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/jobs")
-            .join(name),
-    )
-    .unwrap()
-}
-
 #[test]
 fn the_package_inventory_over_nats_fills_and_tracks_the_table() {
     let nats = NatsServer::start();
@@ -61,7 +52,7 @@ fn the_package_inventory_over_nats_fills_and_tracks_the_table() {
         let (code, out, err) = cli.run(&["exec", job, "--all"]);
         assert_eq!(code, Some(0), "{out}{err}");
     };
-    let yaml = example("packages.yaml");
+    let yaml = common::example_job("packages.yaml");
     apply_and_run(&yaml, "linux-packages");
     let answer = cli.json(&["inventory", "linux-packages", "--table", "packages"]);
     let rows = answer["rows"].as_array().unwrap();
@@ -101,7 +92,7 @@ fn the_package_inventory_over_nats_fills_and_tracks_the_table() {
         "{text}"
     );
 
-    apply_and_run(&example("disk-usage.yaml"), "disk-usage");
+    apply_and_run(&common::example_job("disk-usage.yaml"), "disk-usage");
     let (code, text, err) = cli.run(&["checks"]);
     assert_eq!(code, Some(0), "{err}");
     println!("{text}");

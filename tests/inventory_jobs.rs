@@ -19,15 +19,6 @@ use kanade::core::transport::Transport;
 
 const PCS: [&str; 2] = ["pc-1", "pc-2"];
 
-fn example(name: &str) -> String {
-    std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("examples/jobs")
-            .join(name),
-    )
-    .unwrap()
-}
-
 struct Fleet {
     backend: Backend,
     _agents: Vec<common::RunningAgent>,
@@ -82,7 +73,7 @@ impl Fleet {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_package_inventory_fills_its_table_and_records_a_removal() {
     let fleet = fleet().await;
-    let yaml = example("packages.yaml");
+    let yaml = common::example_job("packages.yaml");
     let job = fleet.run(&yaml).await;
     let db = fleet.backend.db().clone();
     let rows = db
@@ -140,7 +131,7 @@ async fn the_example_checks_give_every_pc_a_state() {
         ),
         ("patched.yaml", "patched", &["pass", "warn", "unknown"][..]),
     ] {
-        fleet.run(&example(file)).await;
+        fleet.run(&common::example_job(file)).await;
         let states = db.check_states(check, false).unwrap();
         assert_eq!(states.len(), 2, "{check}: {states:?}");
         for state in &states {

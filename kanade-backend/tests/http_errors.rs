@@ -7,31 +7,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use kanade_backend::{http, Backend, BackendSettings};
+use kanade_backend::{Backend, BackendSettings};
 use kanade_core::transport::fault::{FaultPlan, FaultRates, FaultyTransport};
 use kanade_core::transport::memory::MemoryTransport;
 use kanade_core::transport::Transport;
 use serde_json::{json, Value};
 
+mod common;
+use common::serve;
+
 const JOB: &str =
     "id: echo\nversion: \"1\"\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\n";
-
-/// Serves the API over `backend` on an ephemeral port; returns its base URL.
-async fn serve(backend: Backend) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        // Authentication is not what these tests are about (tests/security_*.rs are).
-        let auth = http::ApiAuth {
-            insecure_no_auth: true,
-            ..http::ApiAuth::default()
-        };
-        axum::serve(listener, http::router_with(backend, auth))
-            .await
-            .unwrap();
-    });
-    format!("http://{address}")
-}
 
 async fn open(transport: Arc<dyn Transport>, db: &Path) -> Backend {
     Backend::open(transport, BackendSettings::new(db))

@@ -8,26 +8,14 @@
 use std::sync::Arc;
 
 use kanade_backend::manifest::Target;
-use kanade_backend::{http, Backend, BackendSettings};
+use kanade_backend::{Backend, BackendSettings};
 use kanade_core::transport::memory::MemoryTransport;
 use kanade_core::transport::Transport;
 use kanade_core::wire::ExecResult;
 use serde_json::Value;
 
-async fn serve(backend: Backend) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let auth = http::ApiAuth {
-            insecure_no_auth: true,
-            ..http::ApiAuth::default()
-        };
-        axum::serve(listener, http::router_with(backend, auth))
-            .await
-            .unwrap();
-    });
-    format!("http://{address}")
-}
+mod common;
+use common::serve;
 
 async fn get(url: String) -> (u16, Value) {
     tokio::task::spawn_blocking(move || {

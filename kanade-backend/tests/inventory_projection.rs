@@ -40,32 +40,18 @@ impl Store {
                 .unwrap();
             db.record_job_hints("disk", version, None, Some(&CheckHint::named("disk_space")))
                 .unwrap();
-            for job in ["pkgs", "disk"] {
-                db.insert_execution(&ExecutionRow {
-                    exec_id: format!("{job}-v{version}"),
-                    job_id: job.into(),
-                    version: version.into(),
-                    request_id: format!("req-{job}-{version}"),
-                    target: "{\"all\":true}".into(),
-                    targeted: 3,
-                    status: "running".into(),
-                    created_at: t0().to_rfc3339(),
-                    started: 0,
-                    succeeded: 0,
-                    failed: 0,
-                    skipped: 0,
-                    reap_after_secs: 3600,
-                    late_targets: 0,
-                    schedule_id: None,
-                })
-                .unwrap();
-            }
         }
-        Store {
+        let store = Store {
             _dir: dir,
             db,
             results: 0,
+        };
+        for version in ["1", "2", "3"] {
+            for job in ["pkgs", "disk"] {
+                store.execution(&format!("{job}-v{version}"), job, version, 0);
+            }
         }
+        store
     }
 
     /// Stores a result of `job` version `version` from `pc`, finished
@@ -74,8 +60,8 @@ impl Store {
         self.answer_in(&format!("{job}-v{version}"), job, pc, minute, exit, stdout);
     }
 
-    /// A second execution of `job` version `version`, created `minute`
-    /// minutes after t0 by the backend's clock.
+    /// An execution of `job` version `version`, created `minute` minutes
+    /// after t0 by the backend's clock.
     fn execution(&self, exec_id: &str, job: &str, version: &str, minute: i64) {
         self.db
             .insert_execution(&ExecutionRow {

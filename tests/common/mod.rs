@@ -298,3 +298,13 @@ pub fn backend_binary(transport: &str, dir: &Path, role: &str) -> (Cli, KillOnDr
     wait_until("the backend API", || cli.run(&["agents"]).0 == Some(0));
     (cli, backend)
 }
+
+/// The text of the job manifest `examples/jobs/<name>`.
+pub fn example_job(name: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/jobs")
+            .join(name),
+    )
+    .unwrap()
+}

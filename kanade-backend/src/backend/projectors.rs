@@ -2,12 +2,15 @@
 //! into SQLite, and [`Backend::run`], which runs them with the reaper and
 //! the audit publisher.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use kanade_core::names::{
     subjects, OBJECT_RESULT_OUTPUT, STREAM_EVENTS, STREAM_INVENTORY, STREAM_RESULTS,
 };
-use kanade_core::transport::{ConsumerConfig, DeliverPolicy, ObjectStoreConfig, TransportError};
+use kanade_core::transport::{
+    Consumer, ConsumerConfig, DeliverPolicy, ObjectStoreConfig, TransportError,
+};
 use kanade_core::wire::{EventStarted, ExecResult, Heartbeat, HwInventory};
 use tokio::io::AsyncReadExt;
 
@@ -110,19 +113,7 @@ const MAX_OVERFLOW_TRIES: u32 = 12;
 async fn project_results(backend: Backend) {
     let mut config = ConsumerConfig::new("backend_results", DeliverPolicy::All);
     config.ack_wait = Duration::from_secs(60);
-    let consumer = loop {
-        match backend
-            .log
-            .create_consumer(STREAM_RESULTS, config.clone())
-            .await
-        {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                tracing::warn!("results projector: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let consumer = consumer_retrying(&backend, STREAM_RESULTS, config, "results projector").await;
     loop {
         let deliveries = match consumer.next_batch(RESULT_BATCH).await {
             Ok(deliveries) => deliveries,
@@ -228,19 +219,7 @@ impl Backend {
 async fn project_started(backend: Backend) {
     let mut config = ConsumerConfig::new("backend_started", DeliverPolicy::All);
     config.filter_subjects = vec!["events.started.>".into()];
-    let consumer = loop {
-        match backend
-            .log
-            .create_consumer(STREAM_EVENTS, config.clone())
-            .await
-        {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                tracing::warn!("start projector: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let consumer = consumer_retrying(&backend, STREAM_EVENTS, config, "start projector").await;
     loop {
         let Ok(delivery) = consumer.next().await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -275,19 +254,8 @@ async fn project_started(backend: Backend) {
 async fn project_hardware(backend: Backend) {
     let mut config = ConsumerConfig::new("backend_hardware", DeliverPolicy::All);
     config.filter_subjects = vec!["inventory.*.hw".into()];
-    let consumer = loop {
-        match backend
-            .log
-            .create_consumer(STREAM_INVENTORY, config.clone())
-            .await
-        {
-            Ok(consumer) => break consumer,
-            Err(e) => {
-                tracing::warn!("hardware projector: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
-    };
+    let consumer =
+        consumer_retrying(&backend, STREAM_INVENTORY, config, "hardware projector").await;
     loop {
         let Ok(delivery) = consumer.next().await else {
             tokio::time::sleep(Duration::from_secs(1)).await;
@@ -313,6 +281,26 @@ async fn project_hardware(backend: Backend) {
             Err(e) => tracing::warn!(pc, "unreadable hardware inventory dropped: {e}"),
         }
         let _ = delivery.ack().await;
+    }
+}
+
+/// The durable consumer `config` on `stream`, retried every second until
+/// the transport creates it (the broker may be away when the backend
+/// starts); `what` names the projector in the log.
+async fn consumer_retrying(
+    backend: &Backend,
+    stream: &str,
+    config: ConsumerConfig,
+    what: &str,
+) -> Arc<dyn Consumer> {
+    loop {
+        match backend.log.create_consumer(stream, config.clone()).await {
+            Ok(consumer) => return consumer,
+            Err(e) => {
+                tracing::warn!("{what}: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use kanade_core::wire::AuditEvent;
 
 use crate::api::Api;
 use crate::print;
+use crate::runs::urlencoding;
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
@@ -94,10 +95,10 @@ pub fn audit(api: &Api, json: bool, action: AuditCmd) -> Result<ExitCode, String
         AuditCmd::List { since, actor } => {
             let mut query = vec!["limit=1000".to_owned()];
             if let Some(since) = since {
-                query.push(format!("since={}", urlencode(&since)));
+                query.push(format!("since={}", urlencoding(&since)));
             }
             if let Some(actor) = actor {
-                query.push(format!("actor={}", urlencode(&actor)));
+                query.push(format!("actor={}", urlencoding(&actor)));
             }
             let entries: Vec<AuditEvent> = api.get(&format!("/api/audit?{}", query.join("&")))?;
             print(json, &entries, || {
@@ -248,17 +249,4 @@ pub fn decide(
     print(json, &row, || {
         println!("execution {}: {}", row.exec_id, row.status)
     })
-}
-
-/// Percent-encodes a query value.
-fn urlencode(value: &str) -> String {
-    value
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -283,7 +283,7 @@ fn readme_block(first_line: &str) -> String {
 
 /// Item 11: the README's walk-through material is real — its job and
 /// schedule manifests are accepted as written, its complete `nats.conf`
-/// (store_dir, sync_interval) starts a real nats-server with JetStream.
+/// (store_dir, max_file_store, sync_interval) starts a real nats-server with JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_11_the_readme_examples_work_as_written() {
     let job = readme_block("# hello.yaml");
@@ -296,7 +296,11 @@ async fn item_11_the_readme_examples_work_as_written() {
     assert_eq!(schedule.job_id, "hello");
 
     let conf = readme_block("listen: 127.0.0.1:4222");
-    assert!(conf.contains("store_dir") && conf.contains("sync_interval: always"));
+    assert!(
+        conf.contains("store_dir")
+            && conf.contains("max_file_store")
+            && conf.contains("sync_interval: always")
+    );
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let conf = conf

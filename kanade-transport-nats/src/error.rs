@@ -235,6 +235,46 @@ where
     }
 }
 
+/// Like [`backend`], for creating a stream, bucket or object store while
+/// provisioning: a refusal for want of storage (JetStream codes 10047,
+/// 10023, 10002) becomes [`TransportError::InvalidConfig`] saying what to
+/// change — the server's `max_file_store`, which by default is 75% of the
+/// disk space free when the server started, must hold
+/// [`RESERVED_STREAM_BYTES`](kanade_core::names::RESERVED_STREAM_BYTES).
+pub(crate) fn provisioning<E>(context: &str, error: E) -> TransportError
+where
+    E: StdError + Send + Sync + 'static,
+{
+    match cause(&error) {
+        Cause::Api(code) if is_storage_refusal(code) => {
+            TransportError::InvalidConfig(storage_refusal_message(context, &error.to_string()))
+        }
+        _ => backend(context, error),
+    }
+}
+
+/// The JetStream codes that mean "not enough storage left to reserve".
+fn is_storage_refusal(code: ErrorCode) -> bool {
+    [
+        ErrorCode::STORAGE_RESOURCES_EXCEEDED,
+        ErrorCode::INSUFFICIENT_RESOURCES,
+        ErrorCode::ACCOUNT_RESOURCES_EXCEEDED,
+    ]
+    .contains(&code)
+}
+
+/// What an operator reads when the server cannot reserve kanade's streams.
+pub(crate) fn storage_refusal_message(context: &str, error: &str) -> String {
+    let mib = kanade_core::names::RESERVED_STREAM_BYTES >> 20;
+    format!(
+        "{context}: {error}: the JetStream server has too little storage left to reserve kanade's streams \
+         ({mib} MiB in all, counted when each stream is created whether or not it fills); \
+         set `max_file_store` in the server's `jetstream` block to at least {gib} GiB \
+         (by default it is 75% of the disk space free when the server started), or free disk space and restart it",
+        gib = mib.div_ceil(1024) + 1,
+    )
+}
+
 /// Maps a JetStream API error by code.
 pub(crate) fn jetstream(context: &str, what: &str, error: &jetstream::Error) -> TransportError {
     match error.error_code() {

@@ -5,7 +5,7 @@ use async_nats::jetstream::{self, stream};
 use kanade_core::names::{self, ALL_STREAMS};
 use kanade_core::transport::{KvConfig, StreamConfig, TransportError, TransportResult};
 
-use crate::error::backend;
+use crate::error::{backend, provisioning};
 use crate::kv::kv_config;
 use crate::log::stream_config;
 use crate::NatsTransport;
@@ -82,7 +82,7 @@ async fn ensure_stream(
         None => {
             js.create_stream(wanted)
                 .await
-                .map_err(|e| backend(&format!("creating stream {name}"), e))?;
+                .map_err(|e| provisioning(&format!("creating stream {name}"), e))?;
             report.created.push(format!("stream {name}"));
         }
         Some(existing) => {
@@ -146,7 +146,7 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
             Err(_) => {
                 js.create_key_value(wanted)
                     .await
-                    .map_err(|e| backend(&format!("creating bucket {bucket}"), e))?;
+                    .map_err(|e| provisioning(&format!("creating bucket {bucket}"), e))?;
                 report.created.push(format!("bucket {bucket}"));
             }
             Ok(_) => {
@@ -225,7 +225,7 @@ pub async fn provision(transport: &NatsTransport) -> TransportResult<ProvisionRe
                     ..Default::default()
                 })
                 .await
-                .map_err(|e| backend(&format!("creating object store {store}"), e))?;
+                .map_err(|e| provisioning(&format!("creating object store {store}"), e))?;
                 report.created.push(format!("object store {store}"));
             }
         }

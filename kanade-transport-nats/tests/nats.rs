@@ -88,6 +88,36 @@ async fn provisioning_twice_changes_nothing() {
     );
 }
 
+/// A server whose storage limit cannot hold what kanade's streams reserve
+/// (the CI machine's default, 75% of a nearly full disk, did this): the
+/// refusal is a configuration error naming `max_file_store` and the size
+/// needed, and once the limit is raised provisioning goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_too_small_for_the_streams_is_named_with_its_setting() {
+    for limit in ["1G", "3G"] {
+        let small = NatsServer::start_with_store_limit(limit);
+        let transport = connect(&small).await;
+        let error = provision(&transport).await.unwrap_err();
+        let TransportError::InvalidConfig(text) = &error else {
+            panic!("{limit}: expected a configuration error, got {error:?}");
+        };
+        assert!(
+            text.contains("max_file_store") && text.contains("4416 MiB"),
+            "{limit}: {text}"
+        );
+    }
+    assert_eq!(
+        kanade_core::names::RESERVED_STREAM_BYTES,
+        kanade_core::names::ALL_STREAMS
+            .iter()
+            .map(|s| s.max_bytes)
+            .sum::<u64>()
+    );
+    let roomy = NatsServer::start_with_store_limit("5G");
+    let transport = connect(&roomy).await;
+    provision(&transport).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisioning_updates_drifted_settings_and_names_what_it_cannot() {
     let server = NatsServer::start();

@@ -13,7 +13,7 @@ pub use keys::{
     agent_config_group_key, agent_config_pc_key, parse_agent_config_group_key,
     parse_agent_config_pc_key,
 };
-pub use streams::{StreamSpec, ALL_STREAMS};
+pub use streams::{StreamSpec, ALL_STREAMS, RESERVED_STREAM_BYTES};
 pub use token::{InvalidToken, SubjectToken, TokenKind};
 
 /// KV: last known state per agent.

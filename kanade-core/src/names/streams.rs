@@ -84,3 +84,18 @@ pub const ALL_STREAMS: [StreamSpec; 6] = [
     StreamSpec::OBS_EVENTS,
     StreamSpec::INVENTORY,
 ];
+
+/// The bytes kanade's streams reserve together on a JetStream server: the
+/// sum of every stream's `max_bytes` (4,416 MiB). JetStream counts a
+/// stream's `max_bytes` against the server's storage limit
+/// (`max_file_store`) when the stream is created, whether or not it is
+/// ever filled, so a server needs at least this much configured.
+pub const RESERVED_STREAM_BYTES: u64 = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < ALL_STREAMS.len() {
+        total += ALL_STREAMS[i].max_bytes;
+        i += 1;
+    }
+    total
+};

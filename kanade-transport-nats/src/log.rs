@@ -15,7 +15,7 @@ use kanade_core::transport::{
 };
 
 use crate::error::{backend, jetstream as js_error};
-use crate::Shared;
+use crate::{ConnectionState, Shared};
 
 pub(crate) struct NatsLog {
     pub(crate) shared: Arc<Shared>,
@@ -288,6 +288,7 @@ impl MessageLog for NatsLog {
         Ok(Arc::new(NatsConsumer {
             consumer,
             pull: tokio::sync::Mutex::new(None),
+            state: self.shared.state.clone(),
         }))
     }
 }
@@ -300,7 +301,32 @@ struct NatsConsumer {
     /// `next()` dropped while waiting must leave the request for the next
     /// call to collect (the contract's cancel safety). The lock also
     /// serialises `next()` calls on this handle.
-    pull: tokio::sync::Mutex<Option<pull::Batch>>,
+    pull: tokio::sync::Mutex<Option<Pull>>,
+    /// The connection's state, to tell when a request was left behind on a
+    /// connection that is gone.
+    state: tokio::sync::watch::Receiver<ConnectionState>,
+}
+
+/// An outstanding pull request and the connection events seen when it was
+/// sent.
+struct Pull {
+    batch: pull::Batch,
+    state: tokio::sync::watch::Receiver<ConnectionState>,
+}
+
+/// Resolves once the client has connected again after `state` was last
+/// seen: a pull request sent before that was held by the old connection's
+/// server, which may be gone (a member restarted), so it is asked again at
+/// once instead of after its expiry. Never resolves if the client closed.
+async fn reconnected_since(state: &mut tokio::sync::watch::Receiver<ConnectionState>) {
+    if state.changed().await.is_err()
+        || state
+            .wait_for(|s| *s == ConnectionState::Connected)
+            .await
+            .is_err()
+    {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// How long one pull request waits on the server before it is renewed.
@@ -312,14 +338,18 @@ const PULL_GRACE: Duration = Duration::from_secs(2);
 impl NatsConsumer {
     /// Sends a pull request for one message. Cancel-safe: the request is
     /// the last thing sent, so a request is either not sent or returned.
-    async fn request(&self) -> TransportResult<pull::Batch> {
-        self.consumer
+    async fn request(&self) -> TransportResult<Pull> {
+        let mut state = self.state.clone();
+        state.mark_unchanged();
+        let batch = self
+            .consumer
             .batch()
             .max_messages(1)
             .expires(PULL_EXPIRY)
             .messages()
             .await
-            .map_err(|e| backend("pulling", e))
+            .map_err(|e| backend("pulling", e))?;
+        Ok(Pull { batch, state })
     }
 }
 
@@ -328,8 +358,8 @@ impl Consumer for NatsConsumer {
     async fn next(&self) -> TransportResult<Delivery> {
         let mut pull = self.pull.lock().await;
         loop {
-            let batch = match &mut *pull {
-                Some(batch) => batch,
+            let Pull { batch, state } = match &mut *pull {
+                Some(request) => request,
                 none => none.insert(self.request().await?),
             };
             // `Batch` is a stream over a subscription: polling it is
@@ -340,9 +370,15 @@ impl Consumer for NatsConsumer {
             // own a little after the expiry and asks again, wherever the
             // consumer leads now (an unacknowledged message is redelivered
             // after its ack wait).
-            let item = tokio::time::timeout(PULL_EXPIRY + PULL_GRACE, batch.next())
-                .await
-                .unwrap_or_default();
+            // A reconnect in the meantime (the client moved to another
+            // member) gives the request up at once, the same way.
+            let item = tokio::select! {
+                biased;
+                item = tokio::time::timeout(PULL_EXPIRY + PULL_GRACE, batch.next()) => {
+                    item.unwrap_or_default()
+                }
+                () = reconnected_since(state) => None,
+            };
             // One message was asked for: the request is spent either way.
             *pull = None;
             let Some(message) = item else {

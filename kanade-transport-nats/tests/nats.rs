@@ -158,6 +158,63 @@ async fn provisioning_updates_drifted_settings_and_names_what_it_cannot() {
     );
 }
 
+/// A consumer waiting in `next()` when its server restarts asks again as
+/// soon as the client is back: its pull request died with the server, and
+/// waiting for that request's expiry (5 s, then 2 s of grace) left an
+/// agent's EXEC replay deaf for up to 7 s after a cluster member restarted
+/// — long enough for a 5 s schedule's next command to supersede the one it
+/// missed. The message published after the reconnect arrives before the
+/// old request would have expired; the old code could not deliver it
+/// sooner than 7 s after the request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_consumer_asks_again_as_soon_as_the_client_reconnects() {
+    let mut server = NatsServer::start();
+    let transport = connect(&server).await;
+    let log = transport.messages();
+    log.create_stream(StreamConfig::new("WAITING", &["waiting.>"]))
+        .await
+        .unwrap();
+    let consumer = log
+        .create_consumer("WAITING", ConsumerConfig::new("waiter", DeliverPolicy::All))
+        .await
+        .unwrap();
+    let requested = std::time::Instant::now();
+    let waiting = tokio::spawn(async move {
+        let delivery = consumer.next().await.unwrap();
+        delivery.ack().await.unwrap();
+        (delivery.message.payload, std::time::Instant::now())
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut state = transport.connection_state();
+    server.kill();
+    state
+        .wait_for(|s| *s == ConnectionState::Disconnected)
+        .await
+        .unwrap();
+    server.restart().unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| *s == ConnectionState::Connected),
+    )
+    .await
+    .expect("the client reconnects")
+    .unwrap();
+    log.publish("waiting.one", Headers::new(), Bytes::from("after"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (payload, arrived) = tokio::time::timeout(Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiting consumer gets the message")
+        .unwrap();
+    assert_eq!(payload, Bytes::from("after"));
+    let waited = arrived - requested;
+    assert!(
+        waited < Duration::from_secs(5),
+        "delivered {waited:?} after the first request: the consumer waited for the dead request to expire"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_data_survives_a_server_kill_and_the_client_reconnects() {
     let mut server = NatsServer::start();

@@ -271,7 +271,7 @@ impl Fleet {
 /// Runs `plan` on a fresh current-thread runtime with paused time.
 pub fn simulate(plan: FleetPlan) -> Result<FleetOutcome, SimError> {
     tokio::runtime::Builder::new_current_thread()
-        .enable_all()
+        .enable_time()
         .start_paused(true)
         .build()
         .map_err(SimError::Runtime)?

@@ -42,12 +42,12 @@ pub enum DbDurability {
     /// acknowledged result) survives a power loss. The default.
     #[default]
     PowerLoss,
-    /// The rollback journal in memory, `synchronous = OFF` and
-    /// `locking_mode = EXCLUSIVE`: a commit is atomic only if the process
-    /// does not die in the middle of it, and no other process may open
-    /// the file meanwhile. That holds in a simulation, whose "crashes" are
-    /// tasks stopping between database calls (which run inline) and whose
-    /// database lives in RAM; never use it for a server.
+    /// The whole database in this process's memory (SQLite's `:memory:`;
+    /// the path is not used): nothing reaches a file, and everything is
+    /// gone when the [`Db`] is dropped. That suits a simulation, whose
+    /// "crashes" are tasks stopping between database calls (which run
+    /// inline) while its one backend lives as long as the run; never use
+    /// it for a server.
     Simulated,
 }
 
@@ -61,14 +61,16 @@ impl Db {
     /// Opens (creating and migrating) the database at `path` with the
     /// given durability.
     pub fn open_with(path: &Path, durability: DbDurability) -> Result<Self, DbError> {
-        let mut conn = Connection::open(path)?;
+        let mut conn = match durability {
+            DbDurability::PowerLoss => Connection::open(path)?,
+            DbDurability::Simulated => Connection::open_in_memory()?,
+        };
         match durability {
             DbDurability::PowerLoss => {
                 conn.pragma_update(None, "journal_mode", "WAL")?;
                 conn.pragma_update(None, "synchronous", "FULL")?;
             }
             DbDurability::Simulated => {
-                conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
                 conn.pragma_update(None, "journal_mode", "MEMORY")?;
                 conn.pragma_update(None, "synchronous", "OFF")?;
             }

@@ -83,6 +83,7 @@ impl Setup {
                         agent_rss_bytes: None,
                         enforcing: None,
                         command_keys: None,
+                        quarantined_versions: None,
                     },
                     Utc::now(),
                 )

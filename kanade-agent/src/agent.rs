@@ -19,6 +19,21 @@ use crate::outbox::Outbox;
 use crate::state::Inner;
 use crate::AgentError;
 
+/// Why [`Agent::run_until_stopped`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Stopped {
+    /// The shutdown future resolved.
+    Shutdown,
+    /// A self-update installed `version`: exit (with
+    /// `kanade_core::policy::release::EXIT_UPDATED`) for the service
+    /// manager to start the new binary.
+    Updated {
+        /// The version installed.
+        version: String,
+    },
+}
+
 /// An agent, ready to [`run`](Agent::run).
 #[derive(Clone)]
 pub struct Agent {
@@ -64,6 +79,16 @@ impl Agent {
     /// anything still running after that is reported as exit 121 on the
     /// next start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+        self.run_until_stopped(shutdown).await.map(|_| ())
+    }
+
+    /// [`run`](Agent::run), also stopping (the same way) when a
+    /// self-update ([`AgentSettings::self_update`](crate::AgentSettings::self_update))
+    /// installed a new binary; says which happened.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<Stopped, AgentError> {
         let inner = self.inner;
         let resume = crate::admission::recover(&inner).await;
         inner.outbox.drain().await;
@@ -88,6 +113,11 @@ impl Agent {
         if let Some(connected) = inner.connected.clone() {
             tasks.spawn(track_connection(inner.clone(), connected));
         }
+        if inner.settings.self_update.is_some() {
+            tasks.spawn(crate::update::confirm_when_healthy(inner.clone()));
+            tasks.spawn(crate::update::update_loop(inner.clone()));
+        }
+        let mut installed = inner.update_installed.subscribe();
         for (command, request) in resume {
             crate::fire::spawn_execute(
                 inner.clone(),
@@ -96,12 +126,17 @@ impl Agent {
                 crate::kills::Arrival::Late,
             );
         }
-        shutdown.await;
+        let stopped = tokio::select! {
+            () = shutdown => Stopped::Shutdown,
+            Ok(version) = installed.wait_for(Option::is_some) => Stopped::Updated {
+                version: version.clone().unwrap_or_default(),
+            },
+        };
         inner.closed.store(true, Ordering::SeqCst);
         stop_running_work(&inner).await;
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        Ok(())
+        Ok(stopped)
     }
 }
 

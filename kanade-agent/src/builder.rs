@@ -150,6 +150,7 @@ impl AgentBuilder {
                 all_done: Notify::new(),
                 executions: Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
+                update_installed: tokio::sync::watch::channel(None).0,
                 settings,
             }),
         })

@@ -25,6 +25,12 @@ fn heartbeat(inner: &Inner) -> Heartbeat {
         agent_rss_bytes: process_facts().rss_bytes,
         enforcing: Some(inner.trust.enforcing()),
         command_keys: inner.trust.fingerprints(),
+        quarantined_versions: inner
+            .settings
+            .self_update
+            .as_ref()
+            .map(|_| crate::update::quarantined(&inner.settings.state_dir))
+            .filter(|list| !list.is_empty()),
     }
 }
 

@@ -47,8 +47,9 @@ mod settings;
 mod state;
 pub mod state_files;
 pub mod trust;
+pub mod update;
 
-pub use agent::{Agent, SHUTDOWN_GRACE};
+pub use agent::{Agent, Stopped, SHUTDOWN_GRACE};
 pub use builder::AgentBuilder;
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use intake::{REPLAY_ACK_WAIT, REPLY_TO_HEADER};

@@ -229,13 +229,18 @@ pub(crate) async fn publish_started(inner: &Arc<Inner>, command: &Command, reque
 /// Reports a change of signature outcome on an observing host as an
 /// `ObsEvent` of that kind (`command_signature_ok`, `…_absent`, …).
 pub(crate) async fn publish_signature_event(inner: &Arc<Inner>, kind: &'static str) {
+    publish_obs(inner, kind, serde_json::Value::Null).await;
+}
+
+/// Publishes an agent `ObsEvent` of `kind` through the outbox.
+pub(crate) async fn publish_obs(inner: &Arc<Inner>, kind: &str, payload: serde_json::Value) {
     let event = kanade_core::wire::ObsEvent {
         pc_id: inner.settings.pc_id.to_string(),
         at: inner.clock.now(),
         kind: kind.to_owned(),
         source: "agent".into(),
         event_record_id: None,
-        payload: serde_json::Value::Null,
+        payload,
     };
     let Ok(payload) = serde_json::to_string(&event) else {
         return;
@@ -243,7 +248,7 @@ pub(crate) async fn publish_signature_event(inner: &Arc<Inner>, kind: &'static s
     let entry = OutboxEntry {
         subject: subjects::obs(&inner.settings.pc_id),
         message_id: format!(
-            "sig-{}-{kind}-{}",
+            "obs-{}-{kind}-{}",
             inner.settings.pc_id,
             event.at.timestamp_nanos_opt().unwrap_or_default()
         ),

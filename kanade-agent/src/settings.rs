@@ -41,6 +41,10 @@ pub struct AgentSettings {
     /// holding the pc's public NKey can refuse results published in its
     /// name by anyone else. `None`: no proof is attached.
     pub publisher_signer: Option<kanade_core::policy::publisher::PublisherSigner>,
+    /// Self-update: follow `target_version` and replace this executable
+    /// with verified releases (see [`crate::update`]). `None` (the
+    /// default): never; the `kanade-agent` binary turns it on.
+    pub self_update: Option<crate::update::SelfUpdate>,
 }
 
 impl AgentSettings {
@@ -59,6 +63,7 @@ impl AgentSettings {
             default_concurrency: None,
             trust: crate::trust::TrustSettings::default(),
             publisher_signer: None,
+            self_update: None,
         }
     }
 }

@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     /// Set when the agent stops or halts: no new command starts after it
     /// (an admitted one stays pending in the ledger for the next start).
     pub closed: AtomicBool,
+    /// The version a self-update installed (the agent then stops).
+    pub update_installed: watch::Sender<Option<String>>,
 }
 
 /// Counts a command as in flight while alive.

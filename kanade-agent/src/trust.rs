@@ -219,6 +219,11 @@ impl Trust {
         self.mode == SignatureMode::Enforce
     }
 
+    /// The ring as loaded now (a copy; it verifies agent releases too).
+    pub fn ring(&self) -> KeyRing {
+        self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     /// The ring's key fingerprints (for heartbeats); `None` when off.
     pub fn fingerprints(&self) -> Option<Vec<String>> {
         (self.mode != SignatureMode::Off).then(|| {

@@ -38,6 +38,7 @@ mod yaml_lines;
 
 pub use backend::{
     finished_status, version_changed, AgentIdentities, AppliedJob, Backend, BackendError,
-    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn, RolloutStatus, WaveStatus,
+    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn, ReleaseListing, RolloutStatus,
+    VersionSpread, WaveStatus,
 };
 pub use scheduler::Scheduler;

@@ -184,6 +184,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         of(any::<u64>()),
         of(any::<bool>()),
         of(prop::collection::vec(text(), 0..3)),
+        of(prop::collection::vec(text(), 0..3)),
     );
     (required, optional).prop_map(
         |(
@@ -196,6 +197,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                 agent_rss_bytes,
                 enforcing,
                 command_keys,
+                quarantined_versions,
             ),
         )| Heartbeat {
             pc_id,
@@ -208,6 +210,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
             agent_rss_bytes,
             enforcing,
             command_keys,
+            quarantined_versions,
         },
     )
 }

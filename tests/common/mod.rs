@@ -275,6 +275,17 @@ impl Cli {
 /// `dir`, after creating a token of `role` there; returns the CLI bound to
 /// it (once its API answers) and the process.
 pub fn backend_binary(transport: &str, dir: &Path, role: &str) -> (Cli, KillOnDrop) {
+    backend_binary_with(transport, dir, role, &[])
+}
+
+/// [`backend_binary`] with more arguments for `kanade-backend`
+/// (`--signing-key`, …).
+pub fn backend_binary_with(
+    transport: &str,
+    dir: &Path,
+    role: &str,
+    extra: &[&str],
+) -> (Cli, KillOnDrop) {
     let api = format!("127.0.0.1:{}", free_port());
     let created = std::process::Command::new(workspace_binary("kanade-backend"))
         .args(["token", "create", "--name", "ops", "--role", role, "--db"])
@@ -289,6 +300,7 @@ pub fn backend_binary(transport: &str, dir: &Path, role: &str) -> (Cli, KillOnDr
     let backend = KillOnDrop(
         std::process::Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", transport, "--listen", &api])
+            .args(extra)
             .arg("--db")
             .arg(dir.join("backend.db"))
             .stdout(std::process::Stdio::null())

@@ -4,12 +4,64 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use kanade_agent::{Agent, AgentSettings, FileConfig};
 use kanade_core::names::SubjectToken;
 use kanade_core::transport::Transport;
 use kanade_transport_nats::ConnectionState;
 use tokio::sync::watch;
+
+/// The version this binary reports, in a fixed slot: the marker, the
+/// crate version, NUL padding. A test makes a "different build" by
+/// patching the version in a copy of the binary (same length slot, so the
+/// file stays valid) instead of compiling twice.
+#[used]
+static VERSION_SLOT: [u8; VERSION_SLOT_LEN] = version_slot(env!("CARGO_PKG_VERSION"));
+
+/// `KANADE-AGENT-VERSION:` — what precedes the version in the slot.
+const VERSION_MARKER: &[u8] = b"KANADE-AGENT-VERSION:";
+const VERSION_SLOT_LEN: usize = 64;
+
+const fn version_slot(version: &str) -> [u8; VERSION_SLOT_LEN] {
+    let mut slot = [0u8; VERSION_SLOT_LEN];
+    let mut i = 0;
+    while i < VERSION_MARKER.len() {
+        slot[i] = VERSION_MARKER[i];
+        i += 1;
+    }
+    let version = version.as_bytes();
+    let mut j = 0;
+    while j < version.len() && i + j < VERSION_SLOT_LEN {
+        slot[i + j] = version[j];
+        j += 1;
+    }
+    slot
+}
+
+/// The version in [`VERSION_SLOT`] (read at run time, so a patched copy
+/// reports its own).
+fn agent_version() -> String {
+    let slot = std::hint::black_box(&VERSION_SLOT);
+    let rest = &slot[VERSION_MARKER.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end]).into_owned()
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// The boot sentinel, run by the service manager before each start
+    /// from the `.last-good` binary (see packaging/kanade-agent.service):
+    /// counts the starts of a newly installed version and, after 3 that
+    /// never confirmed a healthy start, restores the previous binary and
+    /// quarantines the version on this host. Exits 0 unless a record or
+    /// the binary cannot be written.
+    BootCheck {
+        /// The agent executable the service starts (the one an update
+        /// replaced).
+        #[arg(long)]
+        executable: PathBuf,
+    },
+}
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -24,6 +76,13 @@ enum LogFormat {
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    /// Never self-update (by default the agent follows `target_version`
+    /// from the agent config and installs releases that verify against
+    /// its command-key ring; without a ring it installs nothing).
+    #[arg(long)]
+    no_self_update: bool,
     /// TOML config file (see the kanade-agent docs for the keys); flags win.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -165,7 +224,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: Args) -> Result<kanade_agent::Stopped, String> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -221,6 +280,16 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| format!("NKey seed: {e}"))?;
     let (transport, connected) = open_transport(&transport_spec, &pc_id, nkey, tls).await?;
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
+    settings.agent_version = agent_version();
+    if !args.no_self_update {
+        settings.self_update =
+            std::env::current_exe()
+                .ok()
+                .map(|executable| kanade_agent::update::SelfUpdate {
+                    executable,
+                    platform: kanade_core::policy::release::platform(),
+                });
+    }
     settings.groups = groups;
     settings.replay = !args.no_replay && file.replay.unwrap_or(true);
     // Results carry a proof of this identity (the backend checks it with
@@ -234,17 +303,65 @@ async fn run(args: Args) -> Result<(), String> {
         builder = builder.connection_state(connected);
     }
     let agent = builder.build().map_err(|e| e.to_string())?;
-    tracing::info!(pc_id = %pc_id, transport = kanade_core::transport::url::redact(&transport_spec), state_dir = %state_dir.display(), "kanade-agent started");
-    agent
-        .run(shutdown_signal())
+    tracing::info!(pc_id = %pc_id, version = agent_version(), transport = kanade_core::transport::url::redact(&transport_spec), state_dir = %state_dir.display(), "kanade-agent started");
+    let stopped = agent
+        .run_until_stopped(shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
-    tracing::info!("kanade-agent stopped");
-    Ok(())
+    tracing::info!(?stopped, "kanade-agent stopped");
+    Ok(stopped)
+}
+
+/// `kanade-agent boot-check`: the state directory from the flags or the
+/// config file, as for a run.
+fn boot_check(args: &Args, executable: &std::path::Path) -> ExitCode {
+    let state_dir = match &args.config {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))
+            .and_then(|text| {
+                FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+            })
+            .map(|file| file.state_dir),
+        None => Ok(None),
+    };
+    let state_dir = match state_dir {
+        Ok(from_file) => args
+            .state_dir
+            .clone()
+            .or(from_file)
+            .unwrap_or_else(|| PathBuf::from("kanade-agent-state")),
+        Err(e) => {
+            eprintln!("kanade-agent boot-check: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match kanade_agent::update::boot_check(&state_dir, executable) {
+        Ok(kanade_agent::update::BootCheck::NothingPending) => ExitCode::SUCCESS,
+        Ok(kanade_agent::update::BootCheck::Starting { version, boots }) => {
+            eprintln!(
+                "kanade-agent boot-check: starting {version}, start {boots} of {} before a rollback",
+                kanade_core::policy::release::MAX_FAILED_BOOTS
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(kanade_agent::update::BootCheck::RolledBack { version, previous }) => {
+            eprintln!(
+                "kanade-agent boot-check: {version} never started healthy; restored {previous} and quarantined {version} on this host"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kanade-agent boot-check: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Sub::BootCheck { executable }) = &args.command {
+        return boot_check(&args, executable);
+    }
     init_logging(&args);
     // One thread runs the agent: its work is waiting (on the broker, on
     // scripts, which are processes of their own), and every worker thread
@@ -263,7 +380,10 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(args)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(kanade_agent::Stopped::Updated { .. }) => {
+            ExitCode::from(kanade_core::policy::release::EXIT_UPDATED)
+        }
+        Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kanade-agent: {e}");
             ExitCode::from(2)

@@ -10,6 +10,7 @@
 //! rollouts: their driver, halt actions and controls), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
 //! (who may publish results as which pc). `error` holds [`BackendError`].
 
+mod agent_releases;
 mod alerts;
 mod approvals;
 mod catalogue;
@@ -24,6 +25,7 @@ mod schedule_approvals;
 mod stop;
 mod versions;
 
+pub use self::agent_releases::{ReleaseListing, VersionSpread};
 pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;

@@ -36,6 +36,9 @@ pub struct AgentRow {
     /// The latest hardware inventory the agent sent (`inventory.<pc>.hw`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware: Option<kanade_core::wire::HwInventory>,
+    /// Agent versions this host rolled back and will not install again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined_versions: Vec<String>,
 }
 
 /// A heartbeat and when the backend received it.
@@ -99,7 +102,7 @@ impl Db {
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT a.pc_id, a.last_seen, a.agent_version, a.hostname, a.os_family, a.clock_offset_ms, h.inventory
+            conn.prepare("SELECT a.pc_id, a.last_seen, a.agent_version, a.hostname, a.os_family, a.clock_offset_ms, h.inventory, a.quarantined_versions
                 FROM agents a LEFT JOIN agent_hardware h ON h.pc_id = a.pc_id ORDER BY a.pc_id")?;
         let since = online_since.to_rfc3339();
         let rows = stmt
@@ -120,6 +123,10 @@ impl Db {
                     hardware: r
                         .get::<_, Option<String>>(6)?
                         .and_then(|text| serde_json::from_str(&text).ok()),
+                    quarantined_versions: r
+                        .get::<_, Option<String>>(7)?
+                        .and_then(|text| serde_json::from_str(&text).ok())
+                        .unwrap_or_default(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -130,9 +137,10 @@ impl Db {
 fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(), DbError> {
     let heartbeat = &sighting.heartbeat;
     tx.prepare_cached(
-        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms, quarantined_versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-            hostname = excluded.hostname, os_family = excluded.os_family, clock_offset_ms = excluded.clock_offset_ms",
+            hostname = excluded.hostname, os_family = excluded.os_family, clock_offset_ms = excluded.clock_offset_ms,
+            quarantined_versions = excluded.quarantined_versions",
     )?
     .execute(params![
         heartbeat.pc_id,
@@ -140,7 +148,11 @@ fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(
         heartbeat.agent_version,
         heartbeat.hostname,
         heartbeat.os_family,
-        sighting.clock_offset_ms()
+        sighting.clock_offset_ms(),
+        heartbeat
+            .quarantined_versions
+            .as_ref()
+            .and_then(|list| serde_json::to_string(list).ok())
     ])?;
     Ok(())
 }

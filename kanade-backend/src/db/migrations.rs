@@ -291,5 +291,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             PRIMARY KEY (result_id, hint)
         );",
         ),
+        // Self-update: versions a host rolled back (its heartbeats say).
+        M::up("ALTER TABLE agents ADD COLUMN quarantined_versions TEXT;"),
     ])
 }

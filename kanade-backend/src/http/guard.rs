@@ -55,7 +55,7 @@ pub(super) struct GuardState {
 /// Largest request body read: a job upload carries its script (up to the
 /// manifest rule's 4 MiB), which JSON may grow up to six times (a control
 /// byte becomes `\u001b`), so every script the manifest rules accept fits.
-pub(super) const BODY_LIMIT: usize = 32 * 1024 * 1024;
+pub(super) const BODY_LIMIT: usize = super::routes::BODY_LIMIT;
 
 /// The caller's bearer credential, if any.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -180,12 +180,13 @@ pub(super) async fn guard(
             return response;
         }
     };
-    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+    let limit = rule.map_or(BODY_LIMIT, |r| r.body_limit);
+    let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {
             return ApiError::Request {
                 status: StatusCode::PAYLOAD_TOO_LARGE,
-                message: format!("the request body is over {BODY_LIMIT} bytes"),
+                message: format!("the request body is over {limit} bytes"),
             }
             .into_response()
         }

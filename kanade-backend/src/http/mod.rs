@@ -9,6 +9,7 @@
 //! [`fingerprint`](crate::db::ExecutionRow::fingerprint) of the row the
 //! client has. `kanade exec` and `kanade results --follow` use it.
 
+mod agent_releases;
 mod blocking;
 mod bodies;
 mod error;
@@ -60,6 +61,16 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
     };
     let api = Router::new()
         .route("/api/agents", get(agents))
+        .route("/api/agents/versions", get(agent_releases::versions))
+        .route(
+            "/api/agent-releases",
+            get(agent_releases::list)
+                .post(agent_releases::publish)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    agent_releases::BODY_LIMIT,
+                )),
+        )
+        .route("/api/agent-rollout", post(agent_releases::roll_out))
         .route("/api/jobs", get(jobs).post(apply_job))
         .route("/api/schedules", get(schedules).post(apply_schedule))
         .route("/api/jobs/{id}/exec", post(exec))

@@ -20,7 +20,12 @@ pub struct RouteRule {
     pub role: Role,
     /// The audit trail's action name (`job.exec`, …).
     pub action: &'static str,
+    /// The largest request body it takes, in bytes.
+    pub body_limit: usize,
 }
+
+/// The body limit of every route but a release upload (32 MiB).
+pub const BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 const fn rule(
     method: &'static str,
@@ -33,6 +38,7 @@ const fn rule(
         path,
         role,
         action,
+        body_limit: BODY_LIMIT,
     }
 }
 
@@ -171,6 +177,33 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule("GET", "/api/checks", Role::Viewer, "checks.list"),
     rule("GET", "/api/checks/{name}", Role::Viewer, "checks.states"),
+    rule(
+        "GET",
+        "/api/agents/versions",
+        Role::Viewer,
+        "agents.versions",
+    ),
+    rule(
+        "GET",
+        "/api/agent-releases",
+        Role::Viewer,
+        "agent_releases.list",
+    ),
+    RouteRule {
+        body_limit: super::agent_releases::BODY_LIMIT,
+        ..rule(
+            "POST",
+            "/api/agent-releases",
+            Role::Admin,
+            "agent_release.publish",
+        )
+    },
+    rule(
+        "POST",
+        "/api/agent-rollout",
+        Role::Admin,
+        "agent_rollout.set",
+    ),
     rule("GET", "/api/audit", Role::Admin, "audit.list"),
     rule("GET", "/api/audit/verify", Role::Admin, "audit.verify"),
 ];

@@ -17,6 +17,7 @@ pub mod exit_codes;
 pub mod gates;
 pub mod overflow;
 pub mod publisher;
+pub mod release;
 pub mod retry;
 pub mod script;
 pub mod signature;

@@ -57,6 +57,10 @@ pub struct Heartbeat {
     /// Key ids of the command-signing keys this agent trusts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_keys: Option<Vec<String>>,
+    /// Agent versions this host rolled back after they failed to start
+    /// healthy (never installed here again); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantined_versions: Option<Vec<String>>,
 }
 
 /// One observability event on `obs.<pc>` (sign-in, power, agent milestones, …).

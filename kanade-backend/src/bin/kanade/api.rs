@@ -123,6 +123,19 @@ impl Api {
         self.decode(request.header("Idempotency-Key", &key).send_json(body))
     }
 
+    /// A POST of raw bytes (`application/octet-stream`), with a fresh
+    /// `Idempotency-Key`.
+    pub fn post_bytes<T: DeserializeOwned>(&self, path: &str, body: &[u8]) -> Result<T, String> {
+        let request = self.authorise(self.agent.post(&format!("{}{path}", self.base)));
+        let key = uuid::Uuid::new_v4().to_string();
+        self.decode(
+            request
+                .header("Idempotency-Key", &key)
+                .content_type("application/octet-stream")
+                .send(body),
+        )
+    }
+
     pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T, String> {
         let request = self.authorise(self.agent.delete(&format!("{}{path}", self.base)));
         self.decode(request.call())

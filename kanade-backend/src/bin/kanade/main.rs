@@ -11,6 +11,7 @@ use kanade_backend::http::{JobUpload, PinRequest, ScheduleUpload};
 use kanade_backend::manifest::{Job, Schedule, Target};
 use serde::Serialize;
 
+mod agent_updates;
 mod api;
 mod credentials;
 mod inventory;
@@ -119,8 +120,18 @@ enum Cmd {
         #[arg(long, default_value = "50")]
         limit: usize,
     },
-    /// Known agents.
-    Agents,
+    /// Known agents (`--versions`: how many run each version, and
+    /// quarantined versions).
+    Agents {
+        /// The fleet's version spread instead of the agents.
+        #[arg(long)]
+        versions: bool,
+    },
+    /// Agent releases: publish a binary, roll agents out to a version.
+    Agent {
+        #[command(subcommand)]
+        action: agent_updates::AgentCmd,
+    },
     /// Revoke a job (agents skip it with 126).
     Revoke {
         /// Job id.
@@ -364,6 +375,8 @@ fn run_with(api: &Api, args: Args) -> Result<ExitCode, String> {
             wait,
         ),
         Cmd::Rollout { action } => rollouts::run(api, args.json, action),
+        Cmd::Agent { action } => agent_updates::run(api, args.json, action),
+        Cmd::Agents { versions: true } => agent_updates::versions(api, args.json),
         Cmd::Results { exec, follow } => {
             if follow {
                 runs::follow(api, args.json, &exec)
@@ -408,6 +421,8 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
         | Cmd::Results { .. }
         | Cmd::Executions { .. }
         | Cmd::Kill { .. }
+        | Cmd::Agent { .. }
+        | Cmd::Agents { versions: true }
         | Cmd::Rollout { .. } => Ok(()),
         Cmd::Job {
             action: JobCmd::Apply { file, replace },
@@ -526,7 +541,7 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
                 ),
             })
         }
-        Cmd::Agents => {
+        Cmd::Agents { versions: false } => {
             let agents: Vec<AgentRow> = api.get("/api/agents")?;
             print(args.json, &agents, || {
                 println!(

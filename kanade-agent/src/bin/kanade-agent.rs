@@ -281,7 +281,9 @@ async fn run(args: Args) -> Result<kanade_agent::Stopped, String> {
     let (transport, connected) = open_transport(&transport_spec, &pc_id, nkey, tls).await?;
     let mut settings = AgentSettings::new(pc_id.clone(), &state_dir);
     settings.agent_version = agent_version();
-    if !args.no_self_update {
+    // Windows refuses to rename over a running executable: no self-update
+    // there yet (README, "Updating agents").
+    if !args.no_self_update && cfg!(unix) {
         settings.self_update =
             std::env::current_exe()
                 .ok()

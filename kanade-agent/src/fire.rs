@@ -85,6 +85,16 @@ pub(crate) async fn admit_and_spawn(
     }
 }
 
+/// Admits and runs a command the agent's own scheduler built from an
+/// agent-side schedule: its signature was checked when the schedule was
+/// accepted (see `agent_schedules`), so there is none to check here; the
+/// ledger, the gates and the outbox treat it like any other.
+pub(crate) async fn admit_local_and_spawn(inner: Arc<Inner>, payload: Bytes) {
+    if let Some((command, request)) = admit(&inner, &Headers::new(), &payload).await {
+        spawn_execute(inner, command, request, Arrival::Late);
+    }
+}
+
 /// How recently a request must have been admitted (from its replayed copy)
 /// for its live copy to still count as a clock sample.
 const SAMPLE_AFTER_ADMISSION: chrono::Duration = chrono::Duration::seconds(5);

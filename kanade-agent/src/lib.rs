@@ -26,6 +26,7 @@
 
 mod admission;
 mod agent;
+mod agent_schedules;
 mod builder;
 mod clock;
 mod fire;

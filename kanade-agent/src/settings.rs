@@ -45,6 +45,9 @@ pub struct AgentSettings {
     /// with verified releases (see [`crate::update`]). `None` (the
     /// default): never; the `kanade-agent` binary turns it on.
     pub self_update: Option<crate::update::SelfUpdate>,
+    /// This boot's id for `on: [startup]` schedules (`None`: the host's,
+    /// from `/proc/sys/kernel/random/boot_id`; tests set one).
+    pub boot_id: Option<String>,
 }
 
 impl AgentSettings {
@@ -64,6 +67,7 @@ impl AgentSettings {
             trust: crate::trust::TrustSettings::default(),
             publisher_signer: None,
             self_update: None,
+            boot_id: None,
         }
     }
 }

@@ -306,6 +306,15 @@ pub(crate) async fn update_loop(inner: Arc<Inner>) {
                 live.config.target_version_jitter.clone(),
             )
         };
+        // One update at a time: an installed version confirms its start
+        // (or is rolled back) before another is installed over it.
+        if read_pending(&inner.settings.state_dir).is_some() {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = changed.as_mut() => {}
+            }
+            continue;
+        }
         let quarantine = quarantined(&inner.settings.state_dir);
         let Some(version) = wanted_version(
             &inner.settings.agent_version,
@@ -358,34 +367,42 @@ pub(crate) async fn update_loop(inner: Arc<Inner>) {
 
 /// Confirms a just-installed version once it has run [`HEALTHY_AFTER`]
 /// connected: removes the pending record, so the sentinel stops counting.
-/// A record of another version (an install cut short, a binary restored
-/// by hand) is stale and removed at once.
+/// A binary that reports another version than the one installed never
+/// confirms: its starts count as failed ones, and the sentinel rolls it
+/// back (a release whose published version is not the one it reports, or
+/// an install cut short before the swap, end the same way).
 pub(crate) async fn confirm_when_healthy(inner: Arc<Inner>) {
     let dir = inner.settings.state_dir.clone();
     let Some(pending) = read_pending(&dir) else {
         return;
     };
-    if pending.version == inner.settings.agent_version {
-        if let Some(mut connected) = inner.connected.clone() {
-            if connected.wait_for(|c| *c).await.is_err() {
-                return;
-            }
-        }
-        tokio::time::sleep(HEALTHY_AFTER).await;
-        tracing::info!(
-            version = pending.version,
-            previous = pending.previous,
-            starts = pending.boots,
-            "update confirmed: this version started healthy"
-        );
-    } else {
-        tracing::info!(
+    if pending.version != inner.settings.agent_version {
+        tracing::warn!(
             pending = pending.version,
             running = inner.settings.agent_version,
-            "a pending update of another version is stale; removed"
+            starts = pending.boots,
+            "this binary is not the version installed: not confirmed (the boot sentinel rolls it back)"
         );
+        return;
+    }
+    if let Some(mut connected) = inner.connected.clone() {
+        if connected.wait_for(|c| *c).await.is_err() {
+            return;
+        }
+    }
+    tokio::time::sleep(HEALTHY_AFTER).await;
+    // Only the record confirmed: never one written since.
+    if read_pending(&dir).as_ref() != Some(&pending) {
+        return;
     }
     if let Err(e) = std::fs::remove_file(pending_path(&dir)) {
         tracing::warn!("pending update record not removed: {e}");
+        return;
     }
+    tracing::info!(
+        version = pending.version,
+        previous = pending.previous,
+        starts = pending.boots,
+        "update confirmed: this version started healthy"
+    );
 }

@@ -32,7 +32,8 @@ pub mod rollout;
 pub mod schedule;
 pub mod scheduler;
 mod script_text;
-pub mod when;
+/// `when:` forms and their lowering (shared with the agent).
+pub use kanade_core::policy::when;
 pub mod wording;
 mod yaml_lines;
 

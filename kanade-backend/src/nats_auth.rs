@@ -34,9 +34,11 @@
 //!   know which publishes a stream acknowledges), read `EXEC`'s info and
 //!   create, pull from, inspect and ack its own durable replay consumer
 //!   `agent_P`; read and watch `script_current`, `script_status`,
-//!   `agent_config`, `agent_groups` and `exec_kills` (durable kills) (stream info, direct / message get,
-//!   ephemeral ordered consumers and their flow-control replies); read
-//!   the `scripts` object store; look up objects in `result_output`.
+//!   `agent_config`, `agent_groups`, `exec_kills` (durable kills) and
+//!   `agent_schedules` (`runs_on: agent` schedules) (stream info, direct /
+//!   message get, ephemeral ordered consumers and their flow-control
+//!   replies); read the `scripts` and `agent_releases` object stores; look
+//!   up objects in `result_output`.
 //!
 //! Everything else is refused by the server ("Permissions Violation"): an
 //! agent cannot publish `commands.>` or `kill.*`, write `script_status`,
@@ -95,8 +97,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use kanade_core::names::{
-    subjects, SubjectToken, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS, BUCKET_EXEC_KILLS,
-    BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, OBJECT_RESULT_OUTPUT, OBJECT_SCRIPTS, STREAM_EXEC,
+    subjects, SubjectToken, BUCKET_AGENT_CONFIG, BUCKET_AGENT_GROUPS, BUCKET_AGENT_SCHEDULES,
+    BUCKET_EXEC_KILLS, BUCKET_SCRIPT_CURRENT, BUCKET_SCRIPT_STATUS, OBJECT_AGENT_RELEASES,
+    OBJECT_RESULT_OUTPUT, OBJECT_SCRIPTS, STREAM_EXEC,
 };
 
 /// Name of the backend's identity (`DIR/backend.nk`); no pc may use it.
@@ -111,12 +114,13 @@ pub const AGENT_IDENTITIES_FILE: &str = "agent-identities.json";
 
 /// The KV buckets an agent reads and watches (never writes, except the
 /// create of its own `agent_groups` key).
-pub const AGENT_READ_BUCKETS: [&str; 5] = [
+pub const AGENT_READ_BUCKETS: [&str; 6] = [
     BUCKET_SCRIPT_CURRENT,
     BUCKET_SCRIPT_STATUS,
     BUCKET_AGENT_CONFIG,
     BUCKET_AGENT_GROUPS,
     BUCKET_EXEC_KILLS,
+    BUCKET_AGENT_SCHEDULES,
 ];
 
 /// The JetStream API subject prefix.
@@ -196,11 +200,10 @@ pub fn agent_permissions(pc: &SubjectToken) -> Permissions {
     for bucket in AGENT_READ_BUCKETS {
         kv_read_api(bucket, &mut publish);
     }
-    // Script bodies: read.
-    stream_read_api(
-        &format!("{OBJECT_STREAM_PREFIX}{OBJECT_SCRIPTS}"),
-        &mut publish,
-    );
+    // Script bodies and agent releases (self-update): read.
+    for store in [OBJECT_SCRIPTS, OBJECT_AGENT_RELEASES] {
+        stream_read_api(&format!("{OBJECT_STREAM_PREFIX}{store}"), &mut publish);
+    }
     // Overflowing output: look up an existing object before a put.
     let output = format!("{OBJECT_STREAM_PREFIX}{OBJECT_RESULT_OUTPUT}");
     publish.extend([

@@ -1,141 +1,71 @@
 //! Scheduling decisions, all pure: the schedule-level gates (enabled,
 //! freeze, active window, skip dates, time window), whether a plan is due,
-//! and a preview of the next fire times. Lowering `when` forms to plans
-//! (calendar forms to cron expressions) lives in [`crate::when`] and is
-//! re-exported here; the I/O lives in [`crate::scheduler`].
+//! and a preview of the next fire times. The decisions the agent shares
+//! (`kanade_core::policy::firing`) and the lowering of `when` forms
+//! (`kanade_core::policy::when`) are re-exported here; the I/O lives in
+//! [`crate::scheduler`].
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeZone, Timelike, Utc};
-use croner::Cron;
+use chrono::{DateTime, Datelike, Utc};
 
 use crate::manifest::Schedule;
 pub use crate::when::{calendar_pattern, day_field, lower, Plan, Repeat, WhenError};
+pub use kanade_core::policy::firing::{calendar_due, next_occurrence, repeat_due, ScheduleGates};
 
 /// Whether the schedule is in local time.
 pub fn is_local(schedule: &Schedule) -> bool {
     schedule.tz.as_deref() == Some("local")
 }
 
-/// The next cron occurrence strictly after `after`, in the schedule's zone.
-pub fn next_occurrence(cron: &Cron, after: DateTime<Utc>, local: bool) -> Option<DateTime<Utc>> {
-    // Occurrences are whole seconds; croner would carry `after`'s fraction.
-    let after = after.with_nanosecond(0).unwrap_or(after);
-    if local {
-        cron.find_next_occurrence(&after.with_timezone(&chrono::Local), false)
-            .ok()
-            .map(|t| t.with_timezone(&Utc))
-    } else {
-        cron.find_next_occurrence(&after, false).ok()
+/// A schedule's gates, for [`kanade_core::policy::firing::blocked`].
+pub fn gates_of(schedule: &Schedule) -> ScheduleGates<'_> {
+    let constraints = schedule.constraints.as_ref();
+    ScheduleGates {
+        enabled: schedule.enabled,
+        active_from: schedule.active.as_ref().and_then(|a| a.from.as_deref()),
+        active_until: schedule.active.as_ref().and_then(|a| a.until.as_deref()),
+        skip_dates: constraints.map_or(&[], |c| c.skip_dates.as_slice()),
+        window: constraints.and_then(|c| c.window.as_deref()),
+        local: is_local(schedule),
     }
-}
-
-/// The latest calendar occurrence in `(since, now]`, if any.
-pub fn calendar_due(
-    plan: &Plan,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-    local: bool,
-) -> Option<DateTime<Utc>> {
-    let Plan::Calendar { cron, year, .. } = plan else {
-        return None;
-    };
-    let mut due = None;
-    let mut cursor = since;
-    while let Some(next) = next_occurrence(cron, cursor, local) {
-        if next > now {
-            break;
-        }
-        if year.is_none_or(|y| next.year() == y) {
-            due = Some(next);
-        }
-        cursor = next;
-    }
-    due
-}
-
-/// Whether a per-pc or per-target plan is due, given the last fire (and the
-/// version it fired) for that pc or target.
-pub fn repeat_due(
-    repeat: &Repeat,
-    last: Option<(DateTime<Utc>, &str)>,
-    version: &str,
-    now: DateTime<Utc>,
-) -> bool {
-    match (repeat, last) {
-        (_, None) => true,
-        (Repeat::Once, Some(_)) => false,
-        (Repeat::OncePerVersion, Some((_, fired_version))) => fired_version != version,
-        (Repeat::Every(every), Some((at, _))) => (now - at).to_std().is_ok_and(|age| age >= *every),
-    }
-}
-
-fn parse_day(text: &str) -> Option<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(text)
-        .map(|t| t.with_timezone(&Utc))
-        .ok()
-        .or_else(|| {
-            NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .ok()
-                .and_then(|d| d.and_hms_opt(0, 0, 0))
-                .map(|t| Utc.from_utc_datetime(&t))
-        })
 }
 
 /// Why a schedule may not fire now (None: it may).
 pub fn schedule_blocked(schedule: &Schedule, now: DateTime<Utc>, frozen: bool) -> Option<String> {
-    if !schedule.enabled {
-        return Some("disabled".into());
-    }
-    if frozen {
-        return Some("fleet-wide freeze".into());
-    }
-    if let Some(active) = &schedule.active {
-        if let Some(from) = active.from.as_deref().and_then(parse_day) {
-            if now < from {
-                return Some(format!("not active before {from}"));
-            }
-        }
-        if let Some(until) = active.until.as_deref().and_then(parse_day) {
-            if now >= until {
-                return Some(format!("not active after {until}"));
-            }
-        }
-    }
-    let local = is_local(schedule);
-    let (date, time) = if local {
-        let t = now.with_timezone(&chrono::Local);
-        (t.date_naive(), t.time())
-    } else {
-        (now.date_naive(), now.time())
+    kanade_core::policy::firing::blocked(&gates_of(schedule), now, frozen)
+}
+
+/// What a fire of `schedule` due at `due_at` lowers onto its command: the
+/// start deadline (`due_at` + `starting_deadline`), `on_failure.retry`,
+/// `jitter`, and its rollout (without an execution id: the caller names
+/// the execution).
+pub fn fire_options(schedule: &Schedule, due_at: DateTime<Utc>) -> crate::FireOptions {
+    let duration = |text: &Option<String>| {
+        text.as_deref()
+            .and_then(|t| humantime::parse_duration(t).ok())
     };
-    if let Some(constraints) = &schedule.constraints {
-        if constraints
-            .skip_dates
-            .iter()
-            .any(|d| d == &date.format("%Y-%m-%d").to_string())
-        {
-            return Some(format!("{date} is a skip date"));
-        }
-        if let Some((from, to)) = constraints
-            .window
-            .as_deref()
-            .and_then(|w| w.split_once('-'))
-        {
-            if let (Ok(from), Ok(to)) = (
-                NaiveTime::parse_from_str(from, "%H:%M"),
-                NaiveTime::parse_from_str(to, "%H:%M"),
-            ) {
-                let inside = if from <= to {
-                    time >= from && time < to
-                } else {
-                    time >= from || time < to
-                };
-                if !inside {
-                    return Some(format!("outside the window {from}-{to}"));
-                }
-            }
-        }
+    crate::FireOptions {
+        deadline_at: duration(&schedule.starting_deadline)
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .map(|d| due_at + d),
+        retry: schedule
+            .on_failure
+            .as_ref()
+            .map(|f| kanade_core::wire::RetrySpec {
+                max: f.retry.max,
+                backoff_secs: humantime::parse_duration(&f.retry.backoff)
+                    .map_or(1, |d| d.as_secs().max(1)),
+            }),
+        jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
+        exec_id: None,
+        schedule_id: Some(schedule.id.clone()),
+        // `consider` fires a schedule of a job that requires approval
+        // only once its current version is approved; later rollout
+        // waves belong to such a fire.
+        approved: true,
+        // A self-stopping rollout (the reference's timed waves are
+        // planned by the scheduler instead).
+        rollout: schedule.rollout.clone().filter(|r| !r.is_timed_waves()),
     }
-    None
 }
 
 /// The next `n` fire times after `after` (for `schedule preview`).

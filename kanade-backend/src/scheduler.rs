@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kanade_core::wire::RetrySpec;
 
 use crate::manifest::{Schedule, Target};
 use crate::schedule::{calendar_due, is_local, lower, repeat_due, schedule_blocked, Plan};
@@ -85,29 +84,9 @@ impl Scheduler {
     }
 
     fn options(&self, schedule: &Schedule, due_at: DateTime<Utc>) -> FireOptions {
-        let duration = |text: &Option<String>| {
-            text.as_deref()
-                .and_then(|t| humantime::parse_duration(t).ok())
-        };
         FireOptions {
-            deadline_at: duration(&schedule.starting_deadline)
-                .and_then(|d| chrono::Duration::from_std(d).ok())
-                .map(|d| due_at + d),
-            retry: schedule.on_failure.as_ref().map(|f| RetrySpec {
-                max: f.retry.max,
-                backoff_secs: humantime::parse_duration(&f.retry.backoff)
-                    .map_or(1, |d| d.as_secs().max(1)),
-            }),
-            jitter_secs: duration(&schedule.jitter).map(|d| d.as_secs()),
             exec_id: Some(self.backend.new_id()),
-            schedule_id: Some(schedule.id.clone()),
-            // `consider` fires a schedule of a job that requires approval
-            // only once its current version is approved; later rollout
-            // waves belong to such a fire.
-            approved: true,
-            // A self-stopping rollout (the reference's timed waves are
-            // planned by the scheduler instead).
-            rollout: schedule.rollout.clone().filter(|r| !r.is_timed_waves()),
+            ..crate::schedule::fire_options(schedule, due_at)
         }
     }
 

@@ -57,8 +57,8 @@ async fn provisioning_twice_changes_nothing() {
     let server = NatsServer::start();
     let transport = connect(&server).await;
     let first = provision(&transport).await.unwrap();
-    // Streams, the reference's buckets and exec_kills, object stores.
-    assert_eq!(first.created.len(), 6 + 9 + 1 + 4, "{first:?}");
+    // Streams, the reference's buckets, exec_kills and agent_schedules, object stores.
+    assert_eq!(first.created.len(), 6 + 9 + 2 + 4, "{first:?}");
     assert!(
         first.updated.is_empty() && first.unchanged.is_empty(),
         "{first:?}"
@@ -68,7 +68,7 @@ async fn provisioning_twice_changes_nothing() {
         second.created.is_empty() && second.updated.is_empty(),
         "{second:?}"
     );
-    assert_eq!(second.unchanged.len(), 20, "{second:?}");
+    assert_eq!(second.unchanged.len(), 21, "{second:?}");
     // Kills are remembered as long as agents remember request ids.
     let kills = transport
         .messages()

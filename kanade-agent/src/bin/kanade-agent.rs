@@ -317,13 +317,21 @@ async fn run(args: Args) -> Result<kanade_agent::Stopped, String> {
 /// `kanade-agent boot-check`: the state directory from the flags or the
 /// config file, as for a run.
 fn boot_check(args: &Args, executable: &std::path::Path) -> ExitCode {
+    // Only `state_dir` is read, leniently: the sentinel runs from the
+    // previous binary, which may not know keys a newer config has.
     let state_dir = match &args.config {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))
             .and_then(|text| {
-                FileConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+                text.parse::<toml::Table>()
+                    .map_err(|e| format!("{}: {e}", path.display()))
             })
-            .map(|file| file.state_dir),
+            .map(|table| {
+                table
+                    .get("state_dir")
+                    .and_then(|v| v.as_str())
+                    .map(PathBuf::from)
+            }),
         None => Ok(None),
     };
     let state_dir = match state_dir {

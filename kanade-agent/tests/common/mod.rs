@@ -102,8 +102,30 @@ impl Harness {
         state: tempfile::TempDir,
         customise: impl FnOnce(kanade_agent::AgentBuilder) -> kanade_agent::AgentBuilder,
     ) -> Self {
+        Self::start_full(transport, state, |_| {}, customise).await
+    }
+
+    /// [`Harness::start_in`] with the settings adjusted first.
+    pub async fn start_with(
+        transport: Arc<dyn Transport>,
+        state: tempfile::TempDir,
+        adjust: impl FnOnce(&mut AgentSettings),
+    ) -> Self {
+        Self::start_full(transport, state, adjust, |b| b).await
+    }
+
+    /// [`Harness::start_in`] with the settings adjusted first, and the
+    /// builder customised.
+    pub async fn start_full(
+        transport: Arc<dyn Transport>,
+        state: tempfile::TempDir,
+        adjust: impl FnOnce(&mut AgentSettings),
+        customise: impl FnOnce(kanade_agent::AgentBuilder) -> kanade_agent::AgentBuilder,
+    ) -> Self {
         let runner = Arc::new(FakeRunner::default());
-        let builder = Agent::builder(settings(state.path()), transport.clone())
+        let mut settings = settings(state.path());
+        adjust(&mut settings);
+        let builder = Agent::builder(settings, transport.clone())
             .runner(runner.clone())
             .clock(clock());
         let agent = customise(builder).build().unwrap();

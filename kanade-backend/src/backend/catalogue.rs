@@ -120,6 +120,10 @@ impl Backend {
                 .put(&job.id, Bytes::from_static(SCRIPT_STATUS_ACTIVE.as_bytes()))
                 .await?;
         }
+        // Agent-side schedules of this job fire its new version from now.
+        if let Err(e) = self.publish_agent_schedules().await {
+            tracing::warn!(job = job.id, "agent-side schedules not republished: {e}");
+        }
         Ok(AppliedJob {
             job,
             replaced,
@@ -197,6 +201,7 @@ impl Backend {
             self.run_db(move || db.request_schedule_approval(&id, &version, &by, &rule, now))
                 .await?;
         }
+        self.publish_agent_schedules().await?;
         Ok(schedule)
     }
 
@@ -221,6 +226,7 @@ impl Backend {
             .await?
             .put_json(id, &schedule)
             .await?;
+        self.publish_agent_schedules().await?;
         Ok(schedule)
     }
 

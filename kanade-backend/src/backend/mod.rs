@@ -11,6 +11,7 @@
 //! (who may publish results as which pc). `error` holds [`BackendError`].
 
 mod agent_releases;
+mod agent_schedules;
 mod alerts;
 mod approvals;
 mod catalogue;

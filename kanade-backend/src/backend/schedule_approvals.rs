@@ -90,6 +90,8 @@ impl Backend {
                 "schedule {schedule_id} no longer takes this vote"
             )));
         }
+        // An approved agent-side schedule goes out to its agents.
+        self.publish_agent_schedules().await?;
         let db = self.db.clone();
         let (id, v) = (schedule_id.to_owned(), request.version);
         self.run_db(move || db.schedule_approval(&id, &v))

@@ -124,6 +124,10 @@ impl Db {
     ) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let agent_fired = match &run.exec_id {
+            Some(exec_id) => ensure_agent_fire_execution(&tx, exec_id, "", &run.started_at)?,
+            None => false,
+        };
         let reap_after: i64 = match &run.exec_id {
             Some(exec_id) => tx
                 .prepare_cached("SELECT reap_after_secs FROM executions WHERE exec_id = ?1")?
@@ -145,6 +149,9 @@ impl Db {
                 params![run.result_id, run.exec_id, run.request_id, run.pc_id, run.started_at, deadline.to_rfc3339()],
             )? > 0;
             if let (true, Some(exec_id)) = (inserted, &run.exec_id) {
+                if agent_fired {
+                    add_agent_fire_target(&tx, exec_id)?;
+                }
                 super::rollouts::rollout_started(&tx, exec_id, &run.pc_id)?;
                 let delta = Counters {
                     started: 1,
@@ -218,6 +225,62 @@ struct Stored {
 }
 
 /// One result inside `tx`.
+/// An agent-side schedule's fire (`kanade_core::wire::AGENT_FIRE_PREFIX`)
+/// has no execution until its agents report: the row is made at the first
+/// start event or result (job from the result, when known; schedule from
+/// the execution id; `targeted` 0), and each pc counts as a target at its
+/// first sighting. Returns whether `exec_id` is such a fire.
+fn ensure_agent_fire_execution(
+    tx: &rusqlite::Transaction<'_>,
+    exec_id: &str,
+    job_id: &str,
+    at: &str,
+) -> Result<bool, DbError> {
+    let Some(rest) = exec_id.strip_prefix(kanade_core::wire::AGENT_FIRE_PREFIX) else {
+        return Ok(false);
+    };
+    let schedule_id = rest.rsplit_once('-').map_or(rest, |(id, _)| id);
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO executions (exec_id, job_id, version, request_id, target, targeted, status, created_at, reap_after_secs, schedule_id)
+         VALUES (?1, ?2, '', ?1, '{\"all\":false,\"groups\":[],\"pcs\":[]}', 0, 'running', ?3, 3600, ?4)",
+    )?
+    .execute(params![exec_id, job_id, at, schedule_id])?;
+    if !job_id.is_empty() {
+        tx.prepare_cached("UPDATE executions SET job_id = ?2 WHERE exec_id = ?1 AND job_id = ''")?
+            .execute(params![exec_id, job_id])?;
+    }
+    Ok(true)
+}
+
+/// One more target for an agent-side fire's execution.
+fn add_agent_fire_target(tx: &rusqlite::Transaction<'_>, exec_id: &str) -> Result<(), DbError> {
+    tx.prepare_cached("UPDATE executions SET targeted = targeted + 1 WHERE exec_id = ?1")?
+        .execute([exec_id])?;
+    Ok(())
+}
+
+/// A first result of an agent-side fire: its execution exists, and the pc
+/// is a target unless its start event counted it already.
+fn agent_fired_answer(tx: &rusqlite::Transaction<'_>, result: &ExecResult) -> Result<(), DbError> {
+    let Some(exec_id) = result.exec_id.as_deref() else {
+        return Ok(());
+    };
+    let at = result.started_at.to_rfc3339();
+    let job = result.manifest_id.as_deref().unwrap_or_default();
+    if !ensure_agent_fire_execution(tx, exec_id, job, &at)? {
+        return Ok(());
+    }
+    let counted_at_start = tx
+        .prepare_cached("SELECT 1 FROM runs WHERE result_id = ?1")?
+        .query_row([&result.result_id], |_| Ok(true))
+        .optional()?
+        .unwrap_or(false);
+    if !counted_at_start {
+        add_agent_fire_target(tx, exec_id)?;
+    }
+    Ok(())
+}
+
 fn store_in(
     tx: &rusqlite::Transaction<'_>,
     result: &ExecResult,
@@ -236,6 +299,9 @@ fn store_in(
     };
     let mut rollout_changed = false;
     let mut queued_alert = false;
+    if write && existing.is_none() {
+        agent_fired_answer(tx, result)?;
+    }
     if write {
         tx.prepare_cached(
                 "INSERT OR REPLACE INTO results (result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr,

@@ -180,7 +180,11 @@ pub(super) async fn guard(
             return response;
         }
     };
-    let limit = rule.map_or(BODY_LIMIT, |r| r.body_limit);
+    // A route's larger limit (a release upload) only for a caller whose
+    // role may call it: no one else makes the backend buffer that much.
+    let limit = rule
+        .filter(|r| principal.role >= r.role)
+        .map_or(BODY_LIMIT, |r| r.body_limit);
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => {

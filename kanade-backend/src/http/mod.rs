@@ -347,6 +347,7 @@ async fn freeze_set(
     };
     let reason = request.reason.clone();
     db(&backend, move |db| db.set_freeze(until, reason.as_deref())).await?;
+    backend.publish_freeze().await?;
     Ok(Json(db(&backend, |db| db.freeze()).await?))
 }
 
@@ -356,6 +357,7 @@ async fn freeze_clear(
 ) -> ApiResult<Option<crate::db::Freeze>> {
     scope::require_unscoped(&principal, "the freeze")?;
     db(&backend, |db| db.clear_freeze()).await?;
+    backend.publish_freeze().await?;
     Ok(Json(None))
 }
 

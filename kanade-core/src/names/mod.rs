@@ -40,13 +40,20 @@ pub const BUCKET_SCRIPT_STATUS: &str = "script_status";
 /// learn of it here). Entries expire after [`KILL_RECORD_TTL`].
 pub const BUCKET_EXEC_KILLS: &str = "exec_kills";
 
+/// KV: schedule id → the signed `runs_on: agent` schedule agents fire on
+/// their own ([`AgentSchedule`](crate::wire::AgentSchedule)), and
+/// [`FREEZE_KEY`](crate::wire::FREEZE_KEY) → the fleet-wide freeze (a
+/// kanade extension: the reference stores such schedules without running
+/// them).
+pub const BUCKET_AGENT_SCHEDULES: &str = "agent_schedules";
+
 /// How long a kill is remembered: as long as an agent's ledger remembers
 /// request ids (8 days), past EXEC's 7-day replay window, so no command of
 /// a killed execution can arrive after its kill is forgotten.
 pub const KILL_RECORD_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 24 * 3600);
 
 /// Buckets kanade adds to the reference's ([`ALL_BUCKETS`]).
-pub const EXTENSION_BUCKETS: [&str; 1] = [BUCKET_EXEC_KILLS];
+pub const EXTENSION_BUCKETS: [&str; 2] = [BUCKET_EXEC_KILLS, BUCKET_AGENT_SCHEDULES];
 
 /// The entry lifetime a bucket is provisioned with (`None`: forever).
 pub fn bucket_ttl(bucket: &str) -> Option<std::time::Duration> {

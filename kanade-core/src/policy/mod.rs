@@ -14,6 +14,7 @@
 pub mod clock;
 pub mod config;
 pub mod exit_codes;
+pub mod firing;
 pub mod gates;
 pub mod overflow;
 pub mod publisher;
@@ -21,7 +22,9 @@ pub mod release;
 pub mod retry;
 pub mod script;
 pub mod signature;
+pub mod signed;
 pub mod verified;
+pub mod when;
 
 pub use gates::{
     evaluate_gates, Delivery, GateDecision, GateInputs, GateStop, HostSupport, StopReason,

@@ -25,8 +25,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::script::sha256_hex;
-use super::signature::{verify, CommandSigner, KeyRing, SignatureRefusal, HEADER_AT};
-use crate::transport::Headers;
+use super::signature::{CommandSigner, KeyRing, SignatureRefusal};
 
 /// Starts a new version may make without confirming health before the
 /// sentinel restores the previous binary (the N = 3).
@@ -166,16 +165,12 @@ pub fn verify_release(
     if ring.is_empty() {
         return Err(ReleaseRefusal::NoKeyRing);
     }
-    let mut headers = Headers::new();
-    for (name, value) in &signed.signature {
-        headers.insert(name.clone(), value.clone());
+    super::signed::SignedDocument {
+        body: signed.manifest.clone(),
+        signature: signed.signature.clone(),
     }
-    let at_ms = signed
-        .signature
-        .get(HEADER_AT)
-        .and_then(|at| at.parse::<i64>().ok())
-        .unwrap_or(i64::MIN);
-    verify(ring, &headers, signed.manifest.as_bytes(), at_ms).map_err(ReleaseRefusal::Signature)?;
+    .verify(ring)
+    .map_err(ReleaseRefusal::Signature)?;
     let manifest: ReleaseManifest = serde_json::from_str(&signed.manifest)
         .map_err(|e| ReleaseRefusal::Malformed(e.to_string()))?;
     expect("version", version, &manifest.version)?;
@@ -303,9 +298,10 @@ mod tests {
             Err(ReleaseRefusal::Signature(_))
         ));
         let mut redated = signed.clone();
-        redated
-            .signature
-            .insert(HEADER_AT.into(), "1700000000001".into());
+        redated.signature.insert(
+            super::super::signature::HEADER_AT.into(),
+            "1700000000001".into(),
+        );
         assert!(matches!(
             verify_release(&ring(), &redated, "0.2.0", "linux-x86_64"),
             Err(ReleaseRefusal::Signature(_))

@@ -4,6 +4,7 @@
 //! and encoding matches the published kanade 0.101 shapes, so messages
 //! captured from a reference deployment decode and re-encode unchanged.
 
+mod agent_schedule;
 mod audit;
 mod command;
 mod config;
@@ -14,6 +15,7 @@ mod kill;
 mod result;
 pub mod schema;
 
+pub use agent_schedule::{AgentSchedule, AgentTarget, FleetFreeze, AGENT_FIRE_PREFIX, FREEZE_KEY};
 pub use audit::{AuditEvent, AuditSource};
 pub use command::{
     CheckAlert, CheckHint, Command, EmitConfig, EmitKind, RetrySpec, RunAs, Shell, Staleness,

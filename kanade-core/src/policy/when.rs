@@ -1,8 +1,9 @@
 //! A schedule's `when:` and its lowering to a [`Plan`]: the per-pc and
-//! per-target repeats, and the calendar forms as cron expressions. A leaf
-//! module: both [`crate::manifest`] (which validates `when` while parsing a
-//! schedule) and [`crate::schedule`] (which decides what is due) build on
-//! it, and it depends on neither.
+//! per-target repeats, and the calendar forms as cron expressions. Shared
+//! by the backend (which validates `when` while parsing a schedule and
+//! fires backend-side schedules) and the agent (which fires
+//! `runs_on: agent` schedules on its own); the decisions of what is due
+//! are in [`super::firing`].
 
 use std::time::Duration;
 

@@ -294,6 +294,10 @@ async fn item_11_the_readme_examples_work_as_written() {
     let schedule = kanade::backend::manifest::parse_schedule(&schedule)
         .unwrap_or_else(|e| panic!("README nightly.yaml: {e}"));
     assert_eq!(schedule.job_id, "hello");
+    let on_agents = readme_block("# compliance.yaml");
+    let on_agents = kanade::backend::manifest::parse_schedule(&on_agents)
+        .unwrap_or_else(|e| panic!("README compliance.yaml: {e}"));
+    assert_eq!(on_agents.runs_on.as_deref(), Some("agent"));
 
     let conf = readme_block("listen: 127.0.0.1:4222");
     assert!(

@@ -338,7 +338,17 @@ fn an_agent_updates_itself_rolls_back_a_broken_release_and_refuses_forgeries() {
     // A pc's own scope overrides the global one (layered config).
     ok(
         &cli,
-        &["agent", "rollout", "0.3.0", "--pcs", PC, "--jitter", "0s"],
+        &[
+            "agent",
+            "rollout",
+            "0.3.0",
+            "--pcs",
+            PC,
+            "--jitter",
+            "0s",
+            "--max-errors",
+            "1",
+        ],
     );
     wait_long("0.3.0 rolled back and quarantined", || {
         let spread = cli.json(&["agents", "--versions"]);
@@ -353,6 +363,13 @@ fn an_agent_updates_itself_rolls_back_a_broken_release_and_refuses_forgeries() {
     );
     let starts_before_forgeries = exits.len();
     assert_eq!(std::fs::read(&executable).unwrap(), v2, "0.2.0 restored");
+    // One quarantine used up the rollout's budget: it halted.
+    wait_long("the 0.3.0 rollout halted", || {
+        cli.json(&["agent", "status"])["status"] == "halted"
+    });
+    let status = cli.json(&["agent", "status"]);
+    assert!(status["reason"].as_str().unwrap().contains(PC), "{status}");
+    println!("agent rollout 0.3.0: {}", status["reason"]);
 
     // Forgeries: a description signed by another key, then a genuine
     // description whose binary was swapped in the store.
@@ -361,6 +378,20 @@ fn an_agent_updates_itself_rolls_back_a_broken_release_and_refuses_forgeries() {
             .await
             .unwrap()
     });
+    let scope = runtime.block_on(async {
+        let kv = transport
+            .key_value(kanade::core::transport::KvConfig::new("agent_config"))
+            .await
+            .unwrap();
+        kv.get(&format!("pcs.{PC}")).await.unwrap().unwrap().value
+    });
+    let scope: serde_json::Value = serde_json::from_slice(&scope).unwrap();
+    // pc-up's own scope had no target before the rollout: the halt took
+    // it out again, and the global one (0.2.0) applies.
+    assert!(
+        scope["target_version"].is_null(),
+        "the halt restored the scope: {scope}"
+    );
     let mut events = runtime.block_on(async {
         transport
             .messages()

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::core::Backend;
 use super::error::BackendError;
+use crate::db::AgentRolloutRow;
 use crate::manifest::Target;
 
 /// A published release as listed: its manifest and who signed it.
@@ -155,6 +156,27 @@ impl Backend {
         target: &Target,
         jitter: Option<&str>,
     ) -> Result<Vec<String>, BackendError> {
+        self.roll_out_agents_with(version, target, jitter, None)
+            .await
+    }
+
+    /// [`Backend::roll_out_agents`] with an error budget: once
+    /// `max_errors` hosts report the version quarantined (it never started
+    /// healthy there and was rolled back), the rollout **halts** — each
+    /// scope it set gets back the `target_version` it had before, so no
+    /// other host installs the version — and the halt is audited
+    /// (`agent_rollout.halt`). The rollout issue's halt rule, applied to
+    /// agent versions.
+    ///
+    /// # Errors
+    /// As [`Backend::roll_out_agents`].
+    pub async fn roll_out_agents_with(
+        &self,
+        version: &str,
+        target: &Target,
+        jitter: Option<&str>,
+        max_errors: Option<u32>,
+    ) -> Result<Vec<String>, BackendError> {
         if !self
             .releases()
             .await?
@@ -171,14 +193,13 @@ impl Backend {
         }
         let keys = config_keys(target)?;
         let bucket = self.bucket(BUCKET_AGENT_CONFIG).await?;
+        let mut previous = BTreeMap::new();
         for key in &keys {
-            let mut scope = match bucket.get(key).await? {
-                Some(entry) => serde_json::from_slice::<serde_json::Value>(&entry.value)
-                    .ok()
-                    .filter(serde_json::Value::is_object)
-                    .unwrap_or_else(|| serde_json::json!({})),
-                None => serde_json::json!({}),
-            };
+            let mut scope = config_scope(&bucket, key).await?;
+            previous.insert(
+                key.clone(),
+                scope["target_version"].as_str().map(str::to_owned),
+            );
             scope["target_version"] = serde_json::Value::from(version);
             if let Some(jitter) = jitter {
                 scope["target_version_jitter"] = serde_json::Value::from(jitter);
@@ -186,8 +207,83 @@ impl Backend {
             let text = serde_json::to_vec(&scope).map_err(BackendError::Encode)?;
             bucket.put(key, text.into()).await?;
         }
-        tracing::info!(version, ?keys, "agent rollout set");
+        let db = self.db.clone();
+        let (v, now) = (version.to_owned(), self.now());
+        self.run_db(move || db.record_agent_rollout(&v, &previous, max_errors, now))
+            .await?;
+        tracing::info!(version, ?keys, ?max_errors, "agent rollout set");
         Ok(keys)
+    }
+
+    /// The current (newest) agent rollout.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn agent_rollout(&self) -> Result<Option<AgentRolloutRow>, BackendError> {
+        let db = self.db.clone();
+        self.run_db(move || db.current_agent_rollout()).await
+    }
+
+    /// Applies the current agent rollout's error budget (the heartbeat
+    /// projector calls it when a heartbeat reports a quarantine): past it,
+    /// halts the rollout as [`Backend::roll_out_agents_with`] says.
+    /// Returns the halt's reason when it halted now.
+    ///
+    /// # Errors
+    /// A transport or database error (the next quarantine report tries
+    /// again).
+    pub async fn check_agent_rollout(&self) -> Result<Option<String>, BackendError> {
+        let Some(rollout) = self.agent_rollout().await? else {
+            return Ok(None);
+        };
+        let Some(max_errors) = rollout.max_errors else {
+            return Ok(None);
+        };
+        if rollout.status != "rolling" {
+            return Ok(None);
+        }
+        let db = self.db.clone();
+        let version = rollout.version.clone();
+        let pcs = self.run_db(move || db.pcs_quarantining(&version)).await?;
+        if pcs.len() < max_errors as usize {
+            return Ok(None);
+        }
+        let bucket = self.bucket(BUCKET_AGENT_CONFIG).await?;
+        for (key, before) in &rollout.previous {
+            let mut scope = config_scope(&bucket, key).await?;
+            if scope["target_version"].as_str() != Some(rollout.version.as_str()) {
+                continue; // set again since: not this rollout's any more
+            }
+            match before {
+                Some(before) => scope["target_version"] = serde_json::Value::from(before.as_str()),
+                None => {
+                    if let Some(map) = scope.as_object_mut() {
+                        map.remove("target_version");
+                    }
+                }
+            }
+            let text = serde_json::to_vec(&scope).map_err(BackendError::Encode)?;
+            bucket.put(key, text.into()).await?;
+        }
+        let reason = format!(
+            "{} host(s) quarantined {} (budget {max_errors}): {}",
+            pcs.len(),
+            rollout.version,
+            pcs.join(", ")
+        );
+        let db = self.db.clone();
+        let (id, text) = (rollout.id, reason.clone());
+        self.run_db(move || db.halt_agent_rollout(id, &text))
+            .await?;
+        let mut entry = self.own_audit_draft("agent_rollout.halt", crate::audit::OUTCOME_OK);
+        entry.target = Some(rollout.version.clone());
+        entry.params = serde_json::json!({"reason": reason, "pcs": pcs});
+        let db = self.db.clone();
+        if let Err(e) = self.run_db(move || db.append_audit(entry)).await {
+            tracing::error!("agent rollout halt not audited: {e}");
+        }
+        tracing::warn!(version = rollout.version, "agent rollout halted: {reason}");
+        Ok(Some(reason))
     }
 
     /// How many known agents report each version.
@@ -211,6 +307,21 @@ impl Backend {
         }
         Ok(spread)
     }
+}
+
+/// The `agent_config` scope at `key` as a JSON object (empty if absent or
+/// unreadable).
+async fn config_scope(
+    bucket: &std::sync::Arc<dyn kanade_core::transport::KeyValue>,
+    key: &str,
+) -> Result<serde_json::Value, BackendError> {
+    Ok(match bucket.get(key).await? {
+        Some(entry) => serde_json::from_slice::<serde_json::Value>(&entry.value)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .unwrap_or_else(|| serde_json::json!({})),
+        None => serde_json::json!({}),
+    })
 }
 
 /// The `agent_config` keys a rollout target writes.

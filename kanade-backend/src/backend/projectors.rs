@@ -386,9 +386,18 @@ async fn project_heartbeats(backend: Backend) {
         if batch.is_empty() {
             continue;
         }
+        // A host reporting a quarantined version may use up an agent
+        // rollout's error budget.
+        let quarantines = batch
+            .iter()
+            .any(|s| s.heartbeat.quarantined_versions.is_some());
         let db = backend.db.clone();
         if let Err(e) = backend.run_db(move || db.upsert_agents(&batch)).await {
             tracing::warn!("heartbeats not stored: {e}");
+        } else if quarantines {
+            if let Err(e) = backend.check_agent_rollout().await {
+                tracing::warn!("agent rollout budget not checked: {e}");
+            }
         }
     }
 }

@@ -293,5 +293,17 @@ pub(super) fn migrations() -> Migrations<'static> {
         ),
         // Self-update: versions a host rolled back (its heartbeats say).
         M::up("ALTER TABLE agents ADD COLUMN quarantined_versions TEXT;"),
+        // Agent rollouts and their error budget.
+        M::up(
+            "CREATE TABLE agent_rollouts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            version TEXT NOT NULL,
+            previous TEXT NOT NULL,
+            max_errors INTEGER,
+            status TEXT NOT NULL,
+            reason TEXT,
+            created_at TEXT NOT NULL
+        );",
+        ),
     ])
 }

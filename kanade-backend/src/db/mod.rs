@@ -9,6 +9,7 @@
 //! `check:` jobs project to, read by `inventory_queries`) and `alerts`
 //! (check alerts until published). `migrations` holds the schema.
 
+mod agent_rollouts;
 mod alerts;
 mod approvals;
 mod audit;
@@ -26,6 +27,7 @@ mod schedules;
 mod targets;
 mod tokens;
 
+pub use self::agent_rollouts::AgentRolloutRow;
 pub use self::alerts::CheckAlertRecord;
 pub use self::approvals::{ApprovalRequest, AWAITING_APPROVAL};
 pub use self::audit::append_audit_in;

@@ -6,6 +6,8 @@
 //! - `GET /api/agent-releases`: every published release.
 //! - `POST /api/agent-rollout` `{version, all | groups | pcs, jitter?}`:
 //!   sets `target_version`; answers the config keys written.
+//! - `GET /api/agent-rollout` (viewer): the current rollout, halted or
+//!   not, and why.
 //! - `GET /api/agents/versions` (viewer): agents per version, and which
 //!   hosts quarantined which version.
 
@@ -51,6 +53,9 @@ pub struct RolloutRequest {
     /// (humantime; the config's default is 10m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jitter: Option<String>,
+    /// Halt once this many hosts quarantined the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_errors: Option<u32>,
 }
 
 /// `POST /api/agent-rollout` answer.
@@ -91,12 +96,23 @@ pub(super) async fn roll_out(
         pcs: request.pcs.clone(),
     };
     let keys = backend
-        .roll_out_agents(&request.version, &target, request.jitter.as_deref())
+        .roll_out_agents_with(
+            &request.version,
+            &target,
+            request.jitter.as_deref(),
+            request.max_errors,
+        )
         .await?;
     Ok(Json(RolloutAnswer {
         version: request.version,
         keys,
     }))
+}
+
+pub(super) async fn status(
+    State(backend): State<Backend>,
+) -> ApiResult<Option<crate::db::AgentRolloutRow>> {
+    Ok(Json(backend.agent_rollout().await?))
 }
 
 pub(super) async fn versions(State(backend): State<Backend>) -> ApiResult<VersionSpread> {

@@ -70,7 +70,10 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
                     agent_releases::BODY_LIMIT,
                 )),
         )
-        .route("/api/agent-rollout", post(agent_releases::roll_out))
+        .route(
+            "/api/agent-rollout",
+            get(agent_releases::status).post(agent_releases::roll_out),
+        )
         .route("/api/jobs", get(jobs).post(apply_job))
         .route("/api/schedules", get(schedules).post(apply_schedule))
         .route("/api/jobs/{id}/exec", post(exec))

@@ -204,6 +204,12 @@ pub const ROUTES: &[RouteRule] = &[
         Role::Admin,
         "agent_rollout.set",
     ),
+    rule(
+        "GET",
+        "/api/agent-rollout",
+        Role::Viewer,
+        "agent_rollout.show",
+    ),
     rule("GET", "/api/audit", Role::Admin, "audit.list"),
     rule("GET", "/api/audit/verify", Role::Admin, "audit.verify"),
 ];

@@ -47,7 +47,13 @@ pub enum AgentCmd {
         /// (default 10m).
         #[arg(long)]
         jitter: Option<String>,
+        /// Halt once this many hosts quarantined the version (each scope
+        /// gets its previous target back).
+        #[arg(long)]
+        max_errors: Option<u32>,
     },
+    /// The current agent rollout: rolling or halted, and why.
+    Status,
     /// The published releases.
     Releases,
 }
@@ -83,6 +89,7 @@ pub fn run(api: &Api, json: bool, action: AgentCmd) -> Result<ExitCode, String> 
             groups,
             pcs,
             jitter,
+            max_errors,
         } => {
             if !all && groups.is_empty() && pcs.is_empty() {
                 return Err("say which agents: --all, --groups G or --pcs P".into());
@@ -93,6 +100,7 @@ pub fn run(api: &Api, json: bool, action: AgentCmd) -> Result<ExitCode, String> 
                 "groups": groups,
                 "pcs": pcs,
                 "jitter": jitter,
+                "max_errors": max_errors,
             });
             let answer: serde_json::Value = api.post("/api/agent-rollout", &request)?;
             print(json, &answer, || {
@@ -107,6 +115,23 @@ pub fn run(api: &Api, json: bool, action: AgentCmd) -> Result<ExitCode, String> 
                             .join(", "))
                         .unwrap_or_default()
                 );
+            })?;
+        }
+        AgentCmd::Status => {
+            let rollout: Option<kanade_backend::db::AgentRolloutRow> =
+                api.get("/api/agent-rollout")?;
+            print(json, &rollout, || match &rollout {
+                None => println!("no agent rollout yet"),
+                Some(r) => println!(
+                    "agent rollout to {} ({}, set {}){}",
+                    r.version,
+                    r.status,
+                    r.created_at,
+                    r.reason
+                        .as_deref()
+                        .map(|why| format!(": {why}"))
+                        .unwrap_or_default()
+                ),
             })?;
         }
         AgentCmd::Releases => {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use kanade_backend::db::AgentRow;
 use kanade_backend::{ReleaseListing, VersionSpread};
 use kanade_core::policy::release::ReleaseManifest;
 
@@ -170,4 +171,44 @@ pub fn versions(api: &Api, json: bool) -> Result<ExitCode, String> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `kanade agents`: every agent, online or not, with its version, OS,
+/// clock offset, hardware and last heartbeat.
+pub fn list(api: &Api, json: bool) -> Result<(), String> {
+    let agents: Vec<AgentRow> = api.get("/api/agents")?;
+    print(json, &agents, || {
+        println!(
+            "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} last seen (backend clock)",
+            "pc", "online", "version", "os", "clock offset", "hardware"
+        );
+        for a in &agents {
+            println!(
+                "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} {}",
+                a.pc_id,
+                a.online,
+                a.agent_version,
+                a.os_family.clone().unwrap_or_default(),
+                clock_offset_text(a),
+                crate::inventory::hardware_text(a.hardware.as_ref()),
+                a.last_seen
+            );
+        }
+    })
+}
+
+/// An agent's clock offset for `kanade agents`: `+600.0s SKEWED` (ahead),
+/// `-0.2s`, or `?` when unknown.
+fn clock_offset_text(agent: &AgentRow) -> String {
+    match agent.clock_offset_ms {
+        None => "?".to_owned(),
+        Some(ms) => {
+            let text = format!("{:+.1}s", ms as f64 / 1000.0);
+            if agent.clock_skewed {
+                format!("{text} SKEWED")
+            } else {
+                text
+            }
+        }
+    }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kanade_backend::db::{AgentRow, ExecutionFilter};
+use kanade_backend::db::ExecutionFilter;
 use kanade_backend::http::{JobUpload, PinRequest, ScheduleUpload};
 use kanade_backend::manifest::{Job, Schedule, Target};
 use serde::Serialize;
@@ -541,27 +541,7 @@ fn run_other(api: &Api, args: Args) -> Result<(), String> {
                 ),
             })
         }
-        Cmd::Agents { versions: false } => {
-            let agents: Vec<AgentRow> = api.get("/api/agents")?;
-            print(args.json, &agents, || {
-                println!(
-                    "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} last seen (backend clock)",
-                    "pc", "online", "version", "os", "clock offset", "hardware"
-                );
-                for a in &agents {
-                    println!(
-                        "{:<16} {:<8} {:<10} {:<8} {:<18} {:<16} {}",
-                        a.pc_id,
-                        a.online,
-                        a.agent_version,
-                        a.os_family.clone().unwrap_or_default(),
-                        clock_offset_text(a),
-                        inventory::hardware_text(a.hardware.as_ref()),
-                        a.last_seen
-                    );
-                }
-            })
-        }
+        Cmd::Agents { versions: false } => agent_updates::list(api, args.json),
         Cmd::Revoke { job } => {
             let answer: serde_json::Value = api.post(&format!("/api/jobs/{job}/revoke"), &())?;
             print(args.json, &answer, || {
@@ -603,22 +583,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("kanade: {e}");
             ExitCode::from(1)
-        }
-    }
-}
-
-/// An agent's clock offset for `kanade agents`: `+600.0s SKEWED` (ahead),
-/// `-0.2s`, or `?` when unknown.
-fn clock_offset_text(agent: &AgentRow) -> String {
-    match agent.clock_offset_ms {
-        None => "?".to_owned(),
-        Some(ms) => {
-            let text = format!("{:+.1}s", ms as f64 / 1000.0);
-            if agent.clock_skewed {
-                format!("{text} SKEWED")
-            } else {
-                text
-            }
         }
     }
 }

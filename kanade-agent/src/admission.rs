@@ -100,6 +100,32 @@ pub(crate) async fn admit(
     headers: &kanade_core::transport::Headers,
     payload: &[u8],
 ) -> Option<(Command, SubjectToken)> {
+    admit_recorded(inner, signature_headers(headers), payload).await
+}
+
+/// What the ledger keeps, in place of signature headers, for a command the
+/// agent's own scheduler built (the schedule's id): no message header can
+/// carry it (only `Kanade-Sig*` headers are kept from messages), and a
+/// restart does not re-check its signature (the schedule was verified).
+pub(crate) const LOCAL_FIRE_MARK: &str = "Kanade-Local-Fire";
+
+/// [`admit`] for a fire of agent-side schedule `schedule_id`.
+pub(crate) async fn admit_local(
+    inner: &Arc<Inner>,
+    schedule_id: &str,
+    payload: &[u8],
+) -> Option<(Command, SubjectToken)> {
+    let mark = [(LOCAL_FIRE_MARK.to_owned(), schedule_id.to_owned())]
+        .into_iter()
+        .collect();
+    admit_recorded(inner, mark, payload).await
+}
+
+async fn admit_recorded(
+    inner: &Arc<Inner>,
+    signature: std::collections::BTreeMap<String, String>,
+    payload: &[u8],
+) -> Option<(Command, SubjectToken)> {
     let command: Command = match serde_json::from_slice(payload) {
         Ok(command) => command,
         Err(e) => {
@@ -122,7 +148,7 @@ pub(crate) async fn admit(
             exec_id: command.exec_id.clone(),
             manifest_id: Some(command.id.clone()),
             command: Some(String::from_utf8_lossy(payload).into_owned()),
-            signature: signature_headers(headers),
+            signature,
         },
         inner.clock.now(),
     );
@@ -217,7 +243,7 @@ fn recheck(
     inner: &Inner,
     entry: &crate::ledger::Entry,
 ) -> Option<kanade_core::policy::signature::SignatureRefusal> {
-    if !inner.trust.enforcing() {
+    if !inner.trust.enforcing() || entry.signature.contains_key(LOCAL_FIRE_MARK) {
         return None;
     }
     let body = entry.command.as_deref().unwrap_or_default().as_bytes();

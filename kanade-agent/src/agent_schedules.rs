@@ -13,10 +13,13 @@
 //! What is due is decided by `kanade_core::policy::firing::agent_fire`,
 //! built on the same functions the backend's scheduler uses. A fire is a
 //! command like any other from then on: ledger, gates (revoke 126, start
-//! deadline 125 — a fire missed while the host was off is skipped with 125
-//! rather than run late —, staleness), outbox; its execution id is
-//! `sched-<schedule>-<occurrence, unix seconds>`, which the backend groups
-//! results by.
+//! deadline 125 — with `starting_deadline` set, a fire missed while the
+//! host was off is skipped with 125 rather than run late —, staleness),
+//! outbox; its execution id is `sched-<schedule>-<occurrence, unix
+//! seconds>` (`-once`, `-v<digest of the version>` for the once forms),
+//! which the backend groups results by. The script of an accepted
+//! schedule is fetched into the script cache at once, so a fire while the
+//! broker is away finds it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,21 +59,39 @@ fn fires_path(inner: &Inner) -> PathBuf {
     inner.settings.state_dir.join("agent-fires.json")
 }
 
-fn load<T: for<'de> Deserialize<'de> + Default>(inner: &Inner, path: &std::path::Path) -> T {
-    inner
-        .files
-        .read(path)
-        .ok()
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-        .unwrap_or_default()
+/// The file's value: the default when there is none yet, `None` when it
+/// exists but cannot be read or decoded (never mistaken for a fresh one).
+fn load<T: for<'de> Deserialize<'de> + Default>(
+    inner: &Inner,
+    path: &std::path::Path,
+) -> Option<T> {
+    match inner.files.read(path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                tracing::error!(path = %path.display(), "agent-side schedule state unreadable: {e}");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(T::default()),
+        Err(e) => {
+            tracing::error!(path = %path.display(), "agent-side schedule state unreadable: {e}");
+            None
+        }
+    }
 }
 
-fn save<T: Serialize>(inner: &Inner, path: &std::path::Path, value: &T, durable: bool) {
+/// Writes the file; false (logged) if it could not be written.
+fn save<T: Serialize>(inner: &Inner, path: &std::path::Path, value: &T, durable: bool) -> bool {
     let written = serde_json::to_vec(value)
         .map_err(std::io::Error::other)
         .and_then(|bytes| inner.files.write(path, &bytes, durable));
-    if let Err(e) = written {
-        tracing::warn!(path = %path.display(), "agent-side schedule state not written: {e}");
+    match written {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(path = %path.display(), "agent-side schedule state not written: {e}");
+            false
+        }
     }
 }
 
@@ -126,12 +147,13 @@ fn accepted(inner: &Inner, snapshot: &Snapshot, now: DateTime<Utc>) -> (Vec<Acce
             Err(e) => tracing::warn!(key, "agent-side schedule's when: {e}"),
         }
     }
-    let frozen = snapshot
-        .freeze
-        .as_ref()
-        .and_then(|doc| accepted_body(inner, FREEZE_KEY, doc))
-        .and_then(|body| serde_json::from_str::<FleetFreeze>(body).ok())
-        .is_some_and(|freeze| freeze.holds(now));
+    // A freeze document that is there but cannot be trusted or read holds
+    // fires (fails closed); none at all means no freeze was ever set.
+    let frozen = snapshot.freeze.as_ref().is_some_and(|doc| {
+        accepted_body(inner, FREEZE_KEY, doc)
+            .and_then(|body| serde_json::from_str::<FleetFreeze>(body).ok())
+            .is_none_or(|freeze| freeze.holds(now))
+    });
     (out, frozen)
 }
 
@@ -157,18 +179,35 @@ fn boot_id(inner: &Inner) -> String {
         .unwrap_or_else(|_| format!("process-{}", inner.started_at.timestamp_millis()))
 }
 
+/// What names a fire of `plan` at `occurrence` in its execution id: the
+/// occurrence's unix seconds, or — for the once forms, whose one fire must
+/// keep one request id whenever it happens — `once` / `v<digest of the
+/// version>`.
+fn occurrence_key(plan: &Plan, occurrence: DateTime<Utc>, version: &str) -> String {
+    use kanade_core::policy::when::Repeat;
+    match plan {
+        Plan::PerPc(Repeat::Once) | Plan::PerTarget(Repeat::Once) => "once".to_owned(),
+        Plan::PerPc(Repeat::OncePerVersion) => {
+            let digest = kanade_core::policy::script::sha256_hex(version.as_bytes());
+            format!("v{}", &digest[..12])
+        }
+        _ => occurrence.timestamp().to_string(),
+    }
+}
+
 /// The command of `schedule`'s fire at `occurrence` on this agent. A
 /// startup fire's request id also names the boot (`boot`), so a host whose
 /// clock starts at the same second every boot still fires once per boot.
 fn fire_command(
     schedule: &AgentSchedule,
+    plan: &Plan,
     occurrence: DateTime<Utc>,
     boot: Option<&str>,
 ) -> Vec<u8> {
     let exec_id = format!(
         "{AGENT_FIRE_PREFIX}{}-{}",
         schedule.schedule_id,
-        occurrence.timestamp()
+        occurrence_key(plan, occurrence, &schedule.command.version)
     );
     let mut command = schedule.command.clone();
     // Per agent, one request per occurrence (the result id adds the pc).
@@ -188,6 +227,44 @@ fn fire_command(
     serde_json::to_vec(&command).unwrap_or_default()
 }
 
+/// Drops from the snapshot what the bucket no longer has — deleted while
+/// this agent was away, which the watch (starting from the current values)
+/// never reports. Returns whether anything was dropped; nothing when the
+/// bucket cannot be listed (offline: the snapshot stands).
+async fn prune_deleted(inner: &Arc<Inner>, snapshot: &Mutex<Snapshot>) -> bool {
+    let Ok(kv) = inner
+        .transport
+        .key_value(KvConfig::new(BUCKET_AGENT_SCHEDULES))
+        .await
+    else {
+        return false;
+    };
+    let Ok(keys) = kv.keys().await else {
+        return false;
+    };
+    let copy = {
+        let mut snap = snapshot.lock().unwrap_or_else(|p| p.into_inner());
+        let before = snap.schedules.len() + usize::from(snap.freeze.is_some());
+        snap.schedules.retain(|key, _| keys.contains(key));
+        if !keys.iter().any(|k| k == FREEZE_KEY) {
+            snap.freeze = None;
+        }
+        let after = snap.schedules.len() + usize::from(snap.freeze.is_some());
+        (before != after).then(|| snap.clone())
+    };
+    match copy {
+        Some(copy) => {
+            save(inner, &snapshot_path(inner), &copy, true);
+            true
+        }
+        None => false,
+    }
+}
+
+/// How long a starting agent waits to learn which schedules were deleted
+/// while it was away before it fires from its snapshot.
+const PRUNE_AT_START: Duration = Duration::from_secs(2);
+
 /// Follows the `agent_schedules` bucket into the snapshot (persisted on
 /// every change), waking the firing loop.
 async fn follow(inner: Arc<Inner>, snapshot: Arc<Mutex<Snapshot>>, changed: Arc<Notify>) {
@@ -200,6 +277,9 @@ async fn follow(inner: Arc<Inner>, snapshot: Arc<Mutex<Snapshot>>, changed: Arc<
             Ok(kv) => kv.watch(">").await,
             Err(e) => Err(e),
         };
+        if prune_deleted(&inner, &snapshot).await {
+            changed.notify_one();
+        }
         match watch {
             Ok(mut watch) => {
                 while let Some(entry) = watch.next().await {
@@ -231,13 +311,26 @@ async fn follow(inner: Arc<Inner>, snapshot: Arc<Mutex<Snapshot>>, changed: Arc<
 /// Fires agent-side schedules as they come due, from the snapshot on disk
 /// while the broker is away.
 pub(crate) async fn schedule_loop(inner: Arc<Inner>) {
-    let snapshot = Arc::new(Mutex::new(load::<Snapshot>(&inner, &snapshot_path(&inner))));
+    let snapshot = Arc::new(Mutex::new(
+        load::<Snapshot>(&inner, &snapshot_path(&inner)).unwrap_or_default(),
+    ));
     let changed = Arc::new(Notify::new());
+    let _ = tokio::time::timeout(PRUNE_AT_START, prune_deleted(&inner, &snapshot)).await;
     // Dropped (the agent stopping) with this task: the follower ends too.
     let mut follower = tokio::task::JoinSet::new();
     follower.spawn(follow(inner.clone(), snapshot.clone(), changed.clone()));
     let boot = boot_id(&inner);
-    let mut records: BTreeMap<String, FireRecord> = load(&inner, &fires_path(&inner));
+    // An unreadable fire record could make a once-form fire again: fire
+    // nothing until it is repaired (or removed, to start afresh).
+    let Some(mut records) = load::<BTreeMap<String, FireRecord>>(&inner, &fires_path(&inner))
+    else {
+        tracing::error!(
+            path = %fires_path(&inner).display(),
+            "agent-side schedules do not fire: their fire record is unreadable (remove it to start afresh)"
+        );
+        return;
+    };
+    let mut prefetched = std::collections::HashSet::new();
     loop {
         let notified = changed.notified();
         tokio::pin!(notified);
@@ -249,7 +342,23 @@ pub(crate) async fn schedule_loop(inner: Arc<Inner>) {
         let copy = snapshot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (schedules, frozen) = accepted(&inner, &copy, now);
         let before = records.clone();
-        records.retain(|id, _| copy.schedules.contains_key(id));
+        // Scripts into the cache while the broker is here (a fire offline
+        // then finds them), once per script digest and agent run, beside
+        // the firing (a fetch retries with backoff).
+        for Accepted { schedule, .. } in &schedules {
+            let digest = schedule.command.script_object_sha256.clone();
+            if schedule.command.script_object.is_some() && prefetched.insert(digest) {
+                let (inner, command) = (inner.clone(), schedule.command.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = crate::script::resolve_script(&inner, &command).await {
+                        tracing::warn!(
+                            job = command.id,
+                            "agent-side schedule's script not cached: {e}"
+                        );
+                    }
+                });
+            }
+        }
         let mut fires = Vec::new();
         let mut wake: Option<DateTime<Utc>> = None;
         for Accepted { schedule, plan } in &schedules {
@@ -266,12 +375,19 @@ pub(crate) async fn schedule_loop(inner: Arc<Inner>) {
                 &boot,
                 frozen,
             );
-            if let Some(due) = agent_next_due(plan, &next, now, gates(schedule).local) {
+            // A due time not after now (a repeat held by a gate) waits for
+            // the next look instead of spinning.
+            if let Some(due) =
+                agent_next_due(plan, &next, now, gates(schedule).local).filter(|due| *due > now)
+            {
                 wake = Some(wake.map_or(due, |w| w.min(due)));
             }
             if let Some(occurrence) = fire {
                 let boot = matches!(plan, Plan::AgentSide).then_some(boot.as_str());
-                fires.push(fire_command(schedule, occurrence, boot));
+                fires.push((
+                    schedule.schedule_id.clone(),
+                    fire_command(schedule, plan, occurrence, boot),
+                ));
                 tracing::info!(
                     schedule = schedule.schedule_id,
                     %occurrence,
@@ -283,11 +399,16 @@ pub(crate) async fn schedule_loop(inner: Arc<Inner>) {
         // Recorded before anything starts, durably when something fires: a
         // crash never fires twice. (A cursor that only moved is written
         // without a sync: lost, it only makes the next look start earlier.)
-        if records != before {
-            save(&inner, &fires_path(&inner), &records, !fires.is_empty());
+        if records != before
+            && !save(&inner, &fires_path(&inner), &records, !fires.is_empty())
+            && !fires.is_empty()
+        {
+            // Not recorded, not fired: a crash could not tell.
+            records = before;
+            fires.clear();
         }
-        for payload in fires {
-            crate::fire::admit_local_and_spawn(inner.clone(), payload.into()).await;
+        for (schedule_id, payload) in fires {
+            crate::fire::admit_local_and_spawn(inner.clone(), &schedule_id, payload.into()).await;
         }
         let sleep = if schedules.is_empty() {
             None

@@ -89,8 +89,10 @@ pub(crate) async fn admit_and_spawn(
 /// agent-side schedule: its signature was checked when the schedule was
 /// accepted (see `agent_schedules`), so there is none to check here; the
 /// ledger, the gates and the outbox treat it like any other.
-pub(crate) async fn admit_local_and_spawn(inner: Arc<Inner>, payload: Bytes) {
-    if let Some((command, request)) = admit(&inner, &Headers::new(), &payload).await {
+pub(crate) async fn admit_local_and_spawn(inner: Arc<Inner>, schedule_id: &str, payload: Bytes) {
+    if let Some((command, request)) =
+        crate::admission::admit_local(&inner, schedule_id, &payload).await
+    {
         spawn_execute(inner, command, request, Arrival::Late);
     }
 }

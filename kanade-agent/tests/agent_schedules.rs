@@ -250,3 +250,82 @@ async fn an_enforcing_agent_refuses_unsigned_and_forged_schedules() {
     assert_eq!(h.runner.runs.load(std::sync::atomic::Ordering::SeqCst), 0);
     h.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_fire_waiting_out_its_jitter_survives_a_crash_on_an_enforcing_agent() {
+    let memory = memory();
+    let mut results = results(&memory).await;
+    let mut waiting = schedule("boot", serde_json::json!({"on": ["startup"]}));
+    waiting.command.jitter_secs = Some(600);
+    put_schedule(&memory, &waiting).await;
+    let clock = clock();
+    let h = agent_on_clock(
+        memory.clone(),
+        tempfile::tempdir().unwrap(),
+        "b",
+        true,
+        clock.clone(),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let state = h.crash().await;
+    // The restart re-checks what was admitted: a local fire has no
+    // signature of its own, and must not be refused for it (123).
+    let h = agent_on_clock(memory.clone(), state, "b", true, clock).await;
+    let result = next_result(&mut results).await;
+    assert_eq!((result.exit_code, result.skipped), (0, false), "{result:?}");
+    assert_quiet(&mut results, Duration::from_secs(3600)).await;
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_freeze_that_does_not_verify_holds_fires_on_an_enforcing_agent() {
+    let memory = memory();
+    let mut results = results(&memory).await;
+    let lifted = serde_json::to_string(&FleetFreeze::default()).unwrap();
+    put(&memory, FREEZE_KEY, lifted.clone(), None).await;
+    put_schedule(
+        &memory,
+        &schedule("once", serde_json::json!({"per_pc": "once"})),
+    )
+    .await;
+    let h = agent(memory.clone(), tempfile::tempdir().unwrap(), "b", true).await;
+    assert_quiet(&mut results, Duration::from_secs(300)).await;
+    put(&memory, FREEZE_KEY, lifted, Some(&signer())).await;
+    let result = next_result(&mut results).await;
+    assert_eq!(result.exec_id.as_deref(), Some("sched-once-once"));
+    h.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_schedule_deleted_while_the_agent_was_away_does_not_fire() {
+    let memory = memory();
+    let mut results = results(&memory).await;
+    put_schedule(
+        &memory,
+        &schedule("hourly", serde_json::json!({"per_pc": {"every": "1h"}})),
+    )
+    .await;
+    let clock = clock();
+    let h = agent_on_clock(
+        memory.clone(),
+        tempfile::tempdir().unwrap(),
+        "b",
+        false,
+        clock.clone(),
+    )
+    .await;
+    next_result(&mut results).await;
+    let state = h.stop().await;
+    memory
+        .key_value(KvConfig::new(BUCKET_AGENT_SCHEDULES))
+        .await
+        .unwrap()
+        .delete("hourly")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2 * 3600)).await;
+    let h = agent_on_clock(memory.clone(), state, "b", false, clock).await;
+    assert_quiet(&mut results, Duration::from_secs(2 * 3600)).await;
+    h.stop().await;
+}

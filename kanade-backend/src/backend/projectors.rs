@@ -32,6 +32,14 @@ impl Backend {
         tasks.spawn(super::reaper::reaper(self.clone()));
         tasks.spawn(super::rollouts::rollout_driver(self.clone()));
         tasks.spawn(super::alerts::alert_publisher(self.clone()));
+        // Agent-side schedules as this backend would sign them now (a new
+        // signing key, a job changed by another backend instance).
+        let republish = self.clone();
+        tasks.spawn(async move {
+            if let Err(e) = republish.publish_agent_schedules().await {
+                tracing::warn!("agent-side schedules not republished at start: {e}");
+            }
+        });
         // Sleeps until an audit entry is appended: no entries, no traffic.
         tasks.spawn(
             crate::audit::AuditPublisher::new(self.log.clone(), self.db.clone())

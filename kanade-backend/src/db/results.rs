@@ -125,8 +125,12 @@ impl Db {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let agent_fired = match &run.exec_id {
-            Some(exec_id) => ensure_agent_fire_execution(&tx, exec_id, "", &run.started_at)?,
-            None => false,
+            Some(exec_id)
+                if is_agent_fire_of(exec_id, &run.request_id, &run.result_id, &run.pc_id) =>
+            {
+                ensure_agent_fire_execution(&tx, exec_id, "", &run.started_at)?
+            }
+            _ => false,
         };
         let reap_after: i64 = match &run.exec_id {
             Some(exec_id) => tx
@@ -252,6 +256,16 @@ fn ensure_agent_fire_execution(
     Ok(true)
 }
 
+/// Whether the ids are those an agent gives its own fire of `exec_id`.
+fn is_agent_fire_of(exec_id: &str, request_id: &str, result_id: &str, pc_id: &str) -> bool {
+    exec_id.starts_with(kanade_core::wire::AGENT_FIRE_PREFIX)
+        && request_id.starts_with(exec_id)
+        && result_id
+            .strip_suffix(pc_id)
+            .and_then(|r| r.strip_suffix('-'))
+            == Some(request_id)
+}
+
 /// One more target for an agent-side fire's execution.
 fn add_agent_fire_target(tx: &rusqlite::Transaction<'_>, exec_id: &str) -> Result<(), DbError> {
     tx.prepare_cached("UPDATE executions SET targeted = targeted + 1 WHERE exec_id = ?1")?
@@ -265,6 +279,17 @@ fn agent_fired_answer(tx: &rusqlite::Transaction<'_>, result: &ExecResult) -> Re
     let Some(exec_id) = result.exec_id.as_deref() else {
         return Ok(());
     };
+    // An agent-side fire's ids are the agent's own: `<exec>…` for the
+    // request, `<request>-<pc>` for the result. Anything else claiming the
+    // prefix (another pc's result id, a made-up execution) counts nowhere.
+    if !is_agent_fire_of(
+        exec_id,
+        &result.request_id,
+        &result.result_id,
+        &result.pc_id,
+    ) {
+        return Ok(());
+    }
     let at = result.started_at.to_rfc3339();
     let job = result.manifest_id.as_deref().unwrap_or_default();
     if !ensure_agent_fire_execution(tx, exec_id, job, &at)? {

@@ -54,6 +54,9 @@ pub enum WhenError {
     /// Not exactly one of `per_pc`, `per_target`, `calendar`, `on` is set.
     #[error("set exactly one of per_pc, per_target, calendar, on")]
     Forms,
+    /// `on:` names no trigger, or one other than `startup`.
+    #[error("on: {0:?} — the agent-side triggers are [startup]")]
+    Triggers(Vec<String>),
     /// A repeat is neither `once` (nor, per pc, `once_per_version`) nor
     /// `{every: <duration>}`.
     #[error("{value} is not once{} or {{every: <duration>}}", or_per_version(.per_version))]
@@ -307,7 +310,12 @@ pub fn lower(when: &When) -> Result<Plan, WhenError> {
                 year,
             })
         }
-        (None, None, None, Some(_)) => Ok(Plan::AgentSide),
+        (None, None, None, Some(on)) => {
+            if on.is_empty() || on.iter().any(|t| t != "startup") {
+                return Err(WhenError::Triggers(on.clone()));
+            }
+            Ok(Plan::AgentSide)
+        }
         _ => Err(WhenError::Forms),
     }
 }
@@ -316,6 +324,21 @@ pub fn lower(when: &When) -> Result<Plan, WhenError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_startup_is_an_agent_side_trigger() {
+        let on = |items: &[&str]| When {
+            on: Some(items.iter().map(|s| s.to_string()).collect()),
+            ..When::default()
+        };
+        assert!(matches!(lower(&on(&["startup"])), Ok(Plan::AgentSide)));
+        for bad in [&[][..], &["logon"], &["startup", "shutdown"]] {
+            assert!(
+                matches!(lower(&on(bad)), Err(WhenError::Triggers(_))),
+                "{bad:?}"
+            );
+        }
+    }
 
     #[test]
     fn day_items_lower_to_cron_fields() {

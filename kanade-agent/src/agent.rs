@@ -113,7 +113,9 @@ impl Agent {
         if let Some(connected) = inner.connected.clone() {
             tasks.spawn(track_connection(inner.clone(), connected));
         }
-        tasks.spawn(crate::agent_schedules::schedule_loop(inner.clone()));
+        if inner.settings.agent_schedules {
+            tasks.spawn(crate::agent_schedules::schedule_loop(inner.clone()));
+        }
         if inner.settings.self_update.is_some() {
             tasks.spawn(crate::update::confirm_when_healthy(inner.clone()));
             tasks.spawn(crate::update::update_loop(inner.clone()));

@@ -45,6 +45,10 @@ pub struct AgentSettings {
     /// with verified releases (see [`crate::update`]). `None` (the
     /// default): never; the `kanade-agent` binary turns it on.
     pub self_update: Option<crate::update::SelfUpdate>,
+    /// Whether it follows and fires `runs_on: agent` schedules (default
+    /// true; the simulation, whose workloads have none, turns it off and
+    /// saves a watch per agent).
+    pub agent_schedules: bool,
     /// This boot's id for `on: [startup]` schedules (`None`: the host's,
     /// from `/proc/sys/kernel/random/boot_id`; tests set one).
     pub boot_id: Option<String>,
@@ -68,6 +72,7 @@ impl AgentSettings {
             publisher_signer: None,
             self_update: None,
             boot_id: None,
+            agent_schedules: true,
         }
     }
 }

@@ -77,6 +77,8 @@ pub(crate) fn start_agent(
     let mut settings = AgentSettings::new(token, state);
     settings.inventory = false;
     settings.replay = true;
+    // The workloads have no agent-side schedules: no watch per agent.
+    settings.agent_schedules = false;
     settings.jitter_seed = Some(shared.seed ^ (index as u64).wrapping_mul(0x9E37_79B9));
     // Not the host's CPU count: the same plan behaves the same anywhere.
     settings.default_concurrency = Some(SIM_CONCURRENCY);

@@ -66,12 +66,32 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 
 /// Writes a file durably: temp, fsync, rename, fsync the directory.
 pub fn write_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_durably_with_mode(path, bytes, None)
+}
+
+/// [`write_durably`], the file created with Unix permissions `mode` (from
+/// its first byte: it is never readable wider than that), when given.
+pub fn write_durably_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = temp_path(path);
-    let mut file = std::fs::File::create(&tmp)?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if let Some(mode) = mode {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut file = options.open(&tmp)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&tmp, path)?;
+    sync_dir(dir)
+}
+
+/// Syncs directory `dir` (a rename in it survives a machine crash).
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir).and_then(|d| d.sync_all())
 }
 

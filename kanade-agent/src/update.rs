@@ -14,7 +14,6 @@
 //! ([`AgentSettings::self_update`](crate::AgentSettings::self_update)):
 //! an embedding service updates itself however it ships.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,8 +23,8 @@ use kanade_core::policy::release::{
     binary_object, boot_verdict, check_binary, release_object, verify_release, wanted_version,
     BootVerdict, PendingUpdate, ReleaseRefusal, SignedRelease,
 };
+use kanade_core::transport::ext::ObjectStoreExt;
 use kanade_core::transport::ObjectStoreConfig;
-use tokio::io::AsyncReadExt;
 
 use crate::state::Inner;
 
@@ -88,41 +87,13 @@ pub fn quarantined(state_dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
+/// Writes `bytes` to `path` durably with permissions `mode` (creating the
+/// directory first).
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let temp = with_suffix(path, ".tmp");
-    {
-        let mut file = std::fs::File::create(&temp)?;
-        file.write_all(bytes)?;
-        set_mode(&file, mode)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&temp, path)?;
-    sync_parent(path)
-}
-
-#[cfg(unix)]
-fn set_mode(file: &std::fs::File, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    file.set_permissions(std::fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_file: &std::fs::File, _mode: u32) -> std::io::Result<()> {
-    Ok(())
-}
-
-fn sync_parent(path: &Path) -> std::io::Result<()> {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
-    Ok(())
+    crate::state_files::write_durably_with_mode(path, bytes, Some(mode))
 }
 
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
@@ -212,17 +183,10 @@ async fn fetch(inner: &Arc<Inner>, name: &str, limit: u64) -> Result<Vec<u8>, In
         .object_store(ObjectStoreConfig::new(OBJECT_AGENT_RELEASES))
         .await
         .map_err(|e| InstallError::Failed(format!("releases store: {e}")))?;
-    let reader = store
-        .get(name)
+    store
+        .get_bytes(name, limit)
         .await
-        .map_err(|e| InstallError::Failed(format!("fetching {name}: {e}")))?;
-    let mut bytes = Vec::new();
-    reader
-        .take(limit)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| InstallError::Failed(format!("reading {name}: {e}")))?;
-    Ok(bytes)
+        .map_err(|e| InstallError::Failed(format!("fetching {name}: {e}")))
 }
 
 /// Downloads, verifies and installs `version`; after it returns `Ok`, the
@@ -272,7 +236,8 @@ fn swap(
         .map_err(|e| format!("writing the pending record: {e}"))?;
     std::fs::rename(&new, executable)
         .map_err(|e| format!("replacing {}: {e}", executable.display()))?;
-    sync_parent(executable).map_err(|e| format!("syncing {}: {e}", executable.display()))
+    crate::state_files::sync_dir(executable.parent().unwrap_or(Path::new(".")))
+        .map_err(|e| format!("syncing {}: {e}", executable.display()))
 }
 
 /// A random wait in `0..jitter` (humantime; malformed: no wait).

@@ -13,6 +13,7 @@ use kanade_core::policy::release::{
     binary_object, is_valid_name, release_object, ReleaseManifest, SignedRelease,
 };
 use kanade_core::policy::script::sha256_hex;
+use kanade_core::transport::ext::ObjectStoreExt;
 use kanade_core::transport::ObjectStoreConfig;
 use serde::{Deserialize, Serialize};
 
@@ -118,11 +119,7 @@ impl Backend {
             if !info.name.ends_with(".release") {
                 continue;
             }
-            let mut text = Vec::new();
-            let mut reader = store.get(&info.name).await?;
-            tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut text)
-                .await
-                .map_err(|e| BackendError::Internal(format!("reading {}: {e}", info.name)))?;
+            let text = store.get_bytes(&info.name, 64 * 1024).await?;
             let Ok(signed) = serde_json::from_slice::<SignedRelease>(&text) else {
                 continue;
             };

@@ -8,11 +8,11 @@ use std::time::Duration;
 use kanade_core::names::{
     subjects, OBJECT_RESULT_OUTPUT, STREAM_EVENTS, STREAM_INVENTORY, STREAM_RESULTS,
 };
+use kanade_core::transport::ext::ObjectStoreExt;
 use kanade_core::transport::{
     Consumer, ConsumerConfig, DeliverPolicy, ObjectStoreConfig, TransportError,
 };
 use kanade_core::wire::{EventStarted, ExecResult, Heartbeat, HwInventory};
-use tokio::io::AsyncReadExt;
 
 use super::core::Backend;
 use super::error::BackendError;
@@ -96,13 +96,7 @@ impl Backend {
             .await?;
         for (pointer, is_stdout) in pointers {
             let Some(key) = pointer else { continue };
-            let mut bytes = Vec::new();
-            store
-                .get(&key)
-                .await?
-                .read_to_end(&mut bytes)
-                .await
-                .map_err(|e| TransportError::Backend(Box::new(e)))?;
+            let bytes = store.get_bytes(&key, u64::MAX).await?;
             let text = String::from_utf8_lossy(&bytes).into_owned();
             if is_stdout {
                 result.stdout = text;

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{Headers, KeyValue, MessageLog, PublishAck, TransportError};
+use super::{Headers, KeyValue, MessageLog, ObjectStore, PublishAck, TransportError};
 
 /// A JSON convenience call failed: encoding the value, decoding what was
 /// stored, or the transport call itself.
@@ -152,6 +152,27 @@ pub trait KeyValueExt: KeyValue {
 }
 
 impl<K: KeyValue + ?Sized> KeyValueExt for K {}
+
+/// Whole-object reads for every [`ObjectStore`].
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// At most `limit` bytes of object `name` (pass one more than the
+    /// largest size you accept to tell "too large" from "just fits"). A
+    /// read that fails midway is [`TransportError::Backend`].
+    async fn get_bytes(&self, name: &str, limit: u64) -> Result<Vec<u8>, TransportError> {
+        use tokio::io::AsyncReadExt;
+        let mut bytes = Vec::new();
+        self.get(name)
+            .await?
+            .take(limit)
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| TransportError::Backend(Box::new(e)))?;
+        Ok(bytes)
+    }
+}
+
+impl<O: ObjectStore + ?Sized> ObjectStoreExt for O {}
 
 #[cfg(test)]
 mod tests {

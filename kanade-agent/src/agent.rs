@@ -51,6 +51,14 @@ impl Agent {
         &self.inner.outbox
     }
 
+    /// The agent's metrics as OpenMetrics text (see [`crate::metrics`]).
+    pub fn metrics_text(&self) -> String {
+        self.inner.metrics.render(crate::metrics::AgentFigures {
+            outbox_backlog: self.inner.outbox.backlog().len(),
+            in_flight: self.inner.in_flight.load(Ordering::SeqCst),
+        })
+    }
+
     /// The effective configuration now.
     pub fn effective_config(&self) -> EffectiveConfig {
         self.inner.live().config.clone()

@@ -151,6 +151,7 @@ impl AgentBuilder {
                 executions: Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
                 update_installed: tokio::sync::watch::channel(None).0,
+                metrics: crate::metrics::AgentMetrics::default(),
                 settings,
             }),
         })

@@ -41,6 +41,7 @@ pub(crate) fn spawn_execute(
         return;
     }
     let guard = InFlight::enter(&inner);
+    inner.metrics.commands.inc();
     while executions.try_join_next().is_some() {}
     let task_inner = inner.clone();
     executions.spawn(async move {

@@ -73,6 +73,9 @@ pub(crate) async fn publish_heartbeat(inner: &Inner, subject: &str) {
         .log
         .publish_json(subject, Headers::new(), &heartbeat(inner))
         .await;
+    if sent.is_ok() {
+        inner.metrics.broker_contact(inner.clock.now().timestamp());
+    }
     log_publish_failure("heartbeat", sent);
 }
 

@@ -36,6 +36,7 @@ mod intake;
 mod kills;
 mod ledger;
 mod limiter;
+pub mod metrics;
 mod orphans;
 mod outbox;
 mod presence;

@@ -77,6 +77,8 @@ pub(crate) struct Inner {
     pub closed: AtomicBool,
     /// The version a self-update installed (the agent then stops).
     pub update_installed: watch::Sender<Option<String>>,
+    /// What `--metrics-listen` reports.
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 /// Counts a command as in flight while alive.

@@ -23,10 +23,12 @@ pub mod auth;
 mod backend;
 #[cfg(feature = "cli")]
 pub mod cli_args;
+pub mod console;
 pub mod db;
 pub mod http;
 pub mod inventory;
 pub mod manifest;
+pub mod metrics;
 pub mod nats_auth;
 pub mod rollout;
 pub mod schedule;
@@ -39,7 +41,7 @@ mod yaml_lines;
 
 pub use backend::{
     finished_status, version_changed, AgentIdentities, AppliedJob, Backend, BackendError,
-    BackendSettings, FireOptions, IdFn, KillOutcome, NowFn, ReleaseListing, RolloutStatus,
-    VersionSpread, WaveStatus,
+    BackendSettings, FireOptions, IdFn, JobView, KillOutcome, NowFn, PcView, ReleaseListing,
+    RolloutStatus, VersionSpread, WaveStatus, RESULTS_CONSUMER,
 };
 pub use scheduler::Scheduler;

@@ -210,6 +210,7 @@ impl Scheduler {
         self.db(move |db| db.record_fire(&id, &scope, &version_owned, now, &exec))
             .await?;
         self.backend.fire(&schedule.job_id, &first, options).await?;
+        self.backend.metrics().scheduler_fires.inc();
         Ok(fire_key)
     }
 
@@ -231,6 +232,7 @@ impl Scheduler {
                 .await?;
         }
         self.backend.fire(&schedule.job_id, target, options).await?;
+        self.backend.metrics().scheduler_fires.inc();
         tracing::info!(schedule = schedule.id, exec_id, "fired");
         Ok(exec_id)
     }

@@ -256,6 +256,16 @@ impl MessageLog for NatsLog {
         Ok(stream_info(info))
     }
 
+    async fn consumer_pending(&self, stream: &str, consumer: &str) -> TransportResult<Option<u64>> {
+        let stream = self.get_stream(stream).await?;
+        let info = stream
+            .consumer_info(consumer)
+            .await
+            .map_err(|e| backend("consumer info", e))?;
+        let unacked = u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX);
+        Ok(Some(info.num_pending.saturating_add(unacked)))
+    }
+
     async fn create_consumer(
         &self,
         stream_name: &str,

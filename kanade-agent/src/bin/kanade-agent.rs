@@ -123,6 +123,11 @@ struct Args {
     /// off | observe | enforce (default off, or the config's [trust] mode).
     #[arg(long)]
     signature_mode: Option<kanade_agent::trust::SignatureMode>,
+    /// Serve the agent's metrics (Prometheus / OpenMetrics text) at
+    /// `GET /metrics` on this address, e.g. `127.0.0.1:9464`. Off unless
+    /// given; they hold counts and times, no command or output.
+    #[arg(long)]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// More logging (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -305,6 +310,13 @@ async fn run(args: Args) -> Result<kanade_agent::Stopped, String> {
         builder = builder.connection_state(connected);
     }
     let agent = builder.build().map_err(|e| e.to_string())?;
+    if let Some(listen) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("--metrics-listen {listen}: {e}"))?;
+        tracing::info!(%listen, "serving metrics at /metrics");
+        tokio::spawn(serve_metrics(listener, agent.clone()));
+    }
     tracing::info!(pc_id = %pc_id, version = agent_version(), transport = kanade_core::transport::url::redact(&transport_spec), state_dir = %state_dir.display(), "kanade-agent started");
     let stopped = agent
         .run_until_stopped(shutdown_signal())
@@ -312,6 +324,49 @@ async fn run(args: Args) -> Result<kanade_agent::Stopped, String> {
         .map_err(|e| e.to_string())?;
     tracing::info!(?stopped, "kanade-agent stopped");
     Ok(stopped)
+}
+
+/// Serves `GET /metrics` (the agent's OpenMetrics text) on `listener`;
+/// anything else is a 404 saying what is served.
+async fn serve_metrics(listener: tokio::net::TcpListener, agent: kanade_agent::Agent) {
+    use http_body_util::Full;
+    use hyper::body::Bytes;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            continue;
+        };
+        let agent = agent.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |request: hyper::Request<hyper::body::Incoming>| {
+                    let agent = agent.clone();
+                    async move {
+                        let response = if request.uri().path() == "/metrics"
+                            && request.method() == hyper::Method::GET
+                        {
+                            hyper::Response::builder()
+                                .header("content-type", kanade_agent::metrics::CONTENT_TYPE)
+                                .body(Full::new(Bytes::from(agent.metrics_text())))
+                        } else {
+                            hyper::Response::builder()
+                                .status(hyper::StatusCode::NOT_FOUND)
+                                .body(Full::new(Bytes::from_static(
+                                    b"not found: the agent serves GET /metrics\n",
+                                )))
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            response.unwrap_or_else(|_| hyper::Response::new(Full::default())),
+                        )
+                    }
+                },
+            );
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(io, service)
+                .await;
+        });
+    }
 }
 
 /// `kanade-agent boot-check`: the state directory from the flags or the

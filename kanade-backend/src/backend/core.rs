@@ -95,6 +95,7 @@ pub struct Backend {
     pub(super) settings: BackendSettings,
     pub(super) now: NowFn,
     pub(super) new_id: IdFn,
+    pub(super) metrics: Arc<crate::metrics::BackendMetrics>,
 }
 
 /// Where the backend reads "now" from (the system clock unless a simulation
@@ -167,6 +168,7 @@ impl Backend {
             settings,
             now: Arc::new(Utc::now),
             new_id: Arc::new(random_id),
+            metrics: Arc::new(crate::metrics::BackendMetrics::default()),
         })
     }
 
@@ -181,6 +183,11 @@ impl Backend {
     pub fn with_ids(mut self, new_id: IdFn) -> Self {
         self.new_id = new_id;
         self
+    }
+
+    /// The counters `/metrics` reports (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::BackendMetrics {
+        &self.metrics
     }
 
     /// The backend's current time.

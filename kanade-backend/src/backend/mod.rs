@@ -8,7 +8,8 @@
 //! `projectors` (results, start events, heartbeats into SQLite) and
 //! `reaper` (runs that never reported), `rollouts` (self-stopping
 //! rollouts: their driver, halt actions and controls), `approvals` and `schedule_approvals` (the M-of-N workflow), `identities`
-//! (who may publish results as which pc). `error` holds [`BackendError`].
+//! (who may publish results as which pc), `fleet_view` (the agents with
+//! their groups, one pc whole). `error` holds [`BackendError`].
 
 mod agent_releases;
 mod agent_schedules;
@@ -18,6 +19,8 @@ mod catalogue;
 mod core;
 mod error;
 mod fanout;
+mod fleet_view;
+mod health;
 mod identities;
 mod projectors;
 mod reaper;
@@ -30,7 +33,9 @@ pub use self::agent_releases::{ReleaseListing, VersionSpread};
 pub use self::core::{Backend, BackendSettings, IdFn, NowFn};
 pub use self::error::BackendError;
 pub use self::fanout::FireOptions;
+pub use self::fleet_view::{JobView, PcView};
 pub use self::identities::AgentIdentities;
+pub use self::projectors::RESULTS_CONSUMER;
 pub use self::rollouts::{RolloutStatus, WaveStatus};
 pub use self::stop::{finished_status, KillOutcome};
 pub use self::versions::{version_changed, AppliedJob};

@@ -113,7 +113,7 @@ impl Backend {
 const MAX_OVERFLOW_TRIES: u32 = 12;
 
 async fn project_results(backend: Backend) {
-    let mut config = ConsumerConfig::new("backend_results", DeliverPolicy::All);
+    let mut config = ConsumerConfig::new(RESULTS_CONSUMER, DeliverPolicy::All);
     config.ack_wait = Duration::from_secs(60);
     let consumer = consumer_retrying(&backend, STREAM_RESULTS, config, "results projector").await;
     loop {
@@ -143,6 +143,7 @@ async fn project_results(backend: Backend) {
         {
             // Acked only after the rows are committed.
             Ok(_) => {
+                backend.metrics.results_stored.inc_by(ready.len() as u64);
                 for (delivery, _) in &ready {
                     let _ = delivery.ack().await;
                 }
@@ -156,6 +157,10 @@ async fn project_results(backend: Backend) {
         }
     }
 }
+
+/// The results projector's durable consumer on `RESULTS` (its lag is
+/// that consumer's pending count).
+pub const RESULTS_CONSUMER: &str = "backend_results";
 
 /// Results stored per transaction at most (a burst of deliveries that
 /// were pending together).

@@ -325,6 +325,7 @@ impl Backend {
         else {
             return Ok(());
         };
+        self.metrics.rollout_halts.inc();
         let policy = policy_of(&row.spec)?;
         let command: Command = serde_json::from_str(&row.command).map_err(BackendError::Encode)?;
         let mut done = Vec::new();

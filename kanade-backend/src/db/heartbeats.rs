@@ -39,6 +39,10 @@ pub struct AgentRow {
     /// Agent versions this host rolled back and will not install again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quarantined_versions: Vec<String>,
+    /// The groups the agent announced (its `agent_groups` key); filled by
+    /// [`Backend::fleet`](crate::Backend::fleet), empty from the database.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
 }
 
 /// A heartbeat and when the backend received it.
@@ -127,6 +131,7 @@ impl Db {
                         .get::<_, Option<String>>(7)?
                         .and_then(|text| serde_json::from_str(&text).ok())
                         .unwrap_or_default(),
+                    groups: Vec::new(),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;

@@ -106,6 +106,20 @@ pub struct ProjectionSkip {
     pub at: String,
 }
 
+/// A `check_states` row selected as `check_name, pc_id, status, detail,
+/// since, job_id, version`.
+pub(super) fn read_check_state(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckState> {
+    Ok(CheckState {
+        check: r.get(0)?,
+        pc_id: r.get(1)?,
+        status: r.get(2)?,
+        detail: r.get(3)?,
+        since: r.get(4)?,
+        job_id: r.get(5)?,
+        version: r.get(6)?,
+    })
+}
+
 fn json(text: Option<String>) -> Option<Value> {
     text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
 }
@@ -239,17 +253,7 @@ impl Db {
              ORDER BY pc_id",
         )?;
         let rows = stmt
-            .query_map(params![check, failing], |r| {
-                Ok(CheckState {
-                    check: r.get(0)?,
-                    pc_id: r.get(1)?,
-                    status: r.get(2)?,
-                    detail: r.get(3)?,
-                    since: r.get(4)?,
-                    job_id: r.get(5)?,
-                    version: r.get(6)?,
-                })
-            })?
+            .query_map(params![check, failing], read_check_state)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }

@@ -305,5 +305,7 @@ pub(super) fn migrations() -> Migrations<'static> {
             created_at TEXT NOT NULL
         );",
         ),
+        // The console's pc page: a pc's recent results.
+        M::up("CREATE INDEX results_by_pc ON results(pc_id, finished_at);"),
     ])
 }

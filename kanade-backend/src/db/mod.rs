@@ -15,10 +15,12 @@ mod approvals;
 mod audit;
 mod core;
 mod executions;
+mod figures;
 mod heartbeats;
 mod inventory;
 mod inventory_queries;
 mod migrations;
+mod pc_view;
 mod pins;
 mod results;
 mod rollouts;
@@ -38,6 +40,7 @@ pub use self::heartbeats::{AgentRow, Sighting};
 pub use self::inventory_queries::{
     CheckState, CheckSummary, InventoryChange, InventoryFacts, InventoryRow, ProjectionSkip,
 };
+pub use self::pc_view::{PcFacts, PcResult};
 pub use self::pins::Pin;
 pub use self::results::{OverdueRun, ResultRow};
 pub use self::rollouts::{

@@ -15,6 +15,7 @@ mod bodies;
 mod error;
 mod extract;
 mod guard;
+pub mod health;
 mod inventory;
 mod long_poll;
 mod rollout;
@@ -60,7 +61,9 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         auth: std::sync::Arc::new(auth),
     };
     let api = Router::new()
+        .route("/api/whoami", get(whoami))
         .route("/api/agents", get(agents))
+        .route("/api/agents/{pc}", get(agent))
         .route("/api/agents/versions", get(agent_releases::versions))
         .route(
             "/api/agent-releases",
@@ -75,6 +78,7 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
             get(agent_releases::status).post(agent_releases::roll_out),
         )
         .route("/api/jobs", get(jobs).post(apply_job))
+        .route("/api/jobs/{id}", get(job))
         .route("/api/schedules", get(schedules).post(apply_schedule))
         .route("/api/jobs/{id}/exec", post(exec))
         .route("/api/jobs/{id}/revoke", post(revoke))
@@ -120,6 +124,7 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         .route("/api/checks/{name}", get(inventory::check_states))
         .route("/api/audit", get(security::audit))
         .route("/api/audit/verify", get(security::audit_verify))
+        .route("/metrics", get(health::metrics))
         .route_layer(axum::middleware::from_fn_with_state(guarded, guard::guard))
         .layer(axum::extract::DefaultBodyLimit::max(guard::BODY_LIMIT));
     // Health says whether commands go out signed (enforcing agents refuse
@@ -133,9 +138,15 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
                 Json(json!({"ok": true, "signing": signing, "results_verified": results_verified}))
             }),
         )
+        .route("/readyz", get(health::readyz))
+        .merge(crate::console::routes())
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
+        .layer(axum::middleware::from_fn_with_state(
+            backend.clone(),
+            health::count_requests,
+        ))
         .with_state(backend)
 }
 
@@ -150,13 +161,32 @@ async fn wrong_method(method: Method, uri: Uri) -> ApiError {
     }
 }
 
+async fn whoami(Extension(principal): Extension<Principal>) -> ApiResult<Principal> {
+    Ok(Json(principal))
+}
+
 async fn agents(State(backend): State<Backend>) -> ApiResult<Vec<crate::db::AgentRow>> {
-    let since = backend.online_since();
-    Ok(Json(db(&backend, move |db| db.agents(since)).await?))
+    Ok(Json(backend.fleet().await?))
+}
+
+async fn agent(
+    State(backend): State<Backend>,
+    PathParams(pc): PathParams<String>,
+) -> ApiResult<crate::backend::PcView> {
+    Ok(Json(backend.pc_view(&pc).await?))
 }
 
 async fn jobs(State(backend): State<Backend>) -> ApiResult<Vec<crate::manifest::Job>> {
     Ok(Json(backend.jobs().await?))
+}
+
+async fn job(
+    State(backend): State<Backend>,
+    Extension(principal): Extension<Principal>,
+    PathParams(id): PathParams<String>,
+) -> ApiResult<crate::backend::JobView> {
+    scope::require_job_by_id(&backend, &principal, &id).await?;
+    Ok(Json(backend.job_view(&id).await?))
 }
 
 async fn apply_job(
@@ -277,12 +307,26 @@ async fn executions(
     ))
 }
 
+/// `GET /api/executions/{id}`: the row and its
+/// [`fingerprint`](crate::db::ExecutionRow::fingerprint), which a client
+/// passes back as `after` to wait for the next change.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ExecutionAnswer {
+    /// The execution.
+    #[serde(flatten)]
+    pub row: crate::db::ExecutionRow,
+    /// Its fingerprint now.
+    pub fingerprint: String,
+}
+
 async fn execution(
     State(backend): State<Backend>,
     PathParams(id): PathParams<String>,
     QueryParams(wait): QueryParams<ExecutionWait>,
-) -> ApiResult<crate::db::ExecutionRow> {
-    Ok(Json(long_poll::execution(&backend, &id, &wait).await?))
+) -> ApiResult<ExecutionAnswer> {
+    let row = long_poll::execution(&backend, &id, &wait).await?;
+    let fingerprint = row.fingerprint();
+    Ok(Json(ExecutionAnswer { row, fingerprint }))
 }
 
 async fn results(

@@ -42,10 +42,16 @@ const fn rule(
     }
 }
 
-/// Every `/api` route. (`/healthz` is open and not listed.)
+/// Every guarded route: the `/api` routes and `/metrics`. (`/healthz`,
+/// `/readyz`, the OpenAPI document and the console's static assets are
+/// open and not listed: they carry no fleet data; the console reads
+/// everything through these routes with the operator's token.)
 pub const ROUTES: &[RouteRule] = &[
+    rule("GET", "/api/whoami", Role::Viewer, "session.whoami"),
     rule("GET", "/api/agents", Role::Viewer, "agents.list"),
+    rule("GET", "/api/agents/{pc}", Role::Viewer, "agent.show"),
     rule("GET", "/api/jobs", Role::Viewer, "jobs.list"),
+    rule("GET", "/api/jobs/{id}", Role::Viewer, "job.show"),
     rule("POST", "/api/jobs", Role::Operator, "job.apply"),
     rule("POST", "/api/jobs/{id}/exec", Role::Operator, "job.exec"),
     rule(
@@ -212,6 +218,7 @@ pub const ROUTES: &[RouteRule] = &[
     ),
     rule("GET", "/api/audit", Role::Admin, "audit.list"),
     rule("GET", "/api/audit/verify", Role::Admin, "audit.verify"),
+    rule("GET", "/metrics", Role::Viewer, "metrics.scrape"),
 ];
 
 /// The rule for a matched route, if the table has one. A router nested
@@ -238,7 +245,7 @@ mod tests {
     #[test]
     fn every_route_is_listed_once_and_names_an_action() {
         for (n, a) in ROUTES.iter().enumerate() {
-            assert!(a.path.starts_with("/api/"), "{a:?}");
+            assert!(a.path.starts_with("/api/") || a.path == "/metrics", "{a:?}");
             assert!(a.action.contains('.'), "{a:?}");
             for b in &ROUTES[n + 1..] {
                 assert!(!(a.method == b.method && a.path == b.path), "twice: {a:?}");

@@ -332,4 +332,13 @@ pub trait MessageLog: Send + Sync {
         stream: &str,
         config: ConsumerConfig,
     ) -> TransportResult<Arc<dyn Consumer>>;
+
+    /// How many messages the durable consumer `consumer` of `stream` has
+    /// not yet had acknowledged (not yet delivered plus delivered and
+    /// unacknowledged): a projector's lag. `None` when the transport cannot
+    /// tell (the default); an error when the consumer does not exist.
+    async fn consumer_pending(&self, stream: &str, consumer: &str) -> TransportResult<Option<u64>> {
+        let _ = (stream, consumer);
+        Ok(None)
+    }
 }

@@ -103,6 +103,11 @@ impl MessageLog for FaultyLog {
             parked: tokio::sync::Mutex::new(Parked::new()),
         }))
     }
+
+    async fn consumer_pending(&self, stream: &str, consumer: &str) -> TransportResult<Option<u64>> {
+        self.injector.check_connected()?;
+        self.inner.consumer_pending(stream, consumer).await
+    }
 }
 
 struct FaultySubscription {

@@ -1,0 +1,141 @@
+//! The fleet as an operator looks at it: every agent with the groups it
+//! announced, one pc whole (its row, recent results, checks and inventory
+//! facts) for the console's pc page, and one job whole (its manifest as
+//! applied, whether it is revoked, its pin).
+
+use std::collections::BTreeMap;
+
+use kanade_core::names::{
+    BUCKET_AGENT_GROUPS, BUCKET_JOBS_YAML, BUCKET_SCRIPT_STATUS, SCRIPT_STATUS_REVOKED,
+};
+use kanade_core::wire::AgentGroups;
+use serde::{Deserialize, Serialize};
+
+use super::core::Backend;
+use super::error::BackendError;
+use crate::db::{AgentRow, CheckState, PcFacts, PcResult, Pin};
+use crate::manifest::Job;
+
+/// How many recent results a pc's page shows.
+pub const PC_RECENT_RESULTS: usize = 50;
+
+/// One pc whole: `GET /api/agents/{pc}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PcView {
+    /// Its row in the agents list (groups filled).
+    pub agent: AgentRow,
+    /// Its newest results, newest first (at most [`PC_RECENT_RESULTS`]).
+    pub results: Vec<PcResult>,
+    /// Its current state in every check.
+    pub checks: Vec<CheckState>,
+    /// Its current facts from every inventory job.
+    pub facts: Vec<PcFacts>,
+}
+
+/// One job whole: `GET /api/jobs/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The current version's manifest.
+    pub job: Job,
+    /// That manifest's YAML as applied (`jobs_yaml`), when kept.
+    pub yaml: Option<String>,
+    /// Revoked (agents skip it with 126) rather than active.
+    pub revoked: bool,
+    /// The operator pin, if any.
+    pub pinned: Option<Pin>,
+}
+
+impl Backend {
+    /// One job whole.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] for an unknown job; a database or
+    /// transport error.
+    pub async fn job_view(&self, id: &str) -> Result<JobView, BackendError> {
+        let job = self.job(id).await?;
+        let yaml = self
+            .bucket(BUCKET_JOBS_YAML)
+            .await?
+            .get(id)
+            .await?
+            .map(|entry| String::from_utf8_lossy(&entry.value).into_owned());
+        let revoked = self
+            .bucket(BUCKET_SCRIPT_STATUS)
+            .await?
+            .get(id)
+            .await?
+            .is_some_and(|entry| entry.value.as_ref() == SCRIPT_STATUS_REVOKED.as_bytes());
+        let pinned = self.pin_of(id).await?;
+        Ok(JobView {
+            job,
+            yaml,
+            revoked,
+            pinned,
+        })
+    }
+
+    /// Every agent that ever sent a heartbeat, by pc, with the groups it
+    /// announced in the `agent_groups` bucket (a key that does not parse
+    /// reads as no groups).
+    ///
+    /// # Errors
+    /// A database or transport error.
+    pub async fn fleet(&self) -> Result<Vec<AgentRow>, BackendError> {
+        let db = self.db.clone();
+        let since = self.online_since();
+        let mut agents = self.run_db(move || db.agents(since)).await?;
+        let groups = self.announced_groups().await?;
+        for agent in &mut agents {
+            if let Some(g) = groups.get(&agent.pc_id) {
+                agent.groups.clone_from(g);
+            }
+        }
+        Ok(agents)
+    }
+
+    /// One pc whole.
+    ///
+    /// # Errors
+    /// [`BackendError::NotFound`] for a pc that never sent a heartbeat
+    /// (the same answer whatever else exists); a database or transport
+    /// error.
+    pub async fn pc_view(&self, pc: &str) -> Result<PcView, BackendError> {
+        let agent = self
+            .fleet()
+            .await?
+            .into_iter()
+            .find(|a| a.pc_id == pc)
+            .ok_or_else(|| BackendError::NotFound(format!("agent {pc}")))?;
+        let db = self.db.clone();
+        let pc = pc.to_owned();
+        let (results, checks, facts) = self
+            .run_db(move || {
+                Ok((
+                    db.pc_results(&pc, PC_RECENT_RESULTS)?,
+                    db.pc_check_states(&pc)?,
+                    db.pc_facts(&pc)?,
+                ))
+            })
+            .await?;
+        Ok(PcView {
+            agent,
+            results,
+            checks,
+            facts,
+        })
+    }
+
+    /// pc → the groups its `agent_groups` key names.
+    async fn announced_groups(&self) -> Result<BTreeMap<String, Vec<String>>, BackendError> {
+        let bucket = self.bucket(BUCKET_AGENT_GROUPS).await?;
+        let mut groups = BTreeMap::new();
+        for pc in bucket.keys().await? {
+            if let Some(entry) = bucket.get(&pc).await? {
+                if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
+                    groups.insert(pc, announced.groups().to_vec());
+                }
+            }
+        }
+        Ok(groups)
+    }
+}

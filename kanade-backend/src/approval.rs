@@ -13,7 +13,7 @@ pub const DEFAULT_APPROVAL_TTL: &str = "24h";
 
 /// A job's `require_approval`: a flag (`true`: one operator's approval
 /// within 24 h) or a rule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum RequireApproval {
     /// `true` / `false`.
@@ -29,7 +29,7 @@ impl Default for RequireApproval {
 }
 
 /// `require_approval: {approvals, role, ttl}` as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApprovalSpec {
     /// How many distinct approvers (M), 1 to 10.
@@ -57,7 +57,7 @@ fn default_ttl() -> String {
 
 /// The rule an execution waits under (stored with it, so a later change to
 /// the job does not move the goalposts of a pending request).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRule {
     /// Distinct approvals needed.
     pub approvals: u32,

@@ -45,7 +45,7 @@ pub struct ManifestErrors {
 }
 
 /// `execute:` of a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Execute {
     /// Interpreter.
@@ -73,7 +73,7 @@ pub struct Execute {
 }
 
 /// A job (stored in the `jobs` bucket by id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Job {
     /// Stable id (a safe token).
@@ -116,7 +116,7 @@ pub struct Job {
 }
 
 /// Which agents a schedule or exec addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
     /// Every agent.
@@ -139,7 +139,7 @@ pub type Wave = crate::rollout::spec::WaveSpec;
 pub type Rollout = crate::rollout::spec::RolloutSpec;
 
 /// `retry:` under `on_failure`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Retry {
     /// 1..=10 extra attempts.
@@ -149,7 +149,7 @@ pub struct Retry {
 }
 
 /// `on_failure:` of a schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OnFailure {
     /// Retry policy.
@@ -157,7 +157,7 @@ pub struct OnFailure {
 }
 
 /// `active:` window.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Active {
     /// Start (RFC 3339 or `YYYY-MM-DD`).
@@ -169,7 +169,7 @@ pub struct Active {
 }
 
 /// `constraints:` of a schedule.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Constraints {
     /// `HH:MM-HH:MM`.
@@ -184,7 +184,7 @@ pub struct Constraints {
 }
 
 /// A schedule (stored in the `schedules` bucket by id).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
     /// Stable id.

@@ -10,7 +10,19 @@ use serde::{Deserialize, Serialize};
 /// `viewer` reads; `operator` also execs, kills, revokes, pins, applies
 /// jobs and schedules, freezes and approves; `admin` also manages tokens,
 /// trust and config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    schemars::JsonSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read only.
@@ -61,7 +73,7 @@ impl FromStr for Role {
 /// tags is in `tags` (either list set narrows; both empty = every job).
 /// Targets: when `groups` or `pcs` is set, a target must name only those
 /// groups / pcs, and `all` is out of scope.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scopes {
     /// Job ids.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -98,7 +110,7 @@ impl Scopes {
 }
 
 /// How a principal authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CredentialKind {
     /// A kanade API token.
@@ -111,7 +123,7 @@ pub enum CredentialKind {
 }
 
 /// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Principal {
     /// The token's name or the OIDC subject; the audit trail's actor.
     pub name: String,

@@ -23,7 +23,7 @@ use crate::db::AgentRolloutRow;
 use crate::manifest::Target;
 
 /// A published release as listed: its manifest and who signed it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseListing {
     /// What the release is.
     pub manifest: ReleaseManifest,
@@ -33,7 +33,7 @@ pub struct ReleaseListing {
 
 /// The agents' versions: how many run each, and which hosts quarantined
 /// which version.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionSpread {
     /// Agent version → number of agents reporting it.
     pub versions: BTreeMap<String, usize>,

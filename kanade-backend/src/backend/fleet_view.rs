@@ -20,7 +20,7 @@ use crate::manifest::Job;
 pub const PC_RECENT_RESULTS: usize = 50;
 
 /// One pc whole: `GET /api/agents/{pc}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcView {
     /// Its row in the agents list (groups filled).
     pub agent: AgentRow,
@@ -33,7 +33,7 @@ pub struct PcView {
 }
 
 /// One job whole: `GET /api/jobs/{id}`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobView {
     /// The current version's manifest.
     pub job: Job,

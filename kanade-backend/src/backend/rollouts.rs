@@ -44,7 +44,7 @@ pub(super) fn policy_of(spec: &RolloutSpec) -> Result<RolloutPolicy, BackendErro
 
 /// Where a rollout stands: `kanade rollout status`, `GET
 /// /api/executions/{id}/rollout`.
-#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct RolloutStatus {
     /// The rollout's state and budget counts.
     pub rollout: RolloutRow,
@@ -66,7 +66,7 @@ pub struct RolloutStatus {
 }
 
 /// One wave of [`RolloutStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct WaveStatus {
     /// `group canary` or `up to 25%`.
     pub rule: String,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::core::{Db, DbError};
 
 /// One agent rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRolloutRow {
     /// Its id (newest is current).
     pub id: i64,

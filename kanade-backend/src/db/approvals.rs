@@ -27,7 +27,7 @@ pub(super) fn approvers(conn: &rusqlite::Connection, key: &str) -> Result<Vec<St
 pub const AWAITING_APPROVAL: &str = "awaiting_approval";
 
 /// An execution waiting for (or done with) approvals.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRequest {
     /// The execution.
     pub execution: ExecutionRow,

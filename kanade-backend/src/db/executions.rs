@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::core::{Db, DbError};
 
 /// One execution row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ExecutionRow {
     /// Execution id.
     pub exec_id: String,
@@ -49,7 +49,7 @@ pub struct ExecutionRow {
 
 /// Which executions to list ([`Db::executions_matching`]); `None` fields
 /// match everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct ExecutionFilter {
     /// Only this job's.
     #[serde(default)]

@@ -10,7 +10,7 @@ use serde::Serialize;
 use super::core::{Db, DbError};
 
 /// One agent row.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct AgentRow {
     /// Pc id.
     pub pc_id: String,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::core::{Db, DbError};
 
 /// One row of an exploded inventory table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryRow {
     /// The pc.
     pub pc_id: String,
@@ -20,7 +20,7 @@ pub struct InventoryRow {
 }
 
 /// A pc's current facts for a job (the scalars of its latest answer).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryFacts {
     /// The pc.
     pub pc_id: String,
@@ -33,7 +33,7 @@ pub struct InventoryFacts {
 }
 
 /// One recorded change of an inventory row or tracked scalar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InventoryChange {
     /// The pc.
     pub pc_id: String,
@@ -52,7 +52,7 @@ pub struct InventoryChange {
 }
 
 /// A pc's state for one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckState {
     /// The check (`check.name`).
     pub check: String,
@@ -71,7 +71,7 @@ pub struct CheckState {
 }
 
 /// The fleet's counts for one check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckSummary {
     /// The check.
     pub check: String,
@@ -90,7 +90,7 @@ pub struct CheckSummary {
 }
 
 /// An answer that could not be projected (the result is stored).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectionSkip {
     /// The result.
     pub result_id: String,

@@ -10,7 +10,7 @@ use super::core::{Db, DbError};
 use super::inventory_queries::{read_check_state, CheckState};
 
 /// One of a pc's recent results, without its output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcResult {
     /// The execution it answered, when known.
     pub exec_id: Option<String>,
@@ -29,7 +29,7 @@ pub struct PcResult {
 }
 
 /// A pc's current facts from one inventory job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcFacts {
     /// The job whose answer they are.
     pub job_id: String,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::core::{Db, DbError};
 
 /// One pin.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
     /// The job.
     pub job_id: String,

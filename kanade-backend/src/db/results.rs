@@ -13,7 +13,7 @@ use super::executions::{adjust_counters, Counters};
 use crate::rollout::decide::Outcome;
 
 /// One stored result.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct ResultRow {
     /// Unique per command × pc.
     pub result_id: String,

@@ -28,7 +28,7 @@ pub const ROLLOUT_ABORTED: &str = "aborted";
 pub const ROLLOUT_COMPLETED: &str = "completed";
 
 /// One rollout.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct RolloutRow {
     /// Its execution.
     pub exec_id: String,
@@ -72,7 +72,9 @@ pub struct RolloutTargetRow {
 }
 
 /// A rollout's targets, counted per wave.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    schemars::JsonSchema, Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize,
+)]
 pub struct WaveCounts {
     /// The wave (0-based).
     pub wave: i64,

@@ -16,7 +16,7 @@ use crate::audit::AuditDraft;
 pub const APPROVED: &str = "approved";
 
 /// A schedule version's approval request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScheduleApproval {
     /// The schedule.
     pub schedule_id: String,

@@ -27,7 +27,7 @@ pub struct PlannedWave {
 }
 
 /// A fleet-wide freeze of scheduled fires.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Freeze {
     /// When it ends (RFC 3339); `None` until cleared.
     pub until: Option<String>,

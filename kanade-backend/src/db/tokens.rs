@@ -22,7 +22,7 @@ use crate::auth::{CredentialKind, Principal, Role, Scopes};
 pub const TOKEN_PREFIX: &str = "kanade_";
 
 /// A token as listed (never its secret or hash).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRow {
     /// Public id (the part between `kanade_` and the secret).
     pub id: String,
@@ -45,7 +45,7 @@ pub struct TokenRow {
 }
 
 /// What a new token is for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewToken {
     /// Unique name.
     pub name: String,

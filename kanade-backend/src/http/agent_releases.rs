@@ -25,7 +25,7 @@ use crate::Backend;
 pub const BODY_LIMIT: usize = 512 * 1024 * 1024;
 
 /// `POST /api/agent-releases` query.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PublishQuery {
     /// The version the binary reports.
@@ -35,7 +35,7 @@ pub struct PublishQuery {
 }
 
 /// `POST /api/agent-rollout` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutRequest {
     /// The version agents should run.
@@ -59,7 +59,7 @@ pub struct RolloutRequest {
 }
 
 /// `POST /api/agent-rollout` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct RolloutAnswer {
     /// The version set.
     pub version: String,

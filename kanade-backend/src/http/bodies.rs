@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A job upload: the YAML, plus any `script_file` bodies it names.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct JobUpload {
     /// The manifest, verbatim.
     pub yaml: String,
@@ -24,7 +24,7 @@ pub struct JobUpload {
 /// The target's fields are spelled out rather than flattened from
 /// [`Target`](crate::manifest::Target): serde cannot flatten into a struct
 /// that refuses unknown fields.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecRequest {
     /// Every agent.
@@ -56,7 +56,7 @@ impl ExecRequest {
 /// 60 s) until the execution no longer has the fingerprint `after`
 /// ([`ExecutionRow::fingerprint`](crate::db::ExecutionRow::fingerprint)),
 /// then return it. Without `after`, or without `wait`, it returns at once.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExecutionWait {
     /// The fingerprint the client already has.
@@ -68,21 +68,21 @@ pub struct ExecutionWait {
 }
 
 /// A schedule upload.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct ScheduleUpload {
     /// The manifest, verbatim.
     pub yaml: String,
 }
 
 /// `POST /api/jobs/{id}/pin` body.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct PinRequest {
     /// The version agents may run.
     pub version: String,
 }
 
 /// `GET /api/schedules/{id}/preview?n=5` query.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Deserialize)]
 pub struct PreviewQuery {
     /// How many fire times.
     #[serde(default = "five")]
@@ -94,7 +94,7 @@ fn five() -> usize {
 }
 
 /// `POST /api/freeze` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FreezeRequest {
     /// RFC 3339 end (absent: until cleared).
     #[serde(default)]

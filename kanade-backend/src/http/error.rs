@@ -92,7 +92,7 @@ impl From<PathRejection> for ApiError {
 }
 
 /// The JSON body of every error answer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// What went wrong, in one line.
     pub error: String,

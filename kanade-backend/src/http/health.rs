@@ -30,7 +30,7 @@ pub const READY_MAX_LAG: u64 = 1000;
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// One readiness check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     /// It passed.
     pub ok: bool,
@@ -39,7 +39,7 @@ pub struct Check {
 }
 
 /// `GET /readyz`'s body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Readiness {
     /// Every check passed.
     pub ready: bool,

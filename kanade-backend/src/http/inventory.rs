@@ -23,7 +23,7 @@ use crate::Backend;
 const SKIPS_SHOWN: usize = 20;
 
 /// `GET /api/inventory/{job}` query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Deserialize)]
 pub struct InventoryQuery {
     /// Only this exploded table's rows.
     pub table: Option<String>,
@@ -37,7 +37,7 @@ pub struct InventoryQuery {
 }
 
 /// `GET /api/inventory/{job}` answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct InventoryAnswer {
     /// Each pc's current facts.
     pub facts: Vec<InventoryFacts>,
@@ -48,7 +48,7 @@ pub struct InventoryAnswer {
 }
 
 /// `GET /api/inventory/{job}/history` query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Deserialize)]
 pub struct HistoryQuery {
     /// Only this pc.
     pub pc: Option<String>,
@@ -57,14 +57,14 @@ pub struct HistoryQuery {
 }
 
 /// `GET /api/checks` query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Deserialize)]
 pub struct ChecksQuery {
     /// Only this check.
     pub name: Option<String>,
 }
 
 /// `GET /api/checks/{name}` query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Deserialize)]
 pub struct CheckStatesQuery {
     /// Only pcs at `fail`.
     #[serde(default)]

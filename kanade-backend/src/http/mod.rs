@@ -18,6 +18,7 @@ mod guard;
 pub mod health;
 mod inventory;
 mod long_poll;
+pub mod openapi;
 mod rollout;
 pub mod routes;
 mod scope;
@@ -139,6 +140,7 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
             }),
         )
         .route("/readyz", get(health::readyz))
+        .route("/api/openapi.json", get(openapi::serve))
         .merge(crate::console::routes())
         .merge(api)
         .fallback(no_route)
@@ -310,7 +312,7 @@ async fn executions(
 /// `GET /api/executions/{id}`: the row and its
 /// [`fingerprint`](crate::db::ExecutionRow::fingerprint), which a client
 /// passes back as `after` to wait for the next change.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, serde::Serialize)]
 pub struct ExecutionAnswer {
     /// The execution.
     #[serde(flatten)]

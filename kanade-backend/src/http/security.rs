@@ -18,7 +18,7 @@ use crate::db::{
 use crate::{Backend, BackendError};
 
 /// The answer to `POST /api/tokens`: the token, shown this once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Serialize, Deserialize)]
 pub struct TokenCreated {
     /// The token's row.
     #[serde(flatten)]
@@ -28,7 +28,7 @@ pub struct TokenCreated {
 }
 
 /// `POST /api/executions/{id}/deny` body.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ApprovalDecision {
     /// Why (recorded with the denial and in the audit trail).
     #[serde(default)]
@@ -36,7 +36,7 @@ pub struct ApprovalDecision {
 }
 
 /// `GET /api/audit` query.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Deserialize)]
 pub(super) struct AuditQuery {
     /// Entries at or after this instant (RFC 3339).
     #[serde(default)]

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use kanade_core::names::SubjectToken;
 
 /// A count (`10`) or a percentage of the targets (`"10%"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum AmountSpec {
     /// A number of targets.
@@ -26,7 +26,7 @@ pub enum AmountSpec {
 }
 
 /// One wave as written.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WaveSpec {
     /// Every target in this group (a canary cohort).
@@ -46,7 +46,7 @@ pub struct WaveSpec {
 }
 
 /// `rollout:` as written.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RolloutSpec {
     /// `wave`: the reference's timed waves. Absent: a self-stopping rollout.

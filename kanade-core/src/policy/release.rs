@@ -66,7 +66,7 @@ pub fn is_valid_name(text: &str) -> bool {
 
 /// What a release is: the version, the platform it runs on, and its
 /// body's size and sha256 (lowercase hex).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseManifest {
     /// The agent version the binary reports.

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 /// `when:` of a schedule (fired by the scheduler; stored and validated
 /// with the schedule). Exactly one form is set.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(schemars::JsonSchema, Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     /// Per pc: `once`, `once_per_version` or `{every: 1h}`.

@@ -288,6 +288,27 @@ async fn an_operators_day_in_the_console() {
     );
     assert_eq!(status, 200, "{body}");
 
+    // The page comes with its security headers.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let page = agent.get(format!("{base}/")).call().unwrap();
+    let header = |name: &str| {
+        page.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert_eq!(
+        header("content-security-policy"),
+        kanade::backend::console::CONTENT_SECURITY_POLICY
+    );
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert!(page.headers().get("set-cookie").is_none());
+
     let (_driver, browser) = start_browser().await;
     let shots_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console");
     std::fs::create_dir_all(&shots_dir).unwrap();

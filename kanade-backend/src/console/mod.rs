@@ -24,10 +24,14 @@ frame-ancestors 'none'; base-uri 'none'";
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
+const FLEET_JS: &str = include_str!("assets/fleet.js");
+const OPERATIONS_JS: &str = include_str!("assets/operations.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
-/// The console's routes: `/` (the page), `/console/app.js`,
-/// `/console/app.css`. Open: they hold no fleet data.
+/// The console's routes: `/` (the page), its scripts
+/// (`/console/app.js`: helpers, sign-in and the router; `fleet.js`: fleet,
+/// pc, jobs, run; `operations.js`: executions, schedules, approvals,
+/// audit) and `/console/app.css`. Open: they hold no fleet data.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route(
@@ -37,6 +41,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .route(
             "/console/app.js",
             get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
+        )
+        .route(
+            "/console/fleet.js",
+            get(|| async { asset("text/javascript; charset=utf-8", FLEET_JS) }),
+        )
+        .route(
+            "/console/operations.js",
+            get(|| async { asset("text/javascript; charset=utf-8", OPERATIONS_JS) }),
         )
         .route(
             "/console/app.css",
@@ -86,15 +98,21 @@ mod tests {
     }
 
     #[test]
-    fn the_script_never_writes_html() {
-        for sink in [
-            "innerHTML",
-            "outerHTML",
-            "insertAdjacentHTML",
-            "document.write",
-            "eval(",
-        ] {
-            assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+    fn the_scripts_never_write_html() {
+        for script in [APP_JS, FLEET_JS, OPERATIONS_JS] {
+            for sink in [
+                "innerHTML",
+                "outerHTML",
+                "insertAdjacentHTML",
+                "document.write",
+                "eval(",
+                "new Function",
+            ] {
+                assert!(!script.contains(sink), "a console script uses {sink}");
+            }
+        }
+        for script in ["app.js", "fleet.js", "operations.js"] {
+            assert!(INDEX_HTML.contains(&format!(r#"src="/console/{script}""#)));
         }
     }
 }

@@ -103,3 +103,15 @@ pub struct FreezeRequest {
     #[serde(default)]
     pub reason: Option<String>,
 }
+
+/// `GET /api/executions/{id}`: the row and its
+/// [`fingerprint`](crate::db::ExecutionRow::fingerprint), which a client
+/// passes back as `after` to wait for the next change.
+#[derive(schemars::JsonSchema, Debug, Clone, serde::Serialize)]
+pub struct ExecutionAnswer {
+    /// The execution.
+    #[serde(flatten)]
+    pub row: crate::db::ExecutionRow,
+    /// Its fingerprint now.
+    pub fingerprint: String,
+}

@@ -33,7 +33,8 @@ use serde_json::json;
 
 use self::blocking::db;
 pub use self::bodies::{
-    ExecRequest, ExecutionWait, FreezeRequest, JobUpload, PinRequest, PreviewQuery, ScheduleUpload,
+    ExecRequest, ExecutionAnswer, ExecutionWait, FreezeRequest, JobUpload, PinRequest,
+    PreviewQuery, ScheduleUpload,
 };
 use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
@@ -307,18 +308,6 @@ async fn executions(
     Ok(Json(
         db(&backend, move |db| db.executions_matching(&filter)).await?,
     ))
-}
-
-/// `GET /api/executions/{id}`: the row and its
-/// [`fingerprint`](crate::db::ExecutionRow::fingerprint), which a client
-/// passes back as `after` to wait for the next change.
-#[derive(schemars::JsonSchema, Debug, Clone, serde::Serialize)]
-pub struct ExecutionAnswer {
-    /// The execution.
-    #[serde(flatten)]
-    pub row: crate::db::ExecutionRow,
-    /// Its fingerprint now.
-    pub fingerprint: String,
 }
 
 async fn execution(

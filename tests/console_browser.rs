@@ -10,23 +10,24 @@
 //! with a mistake (the error next to its line), the fix, a run on both
 //! agents with rows appearing live, a pc's output (overflowed past the
 //! inline limit, and markup shown as text), a kill of a long run, an
-//! approval by a second user, the audit trail, what a viewer sees (and
-//! that the server refuses it anyway), and the phone width.
+//! approval by a second user, the audit trail, a schedule's next fires,
+//! disabling it, a freeze with its banner and lifting it, what a viewer
+//! sees (and that the server refuses it anyway), and the phone width.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::{Client, Locator};
 use kanade::nats::test_server::NatsServer;
 use serde_json::{json, Value};
 
+mod browser_common;
 mod common;
+use browser_common::{click, present, scroll_to, start_browser, text_of, type_into, Shots, WAIT};
 use common::{free_port, wait_until, workspace_binary, KillOnDrop};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 fn create_token(db: &Path, name: &str, role: &str) -> String {
     let out = Command::new(workspace_binary("kanade-backend"))
@@ -36,82 +37,6 @@ fn create_token(db: &Path, name: &str, role: &str) -> String {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// The browser's screenshots, one per step.
-struct Shots {
-    dir: PathBuf,
-    n: usize,
-}
-
-impl Shots {
-    async fn take(&mut self, browser: &Client, step: &str) -> PathBuf {
-        self.n += 1;
-        let path = self.dir.join(format!("{:02}-{step}.png", self.n));
-        let png = browser.screenshot().await.unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-        std::fs::write(&path, png).unwrap();
-        path
-    }
-}
-
-/// Waits until the element `css` exists and its text satisfies `ok`;
-/// returns the text.
-async fn text_of(browser: &Client, css: &str, ok: impl Fn(&str) -> bool) -> String {
-    let started = Instant::now();
-    let mut last = String::new();
-    loop {
-        if let Ok(element) = browser.find(Locator::Css(css)).await {
-            if let Ok(text) = element.text().await {
-                if ok(&text) {
-                    return text;
-                }
-                last = text;
-            }
-        }
-        assert!(
-            started.elapsed() < WAIT,
-            "{css}: never as expected; last text {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn scroll_to(browser: &Client, id: &str) {
-    browser
-        .execute(
-            "document.getElementById(arguments[0]).scrollIntoView()",
-            vec![json!(id)],
-        )
-        .await
-        .unwrap();
-}
-
-async fn present(browser: &Client, css: &str) -> bool {
-    browser.find(Locator::Css(css)).await.is_ok()
-}
-
-async fn click(browser: &Client, css: &str) {
-    browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
-}
-
-async fn type_into(browser: &Client, css: &str, text: &str) {
-    let field = browser
-        .wait()
-        .at_most(WAIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(text).await.unwrap();
 }
 
 async fn sign_in(browser: &Client, base: &str, token: &str) {
@@ -169,58 +94,8 @@ fn api(base: &str, token: &str, method: &str, path: &str, body: Option<Value>) -
     (status, body)
 }
 
-fn job_upload(yaml: &str) -> Value {
+fn manifest_upload(yaml: &str) -> Value {
     json!({ "yaml": yaml })
-}
-
-async fn start_browser() -> (KillOnDrop, Client) {
-    let driver_binary = which("chromedriver").expect(
-        "chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does)",
-    );
-    let port = free_port();
-    let driver = KillOnDrop(
-        Command::new(driver_binary)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut options = json!({
-        "args": [
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
-        ],
-    });
-    if let Some(chromium) = which("chromium") {
-        options["binary"] = json!(chromium);
-    }
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert("goog:chromeOptions".into(), options);
-    let url = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    let browser = loop {
-        match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(capabilities.clone())
-            .connect(&url)
-            .await
-        {
-            Ok(browser) => break browser,
-            Err(e) => {
-                assert!(started.elapsed() < WAIT, "chromedriver: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
-    (driver, browser)
-}
-
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|dir| Path::new(dir).join(program))
-        .find(|path| path.is_file())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -272,7 +147,7 @@ async fn an_operators_day_in_the_console() {
         &alice,
         "POST",
         "/api/jobs",
-        Some(job_upload(
+        Some(manifest_upload(
             "id: long\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: sleep 120\n  timeout: 5m\n",
         )),
     );
@@ -282,7 +157,7 @@ async fn an_operators_day_in_the_console() {
         &alice,
         "POST",
         "/api/jobs",
-        Some(job_upload(
+        Some(manifest_upload(
             "id: guarded\nversion: 1.0.0\ndescription: <img src=x id=injected> needs a second pair of eyes\nrequire_approval: true\nexecute:\n  shell: sh\n  script: echo approved\n  timeout: 30s\n",
         )),
     );
@@ -351,8 +226,13 @@ async fn an_operators_day_in_the_console() {
 
     // 3. A job with a mistake: the error is shown next to line 6.
     click(&browser, "#nav-jobs").await;
-    let broken = "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: sleep 3; echo \"hi from $KANADE_PC_ID <b>not bold</b>\"; yes kanade-output | head -c 300000\n  timeout: soon\n";
-    type_into(&browser, "#manifest", broken).await;
+    // The scripts wait for the test's go (a file) before they answer.
+    let go = dir.path().join("go");
+    let broken = format!(
+        "id: hello\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: while [ ! -e {} ]; do sleep 0.1; done; echo \"hi from $KANADE_PC_ID <b>not bold</b>\"; yes kanade-output | head -c 300000\n  timeout: soon\n",
+        go.display()
+    );
+    type_into(&browser, "#manifest", &broken).await;
     click(&browser, "#apply").await;
     let error = text_of(&browser, ".error-line[data-line=\"6\"]", |t| {
         t.contains("execute.timeout")
@@ -372,23 +252,22 @@ async fn an_operators_day_in_the_console() {
     text_of(&browser, "#run-review", |t| t.contains("every agent")).await;
     click(&browser, "#run-confirm").await;
     let run = exec_id_of(&browser).await;
-    // The scripts sleep 3 s: the view is up before any result is in.
+    // Both started, none answered yet: the view is up, with no rows.
+    text_of(&browser, "#count-started", |t| t == "2").await;
     text_of(&browser, "#exec-status", |t| t == "running").await;
     let rows_at_first = browser
         .find_all(Locator::Css("#results tbody tr"))
         .await
         .unwrap()
         .len();
+    assert_eq!(rows_at_first, 0, "rows before any result");
+    std::fs::write(&go, b"").unwrap();
+    // The rows arrive without the page being reloaded or navigated.
     text_of(&browser, "#count-succeeded", |t| t == "2").await;
-    text_of(&browser, "#results tr[data-pc=\"pc-1\"]", |t| {
-        t.contains('0')
-    })
-    .await;
-    text_of(&browser, "#results tr[data-pc=\"pc-2\"]", |t| {
-        t.contains('0')
-    })
-    .await;
-    assert!(rows_at_first < 2, "both rows were there before the results");
+    for pc in ["pc-1", "pc-2"] {
+        let exit = format!("#results tr[data-pc=\"{pc}\"] td:nth-child(2)");
+        text_of(&browser, &exit, |t| t == "0").await;
+    }
     assert_eq!(
         browser.current_url().await.unwrap().fragment(),
         Some(format!("/exec/{run}").as_str())
@@ -498,7 +377,63 @@ async fn an_operators_day_in_the_console() {
     }
     shots.take(&browser, "audit").await;
 
-    // 9. A viewer sees no controls, and the server refuses it anyway.
+    // 9. Schedules: next fires, disable, the freeze and its banner.
+    let (status, body) = api(
+        &base,
+        &alice,
+        "POST",
+        "/api/schedules",
+        Some(manifest_upload(
+            "id: nightly\njob_id: hello\nwhen:\n  calendar: {at: \"02:30\"}\ntarget:\n  groups: [lab]\ntz: utc\n",
+        )),
+    );
+    assert_eq!(status, 200, "{body}");
+    browser.goto(&format!("{base}/#/schedules")).await.unwrap();
+    let row = text_of(
+        &browser,
+        "#schedules-table tr[data-schedule=\"nightly\"]",
+        |t| t.contains("enabled"),
+    )
+    .await;
+    assert!(row.contains("group lab"), "{row}");
+    let fires = browser
+        .find_all(Locator::Css(
+            "#schedules-table tr[data-schedule=\"nightly\"] td:nth-child(6) div",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(fires.len(), 3, "three next fire times");
+    assert!(fires[0].text().await.unwrap().contains("2:30"));
+    click(&browser, "#disable-nightly").await;
+    text_of(
+        &browser,
+        "#schedules-table tr[data-schedule=\"nightly\"]",
+        |t| t.contains("disabled"),
+    )
+    .await;
+    type_into(&browser, "#freeze-reason", "change freeze").await;
+    click(&browser, "#freeze-set").await;
+    text_of(&browser, "#freeze-banner", |t| t.contains("change freeze")).await;
+    shots.take(&browser, "schedules-frozen").await;
+    click(&browser, "#freeze-clear").await;
+    text_of(&browser, "#freeze", |t| t.contains("as planned")).await;
+    let started = std::time::Instant::now();
+    while browser
+        .find(Locator::Css("#freeze-banner"))
+        .await
+        .unwrap()
+        .is_displayed()
+        .await
+        .unwrap()
+    {
+        assert!(
+            started.elapsed() < WAIT,
+            "the banner stayed after the freeze was lifted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // 10. A viewer sees no controls, and the server refuses it anyway.
     sign_in(&browser, &base, &vera).await;
     assert!(!present(&browser, "#nav-run").await);
     assert!(!present(&browser, "#nav-audit").await);
@@ -524,7 +459,7 @@ async fn an_operators_day_in_the_console() {
         .unwrap();
     assert_eq!(refused, json!(403));
 
-    // 10. A phone's width: nothing wider than the screen.
+    // 11. A phone's width: nothing wider than the screen.
     browser.set_window_size(390, 844).await.unwrap();
     browser.goto(&format!("{base}/#/fleet")).await.unwrap();
     text_of(&browser, "#count-online", |t| t == "2").await;

@@ -216,6 +216,13 @@ fn health_readiness_and_metrics_on_the_real_binaries() {
         let (_, _, text) = call(&metrics_url, Some(&viewer), None);
         sample(&text, "kanade_executions{status=\"completed\"}") == Some(1.0)
     });
+    // The counter moves and the acknowledgement lands just after the
+    // commit the execution's status shows: wait for both.
+    wait_until("the result counted and acknowledged", || {
+        let (_, _, text) = call(&metrics_url, Some(&viewer), None);
+        sample(&text, "kanade_results_stored_total") == Some(stored_before + 1.0)
+            && sample(&text, "kanade_projector_lag_messages") == Some(0.0)
+    });
     let (_, _, after) = call(&metrics_url, Some(&viewer), None);
     assert_eq!(
         sample(&after, "kanade_results_stored_total"),

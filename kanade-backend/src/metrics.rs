@@ -56,6 +56,13 @@ pub struct BackendMetrics {
     pub http_requests: Family<HttpLabels, Counter>,
 }
 
+/// The method as a label: the standard ones by name, anything else (a
+/// client may send any token as a method) as `other`.
+pub fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|m| *m == method).unwrap_or("other")
+}
+
 /// Figures read from the store when `/metrics` is scraped.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FleetFigures {
@@ -72,12 +79,13 @@ pub struct FleetFigures {
 }
 
 impl BackendMetrics {
-    /// Counts one API call.
+    /// Counts one API call. The labels come from a fixed set (matched
+    /// routes, [`method_label`]), so callers cannot add series at will.
     pub fn count_request(&self, route: &str, method: &str, status: u16) {
         self.http_requests
             .get_or_create(&HttpLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method).to_owned(),
                 status,
             })
             .inc();
@@ -182,6 +190,13 @@ mod tests {
             );
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        metrics.count_request("/api/jobs", "FOO1", 405);
+        metrics.count_request("/api/jobs", "FOO2", 405);
+        let text = metrics.render(&FleetFigures::default());
+        assert!(
+            text.contains("method=\"other\",status=\"405\"} 2"),
+            "{text}"
+        );
         let unknown_lag = metrics.render(&FleetFigures::default());
         assert!(!unknown_lag.contains("projector_lag"), "{unknown_lag}");
     }

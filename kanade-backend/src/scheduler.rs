@@ -140,6 +140,7 @@ impl Scheduler {
                 self.backend
                     .fire(&schedule.job_id, &target, options)
                     .await?;
+                self.backend.metrics().scheduler_fires.inc();
                 tracing::info!(
                     schedule = schedule.id,
                     wave = wave.wave,

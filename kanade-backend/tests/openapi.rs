@@ -92,6 +92,13 @@ fn the_document_is_valid_openapi_3_1() {
     for field in ["all", "groups", "pcs", "rollout"] {
         assert!(body["properties"].get(field).is_some(), "{body}");
     }
+    // Answers besides the success: 202 awaiting approval, 503 not ready.
+    assert!(exec["responses"]["202"]["content"]["application/json"].is_object());
+    let not_ready = &doc["paths"]["/readyz"]["get"]["responses"]["503"];
+    assert_eq!(
+        not_ready["content"]["application/json"]["schema"]["$ref"],
+        "#/components/schemas/Readiness"
+    );
     let wait = &doc["paths"]["/api/executions/{id}"]["get"]["parameters"];
     let names: Vec<&str> = wait
         .as_array()

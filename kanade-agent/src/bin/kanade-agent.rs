@@ -362,7 +362,10 @@ async fn serve_metrics(listener: tokio::net::TcpListener, agent: kanade_agent::A
                 },
             );
             let io = hyper_util::rt::TokioIo::new(stream);
+            // A client that never finishes its request is dropped.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10))
                 .serve_connection(io, service)
                 .await;
         });

@@ -76,15 +76,19 @@ impl Backend {
 
     /// Every agent that ever sent a heartbeat, by pc, with the groups it
     /// announced in the `agent_groups` bucket (a key that does not parse
-    /// reads as no groups).
+    /// reads as no groups; with the broker out of reach the agents come
+    /// without groups rather than not at all).
     ///
     /// # Errors
-    /// A database or transport error.
+    /// A database error.
     pub async fn fleet(&self) -> Result<Vec<AgentRow>, BackendError> {
         let db = self.db.clone();
         let since = self.online_since();
         let mut agents = self.run_db(move || db.agents(since)).await?;
-        let groups = self.announced_groups().await?;
+        let groups = self.announced_groups().await.unwrap_or_else(|e| {
+            tracing::warn!("agents listed without their groups: {e}");
+            BTreeMap::new()
+        });
         for agent in &mut agents {
             if let Some(g) = groups.get(&agent.pc_id) {
                 agent.groups.clone_from(g);
@@ -100,12 +104,20 @@ impl Backend {
     /// (the same answer whatever else exists); a database or transport
     /// error.
     pub async fn pc_view(&self, pc: &str) -> Result<PcView, BackendError> {
-        let agent = self
-            .fleet()
+        let db = self.db.clone();
+        let since = self.online_since();
+        let lookup = pc.to_owned();
+        let mut agent = self
+            .run_db(move || db.agent(&lookup, since))
             .await?
-            .into_iter()
-            .find(|a| a.pc_id == pc)
             .ok_or_else(|| BackendError::NotFound(format!("agent {pc}")))?;
+        if let Ok(bucket) = self.bucket(BUCKET_AGENT_GROUPS).await {
+            if let Ok(Some(entry)) = bucket.get(pc).await {
+                if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
+                    agent.groups = announced.groups().to_vec();
+                }
+            }
+        }
         let db = self.db.clone();
         let pc = pc.to_owned();
         let (results, checks, facts) = self

@@ -142,8 +142,10 @@ async fn project_results(backend: Backend) {
             .await
         {
             // Acked only after the rows are committed.
-            Ok(_) => {
-                backend.metrics.results_stored.inc_by(ready.len() as u64);
+            Ok(written) => {
+                // Redeliveries and duplicates store nothing: not counted.
+                let stored = written.iter().filter(|w| **w).count();
+                backend.metrics.results_stored.inc_by(stored as u64);
                 for (delivery, _) in &ready {
                     let _ = delivery.ack().await;
                 }

@@ -325,7 +325,6 @@ impl Backend {
         else {
             return Ok(());
         };
-        self.metrics.rollout_halts.inc();
         let policy = policy_of(&row.spec)?;
         let command: Command = serde_json::from_str(&row.command).map_err(BackendError::Encode)?;
         let mut done = Vec::new();
@@ -377,6 +376,8 @@ impl Backend {
             db.rollout_halt_actions_done(&id)
         })
         .await?;
+        // Counted once: the actions are marked done with the audit entry.
+        self.metrics.rollout_halts.inc();
         Ok(())
     }
 

@@ -17,6 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+use crate::auth::oidc::SignInOffer;
+
 /// The Content-Security-Policy of every console asset.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 style-src 'self'; img-src 'self' data:; connect-src 'self'; form-action 'none'; \
@@ -31,39 +33,63 @@ const APP_CSS: &str = include_str!("assets/app.css");
 /// The console's routes: `/` (the page), its scripts
 /// (`/console/app.js`: helpers, sign-in and the router; `fleet.js`: fleet,
 /// pc, jobs, run; `operations.js`: executions, schedules, approvals,
-/// audit) and `/console/app.css`. Open: they hold no fleet data.
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// audit), `/console/app.css`, and `/console/sign-in.json` (how to sign
+/// in: `{"oidc": null}` or the issuer's endpoints, see
+/// [`SignInOffer`]). Open: they hold no fleet data. With an offer, the
+/// policy also lets the page reach the token endpoint's origin.
+pub fn routes<S: Clone + Send + Sync + 'static>(offer: Option<SignInOffer>) -> Router<S> {
+    let policy = HeaderValue::from_str(&content_security_policy(offer.as_ref()))
+        .unwrap_or_else(|_| HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    let answer = serde_json::json!({ "oidc": offer });
+    let page = |content_type: &'static str, body: &'static str, policy: HeaderValue| {
+        get(move || async move { asset(content_type, body, policy) })
+    };
     Router::new()
         .route(
             "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+            page("text/html; charset=utf-8", INDEX_HTML, policy.clone()),
         )
-        .route(
-            "/console/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/console/fleet.js",
-            get(|| async { asset("text/javascript; charset=utf-8", FLEET_JS) }),
-        )
+        .route("/console/app.js", page(JS, APP_JS, policy.clone()))
+        .route("/console/fleet.js", page(JS, FLEET_JS, policy.clone()))
         .route(
             "/console/operations.js",
-            get(|| async { asset("text/javascript; charset=utf-8", OPERATIONS_JS) }),
+            page(JS, OPERATIONS_JS, policy.clone()),
         )
         .route(
             "/console/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
+            page("text/css; charset=utf-8", APP_CSS, policy.clone()),
+        )
+        .route(
+            "/console/sign-in.json",
+            get(move || async move {
+                let mut response = axum::Json(answer).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response
+            }),
         )
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+
+/// [`CONTENT_SECURITY_POLICY`], with the token endpoint's origin added to
+/// `connect-src` when the console signs in through an issuer.
+pub fn content_security_policy(offer: Option<&SignInOffer>) -> String {
+    match offer.and_then(SignInOffer::token_origin) {
+        Some(origin) => CONTENT_SECURITY_POLICY.replace(
+            "connect-src 'self'",
+            &format!("connect-src 'self' {origin}"),
+        ),
+        None => CONTENT_SECURITY_POLICY.to_owned(),
+    }
+}
+
 /// One asset with the console's security headers.
-fn asset(content_type: &'static str, body: &'static str) -> Response {
+fn asset(content_type: &'static str, body: &'static str, policy: HeaderValue) -> Response {
     let headers = [
         (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ),
+        (header::CONTENT_SECURITY_POLICY, policy),
         (
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),

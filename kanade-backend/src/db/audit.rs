@@ -239,11 +239,32 @@ impl Db {
         actor: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>, DbError> {
+        self.audit_in_order(since, actor, limit, "ASC")
+    }
+
+    /// Like [`Db::audit_events`], but the newest `limit` entries, newest
+    /// first.
+    pub fn audit_newest(
+        &self,
+        since: Option<DateTime<Utc>>,
+        actor: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AuditEvent>, DbError> {
+        self.audit_in_order(since, actor, limit, "DESC")
+    }
+
+    fn audit_in_order(
+        &self,
+        since: Option<DateTime<Utc>>,
+        actor: Option<&str>,
+        limit: usize,
+        order: &'static str,
+    ) -> Result<Vec<AuditEvent>, DbError> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM audit
              WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR actor = ?2)
-             ORDER BY seq LIMIT ?3"
+             ORDER BY seq {order} LIMIT ?3"
         ))?;
         let rows = stmt
             .query_map(

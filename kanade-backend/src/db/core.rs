@@ -96,6 +96,15 @@ impl Db {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The connection if nobody holds it now.
+    pub(super) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
+        match self.conn.try_lock() {
+            Ok(conn) => Some(conn),
+            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// Signalled when a check alert is queued (the alert publisher waits
     /// on it).
     pub fn alerts_queued(&self) -> &Arc<tokio::sync::Notify> {

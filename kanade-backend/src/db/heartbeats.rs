@@ -104,13 +104,31 @@ impl Db {
 
     /// Every agent, online if seen since `online_since`.
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
+        self.agents_where(online_since, None)
+    }
+
+    /// One agent, if it ever sent a heartbeat.
+    pub fn agent(
+        &self,
+        pc: &str,
+        online_since: DateTime<Utc>,
+    ) -> Result<Option<AgentRow>, DbError> {
+        Ok(self.agents_where(online_since, Some(pc))?.pop())
+    }
+
+    fn agents_where(
+        &self,
+        online_since: DateTime<Utc>,
+        pc: Option<&str>,
+    ) -> Result<Vec<AgentRow>, DbError> {
         let conn = self.lock();
         let mut stmt =
-            conn.prepare("SELECT a.pc_id, a.last_seen, a.agent_version, a.hostname, a.os_family, a.clock_offset_ms, h.inventory, a.quarantined_versions
-                FROM agents a LEFT JOIN agent_hardware h ON h.pc_id = a.pc_id ORDER BY a.pc_id")?;
+            conn.prepare_cached("SELECT a.pc_id, a.last_seen, a.agent_version, a.hostname, a.os_family, a.clock_offset_ms, h.inventory, a.quarantined_versions
+                FROM agents a LEFT JOIN agent_hardware h ON h.pc_id = a.pc_id
+                WHERE ?1 IS NULL OR a.pc_id = ?1 ORDER BY a.pc_id")?;
         let since = online_since.to_rfc3339();
         let rows = stmt
-            .query_map([], |r| {
+            .query_map([pc], |r| {
                 let last_seen: String = r.get(1)?;
                 let clock_offset_ms: Option<i64> = r.get(5)?;
                 Ok(AgentRow {

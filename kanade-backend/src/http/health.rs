@@ -70,24 +70,44 @@ async fn within<T, E: std::fmt::Display>(
     }
 }
 
-/// The readiness checks, run now.
+/// The readiness checks, run now and side by side (the answer takes at
+/// most [`CHECK_TIMEOUT`]). A failure says which check and why in a fixed
+/// sentence; the underlying error goes to the log, not to this open
+/// endpoint.
 pub async fn readiness(backend: &Backend) -> Readiness {
-    let database = match within(db(backend, |db| db.ping())).await {
+    let (database, broker, lag) = tokio::join!(
+        within(db(backend, |db| db.ping())),
+        within(backend.broker_answers()),
+        within(backend.results_lag()),
+    );
+    let database = match database {
         Ok(()) => check(true, "answers"),
-        Err(e) => check(false, e),
+        Err(e) => {
+            tracing::warn!("readiness: database: {e}");
+            check(
+                false,
+                "the database does not answer (see the backend's log)",
+            )
+        }
     };
-    let broker = match within(backend.broker_answers()).await {
+    let broker = match broker {
         Ok(()) => check(true, "answers"),
-        Err(e) => check(false, e),
+        Err(e) => {
+            tracing::warn!("readiness: broker: {e}");
+            check(false, "the broker does not answer (see the backend's log)")
+        }
     };
-    let projectors = match within(backend.results_lag()).await {
+    let projectors = match lag {
         Ok(Some(lag)) if lag <= READY_MAX_LAG => check(true, format!("{lag} results behind")),
         Ok(Some(lag)) => check(
             false,
             format!("{lag} results behind (ready at {READY_MAX_LAG} or fewer)"),
         ),
         Ok(None) => check(true, "this transport does not report a lag"),
-        Err(e) => check(false, format!("the results projector is not running: {e}")),
+        Err(e) => {
+            tracing::warn!("readiness: results projector: {e}");
+            check(false, "the results projector is not running yet")
+        }
     };
     let signing_key = if backend.signing() {
         check(true, "loaded")

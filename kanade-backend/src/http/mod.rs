@@ -58,6 +58,10 @@ pub fn router(backend: Backend) -> Router {
 /// `/api` route needs a credential and the role the table in [`routes`]
 /// gives it; `/healthz` is open.
 pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
+    let sign_in = auth.oidc.as_ref().and_then(|verifier| {
+        let config = verifier.config();
+        config.console.as_ref().map(|c| c.offer(&config.audience))
+    });
     let guarded = guard::GuardState {
         backend: backend.clone(),
         auth: std::sync::Arc::new(auth),
@@ -142,7 +146,7 @@ pub fn router_with(backend: Backend, auth: ApiAuth) -> Router {
         )
         .route("/readyz", get(health::readyz))
         .route("/api/openapi.json", get(openapi::serve))
-        .merge(crate::console::routes())
+        .merge(crate::console::routes(sign_in))
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)

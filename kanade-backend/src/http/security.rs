@@ -47,6 +47,10 @@ pub(super) struct AuditQuery {
     /// At most this many (default 1,000; 0 = all).
     #[serde(default)]
     limit: Option<usize>,
+    /// The newest entries, newest first (the console's view), instead of
+    /// the oldest first.
+    #[serde(default)]
+    newest: bool,
 }
 
 pub(super) async fn tokens(State(backend): State<Backend>) -> ApiResult<Vec<TokenRow>> {
@@ -118,7 +122,11 @@ pub(super) async fn audit(
     };
     Ok(Json(
         db(&backend, move |db| {
-            db.audit_events(query.since, query.actor.as_deref(), limit)
+            if query.newest {
+                db.audit_newest(query.since, query.actor.as_deref(), limit)
+            } else {
+                db.audit_events(query.since, query.actor.as_deref(), limit)
+            }
         })
         .await?,
     ))

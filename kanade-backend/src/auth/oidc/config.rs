@@ -8,6 +8,7 @@ use std::str::FromStr;
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
+use super::console::is_loopback_http;
 use super::error::OidcError;
 use crate::auth::principal::Role;
 
@@ -73,6 +74,10 @@ pub struct OidcConfig {
     /// `ES256/384`, `EdDSA`; never `HS*` or `none`.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
+    /// How the web console signs operators in at the issuer (absent: the
+    /// console takes a pasted token only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<super::console::ConsoleSignIn>,
 }
 
 fn default_role_claim() -> String {
@@ -125,6 +130,7 @@ impl OidcConfig {
             subject_claim: default_subject_claim(),
             leeway_secs: default_leeway_secs(),
             algorithms: default_algorithms(),
+            console: None,
         }
     }
 
@@ -191,6 +197,9 @@ impl OidcConfig {
             return config("role_map is empty: no token could ever get a role".to_owned());
         }
         self.jwks_source()?;
+        if let Some(console) = &self.console {
+            console.validate()?;
+        }
         if self.algorithms.is_empty() {
             return config("algorithms is empty".to_owned());
         }
@@ -210,17 +219,4 @@ impl OidcConfig {
         }
         Ok(algorithms)
     }
-}
-
-fn is_loopback_http(url: &str) -> bool {
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = if authority.starts_with("[::1]") {
-        "[::1]"
-    } else {
-        authority.split(':').next().unwrap_or_default()
-    };
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }

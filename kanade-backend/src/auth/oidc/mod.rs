@@ -15,14 +15,17 @@
 //!
 //! Layout: [`OidcConfig`] and [`JwksSource`] (the `[oidc]` section and its
 //! checks) live in `config`, JWK parsing in `jwks`, [`OidcVerifier`] and
-//! the claim → principal mapping in `verify`, [`OidcError`] in `error`.
+//! the claim → principal mapping in `verify`, [`OidcError`] in `error`,
+//! the console's sign-in flow ([`ConsoleSignIn`]) in `console`.
 
 mod config;
+mod console;
 mod error;
 mod jwks;
 mod verify;
 
 pub use config::{JwksSource, OidcConfig};
+pub use console::{ConsoleSignIn, SignInOffer};
 pub use error::OidcError;
 pub use verify::{looks_like_jwt, OidcVerifier, MAX_TOKEN_LEN, OIDC_NAME_PREFIX};
 

@@ -15,10 +15,13 @@ const PAGES = [
   ['approvals', 'Approvals', 'viewer'],
   ['audit', 'Audit', 'admin'],
 ];
-const FINISHED = ['completed', 'cancelled', 'denied', 'expired', 'halted', 'aborted'];
+// Over for good: nothing more can be killed (a halted or aborted rollout
+// may still have runs going).
+const FINISHED = ['completed', 'cancelled', 'failed', 'denied', 'expired'];
 
 let me = null; // the principal: {name, role, scopes, kind}
 let generation = 0; // bumped on every navigation: live views of old pages stop
+let inFlight = new AbortController(); // aborted on navigation: no request outlives its page
 
 // ---- small helpers -------------------------------------------------------
 
@@ -92,7 +95,7 @@ async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = 'Bearer ' + token;
-  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  const init = { method, headers, cache: 'no-store', credentials: 'omit', signal: inFlight.signal };
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -135,7 +138,18 @@ async function act(target, work) {
 function signOut(message) {
   sessionStorage.removeItem(TOKEN_KEY);
   me = null;
+  // Whatever page was loading is not shown over the sign-in form.
+  generation++;
+  inFlight.abort();
+  inFlight = new AbortController();
   showSignIn(message);
+}
+
+// Whether the signed-in principal is narrowed by scopes (the freeze needs
+// an unscoped one).
+function scoped() {
+  const s = (me && me.scopes) || {};
+  return ['jobs', 'tags', 'groups', 'pcs'].some((k) => (s[k] || []).length > 0);
 }
 
 function showSignIn(message) {
@@ -166,6 +180,87 @@ function showSignIn(message) {
   });
   document.getElementById('main').replaceChildren(form);
   input.focus();
+  signInOffer().then((offer) => {
+    if (!offer || !form.isConnected) return;
+    form.append(el('p', { class: 'muted' }, 'or'),
+      button('sso-button', offer.label, () => startSso(offer).catch((error) =>
+        document.getElementById('sign-in-error').replaceChildren(notice(error.message))), 'primary'));
+  });
+}
+
+// ---- single sign-on (OIDC authorization code flow with PKCE, S256) -------
+
+const SSO_KEY = 'kanade.sso';
+
+async function signInOffer() {
+  try {
+    const response = await fetch('/console/sign-in.json', { cache: 'no-store', credentials: 'omit' });
+    return response.ok ? (await response.json()).oidc : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+function base64url(bytes) {
+  let text = '';
+  for (const b of bytes) text += String.fromCharCode(b);
+  return btoa(text).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function randomText(bytes) {
+  return base64url(crypto.getRandomValues(new Uint8Array(bytes)));
+}
+
+function redirectUri() {
+  return location.origin + '/';
+}
+
+// Sends the operator to the issuer; the answer comes back to / with a code.
+async function startSso(offer) {
+  if (!window.isSecureContext || !crypto.subtle) {
+    throw new Error('Single sign-on needs the console over HTTPS (or on localhost).');
+  }
+  const verifier = randomText(32);
+  const state = randomText(16);
+  const nonce = randomText(16);
+  const digest = await crypto.subtle.digest('SHA-256', new TextEncoder().encode(verifier));
+  sessionStorage.setItem(SSO_KEY, JSON.stringify({ verifier, state, nonce, back: location.hash || '#/fleet' }));
+  const url = new URL(offer.authorization_endpoint);
+  const ask = {
+    response_type: 'code', client_id: offer.client_id, redirect_uri: redirectUri(), scope: offer.scope,
+    state, nonce, code_challenge: base64url(new Uint8Array(digest)), code_challenge_method: 'S256',
+  };
+  for (const [key, value] of Object.entries(ask)) url.searchParams.set(key, value);
+  location.assign(url.toString());
+}
+
+// Back from the issuer: checks the state, trades the code (with the PKCE
+// verifier) for the ID token, checks its nonce, and signs in with it.
+async function finishSso(params) {
+  const pending = JSON.parse(sessionStorage.getItem(SSO_KEY) || 'null');
+  sessionStorage.removeItem(SSO_KEY);
+  history.replaceState(null, '', '/' + ((pending && pending.back) || '#/fleet'));
+  if (params.get('error')) throw new Error('The identity provider refused the sign-in: ' + params.get('error'));
+  if (!pending || params.get('state') !== pending.state) throw new Error('This sign-in was not started from this tab: start again.');
+  const offer = await signInOffer();
+  if (!offer) throw new Error('Single sign-on is not configured on this backend.');
+  const form = new URLSearchParams({
+    grant_type: 'authorization_code', code: params.get('code') || '', redirect_uri: redirectUri(),
+    client_id: offer.client_id, code_verifier: pending.verifier,
+  });
+  const response = await fetch(offer.token_endpoint, { method: 'POST', body: form, credentials: 'omit', headers: { Accept: 'application/json' } });
+  const tokens = await response.json().catch(() => ({}));
+  if (!response.ok || typeof tokens.id_token !== 'string') {
+    throw new Error('The identity provider gave no ID token' + (tokens.error ? ' (' + tokens.error + ')' : '') + '.');
+  }
+  let claims = {};
+  try {
+    claims = JSON.parse(atob(tokens.id_token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+  } catch (_) {
+    throw new Error('The identity provider\'s ID token could not be read.');
+  }
+  if (claims.nonce !== pending.nonce) throw new Error('The ID token is not for this sign-in (its nonce differs).');
+  sessionStorage.setItem(TOKEN_KEY, tokens.id_token);
 }
 
 function renderChrome(page) {
@@ -180,7 +275,7 @@ function renderChrome(page) {
 async function renderFreezeBanner() {
   const banner = document.getElementById('freeze-banner');
   try {
-    const freeze = await api('GET', '/api/freeze');
+    const freeze = inForce(await api('GET', '/api/freeze'));
     if (freeze) {
       banner.replaceChildren('Fleet frozen' + (freeze.until ? ' until ' + when(freeze.until) : '') +
         (freeze.reason ? ': ' + freeze.reason : '') + '. Scheduled fires are held.');
@@ -189,6 +284,12 @@ async function renderFreezeBanner() {
   } catch (_) {
     banner.hidden = true;
   }
+}
+
+// A freeze whose `until` has passed no longer holds anything.
+function inForce(freeze) {
+  if (!freeze || !freeze.until) return freeze;
+  return new Date(freeze.until).getTime() > Date.now() ? freeze : null;
 }
 
 // ---- router --------------------------------------------------------------
@@ -210,6 +311,8 @@ const ROUTES = {
 
 async function route() {
   const mine = ++generation;
+  inFlight.abort();
+  inFlight = new AbortController();
   if (me === null) {
     if (!sessionStorage.getItem(TOKEN_KEY)) return showSignIn();
     try {
@@ -219,10 +322,23 @@ async function route() {
       return showSignIn(error.status === 401 ? 'Sign in again.' : error.message);
     }
   }
-  const [page, ...rest] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  let page = 'fleet';
+  let rest = [];
+  try {
+    [page, ...rest] = location.hash.replace(/^#\/?/, '').split('/').map(decodeURIComponent);
+  } catch (_) {
+    page = 'fleet';
+  }
   const known = Object.hasOwn(ROUTES, page);
   const render = known ? ROUTES[page] : ROUTES.fleet;
   renderChrome(known ? page : 'fleet');
+  // A page the role may not use (typed into the address bar) says so; the
+  // server would refuse its actions anyway.
+  const needs = (PAGES.find(([id]) => id === page) || [])[2] || 'viewer';
+  if (!may(needs)) {
+    document.getElementById('main').replaceChildren(notice('This page needs the ' + needs + ' role; you are ' + me.role + '.'));
+    return;
+  }
   renderFreezeBanner();
   const main = document.getElementById('main');
   const view = el('div', { class: 'page' });
@@ -231,8 +347,19 @@ async function route() {
   } catch (error) {
     view.replaceChildren(notice(error.message));
   }
-  if (mine === generation) main.replaceChildren(view);
+  if (mine === generation && me !== null) main.replaceChildren(view);
 }
 
 window.addEventListener('hashchange', route);
-document.addEventListener('DOMContentLoaded', route);
+document.addEventListener('DOMContentLoaded', async () => {
+  const params = new URLSearchParams(location.search);
+  if (params.has('code') || params.has('error')) {
+    try {
+      await finishSso(params);
+    } catch (error) {
+      showSignIn(error.message);
+      return;
+    }
+  }
+  route();
+});

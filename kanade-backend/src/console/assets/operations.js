@@ -69,11 +69,18 @@ async function executionPage(view, [id, openPc], alive) {
     table('results', ['PC', 'Exit', 'Finished', 'Attempts'], body), output);
   let row = await api('GET', path);
   paint(row, await api('GET', path + '/results'));
+  // Results are read again only when the execution changed; once it is
+  // over and a whole wait passes without a change, the view stops asking.
   (async () => {
     while (alive()) {
       try {
-        row = await api('GET', path + '?after=' + encodeURIComponent(row.fingerprint) + '&wait=30s');
+        const seen = row.fingerprint;
+        row = await api('GET', path + '?after=' + encodeURIComponent(seen) + '&wait=30s');
         if (!alive()) return;
+        if (row.fingerprint === seen) {
+          if (FINISHED.includes(row.status)) return;
+          continue;
+        }
         paint(row, await api('GET', path + '/results'));
       } catch (error) {
         if (!alive() || me === null) return;
@@ -88,7 +95,8 @@ async function executionPage(view, [id, openPc], alive) {
 
 async function schedulesPage(view) {
   const schedules = await api('GET', '/api/schedules');
-  const freeze = await api('GET', '/api/freeze');
+  const freeze = inForce(await api('GET', '/api/freeze'));
+  const freezer = may('operator') && !scoped();
   const previews = await Promise.all(schedules.map((s) =>
     api('GET', '/api/schedules/' + encodeURIComponent(s.id) + '/preview?n=3').catch(() => [])));
   const pending = await api('GET', '/api/schedule-approvals').catch(() => []);
@@ -96,10 +104,10 @@ async function schedulesPage(view) {
   const freezeBox = el('div', { class: 'card', id: 'freeze' });
   if (freeze) {
     freezeBox.append(el('p', {}, badge('frozen'), freeze.until ? ' until ' + when(freeze.until) : ' until lifted', freeze.reason ? ' · ' + freeze.reason : ''));
-    if (may('operator')) freezeBox.append(button('freeze-clear', 'Lift the freeze', (e) => act(e.target, () => api('DELETE', '/api/freeze'))));
+    if (freezer) freezeBox.append(button('freeze-clear', 'Lift the freeze', (e) => act(e.target, () => api('DELETE', '/api/freeze'))));
   } else {
     freezeBox.append(el('p', {}, 'Scheduled fires go out as planned.'));
-    if (may('operator')) {
+    if (freezer) {
       const reason = el('input', { id: 'freeze-reason', placeholder: 'Reason' });
       const until = el('input', { id: 'freeze-until', type: 'datetime-local' });
       freezeBox.append(reason, ' until ', until, ' ', button('freeze-set', 'Freeze the fleet', (e) => act(e.target, () =>
@@ -120,9 +128,22 @@ async function schedulesPage(view) {
     view.append(section('Schedules waiting for approval', table('schedule-approvals', ['Schedule', 'Requested by', 'Approvers', ''],
       pending.map((p) => el('tr', {}, el('td', {}, p.schedule_id), el('td', {}, p.requested_by || ''), el('td', {}, (p.approvers || []).join(', ')),
         el('td', {}, may('operator') ? [
-          button('approve-schedule-' + (p.schedule_id), 'Approve', (e) => act(e.target, () => api('POST', '/api/schedules/' + encodeURIComponent(p.schedule_id) + '/approve'))),
+          canApprove(p) ? button('approve-schedule-' + (p.schedule_id), 'Approve', (e) => act(e.target, () => api('POST', '/api/schedules/' + encodeURIComponent(p.schedule_id) + '/approve'))) : whyNot(p),
           button('deny-schedule-' + (p.schedule_id), 'Deny', (e) => act(e.target, () => api('POST', '/api/schedules/' + encodeURIComponent(p.schedule_id) + '/deny')), 'danger')] : ''))))));
   }
+}
+
+// Whether the signed-in principal may vote on `request`: the rule's role,
+// never the requester, once each (approval.rs decides; this only hides the
+// button the server would refuse).
+function canApprove(request) {
+  return may(request.rule.role) && request.requested_by !== me.name && !(request.approvers || []).includes(me.name);
+}
+
+function whyNot(request) {
+  const reason = request.requested_by === me.name ? 'you requested it'
+    : (request.approvers || []).includes(me.name) ? 'you approved it' : 'needs the ' + request.rule.role + ' role';
+  return el('span', { class: 'muted' }, reason);
 }
 
 async function approvalsPage(view) {
@@ -143,24 +164,22 @@ async function approvalsPage(view) {
       el('td', {}, r.requested_by),
       el('td', {}, r.approvers.length + ' of ' + r.rule.approvals + (r.approvers.length ? ' (' + r.approvers.join(', ') + ')' : '')),
       el('td', {}, may('operator') ? [
-        button('approve-' + x.exec_id, 'Approve', (e) => act(e.target, () => api('POST', path + '/approve')), 'primary'), ' ',
+        canApprove(r) ? button('approve-' + x.exec_id, 'Approve', (e) => act(e.target, () => api('POST', path + '/approve')), 'primary') : whyNot(r), ' ',
         reason, ' ',
         button('deny-' + x.exec_id, 'Deny', (e) => act(e.target, () => api('POST', path + '/deny', { reason: reason.value.trim() || null })), 'danger')] : ''));
   })));
 }
 
 async function auditPage(view) {
-  const since = new Date(Date.now() - 7 * 86400 * 1000).toISOString();
-  const [entries, chain] = await Promise.all([
-    api('GET', '/api/audit?limit=0&since=' + encodeURIComponent(since)),
+  const [newest, chain] = await Promise.all([
+    api('GET', '/api/audit?newest=true&limit=300'),
     api('GET', '/api/audit/verify'),
   ]);
-  const newest = entries.slice(-300).reverse();
   view.append(el('h1', {}, 'Audit'),
     el('p', { id: 'audit-chain' }, chain.ok
       ? [badge('chain intact', 'ok'), ' ', chain.entries + ' entries verified']
       : [badge('chain broken', 'failed'), ' at entry ', chain.seq, ': ', chain.reason]),
-    el('p', { class: 'muted' }, 'The newest ' + newest.length + ' entries of the last 7 days.'),
+    el('p', { class: 'muted' }, 'The newest ' + newest.length + ' entries, newest first.'),
     table('audit-table', ['#', 'When', 'Actor', 'Action', 'Target', 'Outcome', 'From'], newest.map((a) => el('tr', { 'data-action': a.action },
       el('td', {}, a.seq), el('td', {}, when(a.at)), el('td', {}, a.actor), el('td', {}, a.action),
       el('td', {}, a.target || ''), el('td', {}, a.outcome ? badge(a.outcome, a.outcome === 'ok' ? 'ok' : 'failed') : ''),

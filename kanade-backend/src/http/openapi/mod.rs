@@ -92,6 +92,11 @@ fn describe(operation: &Operation, generator: &mut SchemaGenerator) -> Value {
     let mut success = json!({"description": operation.summary});
     success["content"] = payload(operation.answer, generator);
     responses.insert(operation.status.to_string(), success);
+    for (status, answer) in operation.also {
+        let mut other = json!({"description": operation.summary});
+        other["content"] = payload(*answer, generator);
+        responses.insert(status.to_string(), other);
+    }
     let error = json!({"description": "An error", "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}});
     if rule.is_some() {
         responses.insert("401".into(), json!({"description": "No or an unknown credential", "content": error["content"].clone()}));
@@ -249,6 +254,7 @@ mod tests {
             "/console/fleet.js",
             "/console/operations.js",
             "/console/app.css",
+            "/console/sign-in.json",
         ] {
             assert!(OPERATIONS.iter().any(|o| o.path == path));
         }

@@ -61,6 +61,8 @@ pub struct Operation {
     pub status: u16,
     /// The success answer.
     pub answer: Payload,
+    /// Other answers it gives besides errors (status, body).
+    pub also: &'static [(u16, Payload)],
 }
 
 const fn op(method: &'static str, path: &'static str, summary: &'static str) -> Operation {
@@ -72,6 +74,7 @@ const fn op(method: &'static str, path: &'static str, summary: &'static str) -> 
         body: None,
         status: 200,
         answer: Payload::Described("a JSON object"),
+        also: &[],
     }
 }
 
@@ -103,14 +106,17 @@ pub const OPERATIONS: &[Operation] = &[
         op("GET", "/healthz", "The process answers (open)"),
         of::<Value>,
     ),
-    answers(
-        op(
-            "GET",
-            "/readyz",
-            "Ready: database, broker, projector lag, signing key (503 when not; open)",
-        ),
-        of::<Readiness>,
-    ),
+    Operation {
+        also: &[(503, Payload::Json(of::<Readiness>))],
+        ..answers(
+            op(
+                "GET",
+                "/readyz",
+                "Ready: database, broker, projector lag, signing key (503 when not; open)",
+            ),
+            of::<Readiness>,
+        )
+    },
     described(
         op("GET", "/api/openapi.json", "This document (open)"),
         "an OpenAPI 3.1 document",
@@ -139,6 +145,14 @@ pub const OPERATIONS: &[Operation] = &[
             "The console's executions, schedules, approvals and audit pages (open)",
         )
     },
+    described(
+        op(
+            "GET",
+            "/console/sign-in.json",
+            "How the console signs in: {oidc: null} or the issuer's endpoints (open)",
+        ),
+        "{oidc: null | {authorization_endpoint, token_endpoint, client_id, scope, label}}",
+    ),
     Operation {
         answer: Payload::Text("text/css"),
         ..op("GET", "/console/app.css", "The console's style (open)")
@@ -234,6 +248,7 @@ pub const OPERATIONS: &[Operation] = &[
     Operation {
         body: Some(Payload::Json(of::<ExecRequest>)),
         answer: Payload::Json(of::<ExecutionRow>),
+        also: &[(202, Payload::Json(of::<ExecutionRow>))],
         ..op(
             "POST",
             "/api/jobs/{id}/exec",

@@ -56,6 +56,28 @@ impl Exposure {
                 .iter()
                 .any(|t| *t >= fired && *t <= superseded && too_late(*t))
     }
+
+    /// Whether the agent was disconnected the whole time from `from` to
+    /// `to` (offline windows that touch count as one).
+    pub fn cut_off_throughout(&self, from: Duration, to: Duration) -> bool {
+        let mut windows = self.offline.clone();
+        windows.sort();
+        let mut covered: Option<Duration> = None;
+        for (a, b) in windows {
+            covered = match covered {
+                // Touching or overlapping: one longer window.
+                Some(end) if a <= end => Some(end.max(b)),
+                // A gap: the agent was back; nothing later extends it.
+                Some(end) => Some(end),
+                None if a <= from && b >= from => Some(b),
+                None => None,
+            };
+            if covered.is_some_and(|end| end >= to) {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Everything a simulation produced.
@@ -340,8 +362,19 @@ impl FleetOutcome {
                     .map(|o| o.at)
                     .min()
                     .unwrap_or(Duration::MAX);
+                // An agent cut off from the broker from before the revoke
+                // until it ran could not know of it: with `cached`
+                // staleness it runs on its last view (DESIGN §4).
+                let exposure = (0..self.agents)
+                    .find(|n| pc_name(*n) == *pc)
+                    .and_then(|n| self.exposures.get(n));
                 for run in invoked {
-                    if run.started > revoked_at + publish_delay && run.started < until {
+                    let could_not_know =
+                        exposure.is_some_and(|e| e.cut_off_throughout(revoked_at, run.started));
+                    if run.started > revoked_at + publish_delay
+                        && run.started < until
+                        && !could_not_know
+                    {
                         violations.push(Violation::RanAfterRevoke {
                             exec_id: execution.exec_id.clone(),
                             pc: pc.clone(),
@@ -453,5 +486,25 @@ fn check_runs(
                 attempt: run.attempt,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_off_throughout_needs_one_unbroken_stretch() {
+        let s = Duration::from_secs;
+        let exposure = Exposure {
+            offline: vec![(s(20), s(30)), (s(0), s(5)), (s(30), s(40)), (s(50), s(60))],
+            instants: vec![],
+        };
+        assert!(exposure.cut_off_throughout(s(25), s(39)));
+        assert!(exposure.cut_off_throughout(s(20), s(40)));
+        assert!(!exposure.cut_off_throughout(s(25), s(45)));
+        assert!(!exposure.cut_off_throughout(s(4), s(21)));
+        assert!(!exposure.cut_off_throughout(s(10), s(12)));
+        assert!(exposure.cut_off_throughout(s(55), s(60)));
     }
 }

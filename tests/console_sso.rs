@@ -4,12 +4,14 @@
 //! token endpoints; it checks the PKCE verifier against the challenge,
 //! and signs an ID token with a key the backend's JWKS file holds).
 //!
-//! Checks: the sign-in page offers the issuer's button; clicking it goes
-//! to the issuer and back signed in as the token's subject with the role
-//! its claim maps to; the code leaves the address bar; the page's policy
-//! lets it reach the token endpoint's origin and nothing else; a return
-//! with a forged `state` is refused without calling the token endpoint; a
-//! wrong PKCE verifier gets no token.
+//! Checks: the page's policy lets it reach the token endpoint's origin and
+//! nothing else; a return to a tab that started no sign-in is refused
+//! without showing its text; a return with another `state` is refused; an
+//! issuer's `error` shows only its standard code; none of these asks the
+//! token endpoint; an ID token with another `nonce` is not kept; the
+//! button goes to the issuer and back signed in as the token's subject
+//! with the role its claim maps to (the issuer having checked the PKCE
+//! verifier), the code gone from the address bar.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
@@ -47,6 +49,8 @@ struct Issuer {
     key: Arc<TestKey>,
     codes: Arc<Mutex<HashMap<String, Pending>>>,
     token_calls: Arc<Mutex<usize>>,
+    /// Sign the next ID token with another nonce than the one asked for.
+    wrong_nonce: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn authorize(
@@ -149,7 +153,11 @@ async fn token(State(issuer): State<Issuer>, body: String) -> Response {
         "aud": "kanade",
         "sub": "olga",
         "role": "kanade-operators",
-        "nonce": pending.nonce,
+        "nonce": if issuer.wrong_nonce.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            "another-sign-in".to_owned()
+        } else {
+            pending.nonce
+        },
         "iat": now,
         "exp": now + 600,
     }));
@@ -171,6 +179,7 @@ async fn single_sign_on_through_the_issuer() {
         key: Arc::new(TestKey::generate("idp-1")),
         codes: Arc::default(),
         token_calls: Arc::default(),
+        wrong_nonce: Arc::default(),
     };
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, json!({"keys": [issuer.key.jwk.clone()]}).to_string()).unwrap();
@@ -239,8 +248,21 @@ async fn single_sign_on_through_the_issuer() {
 
     let (_driver, browser) = start_browser().await;
 
-    // A return with a state this tab never made is refused, and the token
-    // endpoint is never asked.
+    // A return to a tab that started no sign-in is refused, its text not
+    // shown, and the token endpoint never asked.
+    browser
+        .goto(&format!("{base}/?error=Call%20evil.example%20now&state=x"))
+        .await
+        .unwrap();
+    let said = text_of(&browser, "#sign-in-error", |t| {
+        t.contains("not started from this tab")
+    })
+    .await;
+    assert!(!said.contains("evil"), "{said}");
+    assert!(!browser.current_url().await.unwrap().as_str().contains('?'));
+    // A sign-in this tab started, answered with another state: refused.
+    let started = r#"sessionStorage.setItem('kanade.sso', JSON.stringify({verifier: 'v', state: 'mine', nonce: 'n', back: '#/fleet'}))"#;
+    browser.execute(started, vec![]).await.unwrap();
     browser
         .goto(&format!("{base}/?code=code-forged&state=forged"))
         .await
@@ -249,15 +271,34 @@ async fn single_sign_on_through_the_issuer() {
         t.contains("not started from this tab")
     })
     .await;
-    assert_eq!(*issuer.token_calls.lock().unwrap(), 0);
-    assert!(!browser
-        .current_url()
+    // The same sign-in refused by the issuer: its standard code, nothing else.
+    browser.execute(started, vec![]).await.unwrap();
+    browser
+        .goto(&format!("{base}/?error=access_denied&state=mine"))
         .await
-        .unwrap()
-        .as_str()
-        .contains("code="));
+        .unwrap();
+    text_of(&browser, "#sign-in-error", |t| {
+        t.contains("did not sign you in (access_denied)")
+    })
+    .await;
+    assert_eq!(*issuer.token_calls.lock().unwrap(), 0);
 
-    // The button goes to the issuer and back, signed in.
+    // An ID token minted for another sign-in (its nonce differs) is not
+    // used.
+    issuer
+        .wrong_nonce
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    click(&browser, "#sso-button").await;
+    text_of(&browser, "#sign-in-error", |t| t.contains("nonce differs")).await;
+    assert_eq!(*issuer.token_calls.lock().unwrap(), 1);
+    let kept = browser
+        .execute("return sessionStorage.getItem('kanade.token')", vec![])
+        .await
+        .unwrap();
+    assert_eq!(kept, Value::Null, "a token of another sign-in was kept");
+
+    // The button goes to the issuer and back, signed in (the issuer checked
+    // the PKCE verifier against the challenge, and the nonce matched).
     let button = text_of(&browser, "#sso-button", |t| !t.is_empty()).await;
     assert_eq!(button, "Sign in with Test IdP");
     click(&browser, "#sso-button").await;
@@ -265,35 +306,13 @@ async fn single_sign_on_through_the_issuer() {
     let url = browser.current_url().await.unwrap();
     assert!(!url.as_str().contains("code="), "{url}");
     assert_eq!(url.fragment(), Some("/fleet"));
-    assert_eq!(*issuer.token_calls.lock().unwrap(), 1);
+    assert_eq!(*issuer.token_calls.lock().unwrap(), 2);
     // The operator's pages and controls are there.
     text_of(&browser, "#nav-run", |t| t == "Run").await;
     browser
         .find(Locator::Css("#nav-audit"))
         .await
         .expect_err("an operator has no audit page");
-
-    // A token request with the wrong PKCE verifier gets nothing.
-    let pending = Pending {
-        challenge: "not-the-digest".into(),
-        nonce: "n".into(),
-        redirect_uri: format!("{base}/"),
-        client_id: "kanade".into(),
-    };
-    issuer
-        .codes
-        .lock()
-        .unwrap()
-        .insert("code-x".into(), pending);
-    let refused = agent
-        .post(format!("{issuer_url}/token"))
-        .content_type("application/x-www-form-urlencoded")
-        .send(format!(
-            "grant_type=authorization_code&code=code-x&code_verifier=guess&redirect_uri={}&client_id=kanade",
-            percent(&format!("{base}/"))
-        ))
-        .unwrap();
-    assert_eq!(refused.status(), 400);
 
     browser.close().await.unwrap();
 }

@@ -9,6 +9,7 @@
 //! absent, a listing sees only finished files, a rename moves one file.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -148,7 +149,9 @@ impl StateFiles for DiskFiles {
 /// process.
 #[derive(Debug, Default)]
 pub struct MemoryFiles {
-    files: Mutex<BTreeMap<PathBuf, Vec<u8>>>,
+    /// By the path's bytes: compared as bytes, not component by component
+    /// (a simulated fleet writes these thousands of times a second).
+    files: Mutex<BTreeMap<OsString, Vec<u8>>>,
 }
 
 impl MemoryFiles {
@@ -157,7 +160,7 @@ impl MemoryFiles {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Vec<u8>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<OsString, Vec<u8>>> {
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -176,37 +179,51 @@ impl StateFiles for MemoryFiles {
 
     fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
         self.lock()
-            .get(path)
+            .get(path.as_os_str())
             .cloned()
             .ok_or_else(|| not_found(path))
     }
 
     fn write(&self, path: &Path, bytes: &[u8], _durable: bool) -> io::Result<()> {
-        self.lock().insert(path.to_path_buf(), bytes.to_vec());
+        self.lock()
+            .insert(path.as_os_str().to_owned(), bytes.to_vec());
         Ok(())
     }
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.lock()
-            .remove(path)
+            .remove(path.as_os_str())
             .map(|_| ())
             .ok_or_else(|| not_found(path))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut files = self.lock();
-        let bytes = files.remove(from).ok_or_else(|| not_found(from))?;
-        files.insert(to.to_path_buf(), bytes);
+        let bytes = files
+            .remove(from.as_os_str())
+            .ok_or_else(|| not_found(from))?;
+        files.insert(to.as_os_str().to_owned(), bytes);
         Ok(())
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
+        // Everything under `dir` sorts right after it, byte by byte; its
+        // entries are the keys `dir` + separator + a name without one.
+        let prefix = dir.as_os_str().as_encoded_bytes();
+        let separator = std::path::MAIN_SEPARATOR as u8;
         Ok(self
             .lock()
-            .range(dir.to_path_buf()..)
-            .take_while(|(path, _)| path.starts_with(dir))
-            .filter(|(path, _)| path.parent() == Some(dir))
-            .map(|(path, _)| path.clone())
+            .range(dir.as_os_str().to_owned()..)
+            .map(|(path, _)| path)
+            .take_while(|path| path.as_encoded_bytes().starts_with(prefix))
+            .filter(|path| {
+                path.as_encoded_bytes()[prefix.len()..]
+                    .split_first()
+                    .is_some_and(|(first, name)| {
+                        *first == separator && !name.is_empty() && !name.contains(&separator)
+                    })
+            })
+            .map(PathBuf::from)
             .collect())
     }
 

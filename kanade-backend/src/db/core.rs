@@ -18,6 +18,9 @@ pub enum DbError {
     /// A migration failed.
     #[error("database migration: {0}")]
     Migration(#[from] rusqlite_migration::Error),
+    /// The connection stayed in use for this long.
+    #[error("the database stayed busy for {0:?}")]
+    Busy(std::time::Duration),
 }
 
 /// The store; cheap to clone.

@@ -36,14 +36,25 @@ impl Db {
         Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM audit", [], |r| r.get(0))?)
     }
 
-    /// A read that succeeds when the database answers. A connection busy
-    /// with other work is answering: the ping does not queue behind it
-    /// (probes must not pile up on a loaded store).
-    pub fn ping(&self) -> Result<(), DbError> {
-        let Some(conn) = self.try_lock() else {
-            return Ok(());
-        };
-        conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
-        Ok(())
+    /// A read that succeeds when the database answers within `patience`.
+    /// The ping takes the connection only when it is free (asking again
+    /// every 10 ms), so probes never queue behind a busy store; a
+    /// connection held the whole time is a store that does not answer.
+    ///
+    /// # Errors
+    /// The read's error, or [`DbError::Busy`] when the connection stayed
+    /// taken for `patience`.
+    pub fn ping(&self, patience: std::time::Duration) -> Result<(), DbError> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(conn) = self.try_lock() {
+                conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?;
+                return Ok(());
+            }
+            if started.elapsed() >= patience {
+                return Err(DbError::Busy(patience));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -26,6 +26,9 @@ use crate::Backend;
 /// The most results the projector may be behind and still be ready.
 pub const READY_MAX_LAG: u64 = 1000;
 
+/// How long the database ping waits for a busy connection.
+const PING_PATIENCE: Duration = Duration::from_secs(2);
+
 /// How long one readiness check may take before it counts as failed.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -76,7 +79,7 @@ async fn within<T, E: std::fmt::Display>(
 /// endpoint.
 pub async fn readiness(backend: &Backend) -> Readiness {
     let (database, broker, lag) = tokio::join!(
-        within(db(backend, |db| db.ping())),
+        within(db(backend, |db| db.ping(PING_PATIENCE))),
         within(backend.broker_answers()),
         within(backend.results_lag()),
     );

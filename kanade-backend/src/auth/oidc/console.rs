@@ -81,6 +81,12 @@ impl ConsoleSignIn {
                 )));
             }
         }
+        if self.offer("").token_origin().is_none() {
+            return Err(OidcError::Config(format!(
+                "console.token_endpoint {:?} is not a plain scheme://host[:port]/path URL (no user info)",
+                self.token_endpoint
+            )));
+        }
         if !self.scope.split_whitespace().any(|s| s == "openid") {
             return Err(OidcError::Config(
                 "console.scope must include openid (an ID token is what the console signs in with)"
@@ -130,13 +136,16 @@ pub(super) fn is_loopback_http(url: &str) -> bool {
     let Some(rest) = url.strip_prefix("http://") else {
         return false;
     };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host = if authority.starts_with("[::1]") {
-        "[::1]"
-    } else {
-        authority.split(':').next().unwrap_or_default()
+    let authority = rest.split(['/', '?', '#', '\\']).next().unwrap_or_default();
+    // `user@host` names another host than its first characters suggest.
+    if authority.contains('@') {
+        return false;
+    }
+    let host = match authority.strip_prefix("[::1]") {
+        Some(port) => return port.is_empty() || port.starts_with(':'),
+        None => authority.split(':').next().unwrap_or_default(),
     };
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+    matches!(host, "localhost" | "127.0.0.1")
 }
 
 #[cfg(test)]
@@ -169,6 +178,31 @@ mod tests {
         let mut scope = section();
         scope.scope = "profile".into();
         assert!(scope.validate().unwrap_err().to_string().contains("openid"));
+    }
+
+    #[test]
+    fn loopback_means_the_host_not_what_precedes_an_at() {
+        for ok in [
+            "http://127.0.0.1:9000/auth",
+            "http://localhost/x",
+            "http://[::1]:8080/jwks",
+            "http://[::1]",
+        ] {
+            assert!(is_loopback_http(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:80@evil.example/jwks",
+            "http://[::1]@evil.example/",
+            "http://localhost.evil.example/",
+            "http://[::1]evil/",
+            "https://127.0.0.1/",
+            "http://10.0.0.1/",
+        ] {
+            assert!(!is_loopback_http(bad), "{bad}");
+        }
+        let mut sneaky = section();
+        sneaky.token_endpoint = "https://user@idp.example.com/token".into();
+        assert!(sneaky.validate().is_err());
     }
 
     #[test]

@@ -95,7 +95,9 @@ async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers.Authorization = 'Bearer ' + token;
-  const init = { method, headers, cache: 'no-store', credentials: 'omit', signal: inFlight.signal };
+  // Reads end with their page; a change, once sent, is left to finish.
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (method === 'GET') init.signal = inFlight.signal;
   if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
@@ -124,6 +126,8 @@ async function act(target, work) {
     await work();
     await route();
   } catch (error) {
+    // Signed out meanwhile (the form is up), or the page was left.
+    if (me === null || error.name === 'AbortError') return;
     const box = document.getElementById('action-error');
     const message = notice(error.message);
     if (box) box.replaceChildren(message);
@@ -240,8 +244,15 @@ async function finishSso(params) {
   const pending = JSON.parse(sessionStorage.getItem(SSO_KEY) || 'null');
   sessionStorage.removeItem(SSO_KEY);
   history.replaceState(null, '', '/' + ((pending && pending.back) || '#/fleet'));
-  if (params.get('error')) throw new Error('The identity provider refused the sign-in: ' + params.get('error'));
+  // Nothing from the address bar is shown unless this tab started the
+  // sign-in, and then only as one of the codes the standard defines.
   if (!pending || params.get('state') !== pending.state) throw new Error('This sign-in was not started from this tab: start again.');
+  if (params.get('error')) {
+    const known = ['access_denied', 'login_required', 'consent_required', 'interaction_required', 'invalid_request',
+      'unauthorized_client', 'unsupported_response_type', 'invalid_scope', 'server_error', 'temporarily_unavailable'];
+    const code = known.includes(params.get('error')) ? ' (' + params.get('error') + ')' : '';
+    throw new Error('The identity provider did not sign you in' + code + '.');
+  }
   const offer = await signInOffer();
   if (!offer) throw new Error('Single sign-on is not configured on this backend.');
   const form = new URLSearchParams({
@@ -315,12 +326,17 @@ async function route() {
   inFlight = new AbortController();
   if (me === null) {
     if (!sessionStorage.getItem(TOKEN_KEY)) return showSignIn();
+    let who;
     try {
-      me = await api('GET', '/api/whoami');
+      who = await api('GET', '/api/whoami');
     } catch (error) {
+      // A newer navigation took over (and aborted this call): it decides.
+      if (mine !== generation || error.name === 'AbortError') return;
       sessionStorage.removeItem(TOKEN_KEY);
       return showSignIn(error.status === 401 ? 'Sign in again.' : error.message);
     }
+    if (mine !== generation) return;
+    me = who;
   }
   let page = 'fleet';
   let rest = [];
@@ -336,6 +352,7 @@ async function route() {
   // server would refuse its actions anyway.
   const needs = (PAGES.find(([id]) => id === page) || [])[2] || 'viewer';
   if (!may(needs)) {
+    document.getElementById('freeze-banner').hidden = true;
     document.getElementById('main').replaceChildren(notice('This page needs the ' + needs + ' role; you are ' + me.role + '.'));
     return;
   }

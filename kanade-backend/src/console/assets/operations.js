@@ -74,11 +74,15 @@ async function executionPage(view, [id, openPc], alive) {
   (async () => {
     while (alive()) {
       try {
-        const seen = row.fingerprint;
-        row = await api('GET', path + '?after=' + encodeURIComponent(seen) + '&wait=30s');
+        const before = row.fingerprint;
+        const asked = Date.now();
+        row = await api('GET', path + '?after=' + encodeURIComponent(before) + '&wait=30s');
         if (!alive()) return;
-        if (row.fingerprint === seen) {
+        if (row.fingerprint === before) {
           if (FINISHED.includes(row.status)) return;
+          // Answered early without a change (the server is stopping):
+          // pause before asking again.
+          if (Date.now() - asked < 25000) await new Promise((done) => setTimeout(done, 1000));
           continue;
         }
         paint(row, await api('GET', path + '/results'));

@@ -111,3 +111,65 @@ async fn a_waiting_request_returns_when_a_result_is_stored() {
     assert_eq!(status, 400, "{refused}");
     assert!(refused.to_string().contains("wait"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_come_with_or_without_output_and_for_one_pc() {
+    let dir = tempfile::tempdir().unwrap();
+    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
+    let backend = Backend::open(transport, BackendSettings::new(dir.path().join("b.db")))
+        .await
+        .unwrap();
+    backend
+        .apply_job(
+            "id: echo\nversion: \"1\"\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\n",
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    let target = Target {
+        pcs: vec!["pc-1".into(), "pc-2".into()],
+        ..Target::default()
+    };
+    let exec = backend.exec("echo", &target).await.unwrap();
+    let now = chrono::Utc::now();
+    for pc in ["pc-1", "pc-2"] {
+        let result = ExecResult {
+            result_id: format!("{}-{pc}", exec.request_id),
+            request_id: exec.request_id.clone(),
+            exec_id: Some(exec.exec_id.clone()),
+            pc_id: pc.into(),
+            exit_code: 0,
+            skipped: false,
+            stdout: format!("out of {pc}"),
+            stderr: format!("err of {pc}"),
+            started_at: now,
+            finished_at: now,
+            stdout_object: None,
+            stderr_object: None,
+            manifest_id: None,
+            attempts: 1,
+        };
+        backend.db().store_result(&result, false).unwrap();
+    }
+    let base = serve(backend.clone()).await;
+    let results = format!("{base}/api/executions/{}/results", exec.exec_id);
+    let (_, all) = get(results.clone()).await;
+    assert_eq!(all[1]["stdout"], "out of pc-2");
+    let (_, bare) = get(format!("{results}?output=false")).await;
+    let bare = bare.as_array().unwrap();
+    assert_eq!(bare.len(), 2);
+    assert!(
+        bare.iter().all(|r| r["stdout"] == "" && r["stderr"] == ""),
+        "{bare:?}"
+    );
+    assert_eq!(bare[0]["exit_code"], 0);
+    let (_, one) = get(format!("{results}?pc=pc-2")).await;
+    let one = one.as_array().unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(
+        (one[0]["pc_id"].as_str(), one[0]["stderr"].as_str()),
+        (Some("pc-2"), Some("err of pc-2"))
+    );
+    let (status, refused) = get(format!("{results}?output=maybe")).await;
+    assert_eq!(status, 400, "{refused}");
+}

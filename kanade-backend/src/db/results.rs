@@ -191,13 +191,27 @@ impl Db {
 
     /// An execution's results, by pc.
     pub fn results(&self, exec_id: &str) -> Result<Vec<ResultRow>, DbError> {
+        self.results_matching(exec_id, None, true)
+    }
+
+    /// An execution's results, by pc: only `pc`'s when given, and with
+    /// empty `stdout` / `stderr` unless `with_output` (a view of a large
+    /// fleet's rows need not carry every pc's output).
+    pub fn results_matching(
+        &self,
+        exec_id: &str,
+        pc: Option<&str>,
+        with_output: bool,
+    ) -> Result<Vec<ResultRow>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT result_id, exec_id, request_id, pc_id, exit_code, skipped, stdout, stderr, started_at, finished_at, attempts, reaped
-             FROM results WHERE exec_id = ?1 ORDER BY pc_id",
+        let mut stmt = conn.prepare_cached(
+            "SELECT result_id, exec_id, request_id, pc_id, exit_code, skipped,
+                    CASE WHEN ?3 THEN stdout ELSE '' END, CASE WHEN ?3 THEN stderr ELSE '' END,
+                    started_at, finished_at, attempts, reaped
+             FROM results WHERE exec_id = ?1 AND (?2 IS NULL OR pc_id = ?2) ORDER BY pc_id",
         )?;
         let rows = stmt
-            .query_map([exec_id], |r| {
+            .query_map(params![exec_id, pc, with_output], |r| {
                 Ok(ResultRow {
                     result_id: r.get(0)?,
                     exec_id: r.get(1)?,

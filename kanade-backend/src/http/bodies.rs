@@ -104,6 +104,20 @@ pub struct FreezeRequest {
     pub reason: Option<String>,
 }
 
+/// `GET /api/executions/{id}/results` query: all of them with their
+/// output by default.
+#[derive(schemars::JsonSchema, Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultsQuery {
+    /// Only this pc's result.
+    #[serde(default)]
+    pub pc: Option<String>,
+    /// `false`: `stdout` and `stderr` come back empty (the rows of a large
+    /// fleet without every pc's output). Default `true`.
+    #[serde(default)]
+    pub output: Option<bool>,
+}
+
 /// `GET /api/executions/{id}`: the row and its
 /// [`fingerprint`](crate::db::ExecutionRow::fingerprint), which a client
 /// passes back as `after` to wait for the next change.

@@ -34,7 +34,7 @@ use serde_json::json;
 use self::blocking::db;
 pub use self::bodies::{
     ExecRequest, ExecutionAnswer, ExecutionWait, FreezeRequest, JobUpload, PinRequest,
-    PreviewQuery, ScheduleUpload,
+    PreviewQuery, ResultsQuery, ScheduleUpload,
 };
 use self::error::ApiResult;
 pub use self::error::{error_response, ApiError, ErrorBody};
@@ -327,6 +327,7 @@ async fn execution(
 async fn results(
     State(backend): State<Backend>,
     PathParams(id): PathParams<String>,
+    QueryParams(query): QueryParams<ResultsQuery>,
 ) -> ApiResult<Vec<crate::db::ResultRow>> {
     let lookup = id.clone();
     if db(&backend, move |db| db.execution(&lookup))
@@ -335,7 +336,13 @@ async fn results(
     {
         return Err(BackendError::NotFound(format!("execution {id}")).into());
     }
-    Ok(Json(db(&backend, move |db| db.results(&id)).await?))
+    let with_output = query.output.unwrap_or(true);
+    Ok(Json(
+        db(&backend, move |db| {
+            db.results_matching(&id, query.pc.as_deref(), with_output)
+        })
+        .await?,
+    ))
 }
 
 async fn preview(

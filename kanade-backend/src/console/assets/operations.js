@@ -28,13 +28,27 @@ async function executionPage(view, [id, openPc], alive) {
   const heading = el('h1', {}, 'Execution ', id);
   const seen = new Map();
   let selected = openPc || null;
-  const showOutput = (row) => {
+  let shown = null; // the result whose output is on the page
+  // The rows come without output; a pc's is read when it is opened (and
+  // again only if its result changed).
+  const showOutput = async (row) => {
     selected = row.pc_id;
     for (const tr of body.children) tr.classList.toggle('selected', tr.dataset.pc === selected);
-    output.replaceChildren(section('Output of ' + row.pc_id,
-      el('p', { class: 'muted' }, 'exit ' + row.exit_code + (row.skipped ? ' (skipped)' : '') + ' · attempts ' + row.attempts + ' · ' + when(row.finished_at)),
-      el('h3', {}, 'stdout'), el('pre', { id: 'stdout' }, row.stdout),
-      el('h3', {}, 'stderr'), el('pre', { id: 'stderr' }, row.stderr)));
+    const key = row.result_id + '|' + row.finished_at + '|' + row.attempts;
+    if (shown === key) return;
+    shown = key;
+    let full = row;
+    try {
+      full = (await api('GET', path + '/results?pc=' + encodeURIComponent(row.pc_id)))[0] || row;
+    } catch (error) {
+      if (error.name !== 'AbortError') output.replaceChildren(notice(error.message));
+      return;
+    }
+    if (selected !== row.pc_id) return;
+    output.replaceChildren(section('Output of ' + full.pc_id,
+      el('p', { class: 'muted' }, 'exit ' + full.exit_code + (full.skipped ? ' (skipped)' : '') + ' · attempts ' + full.attempts + ' · ' + when(full.finished_at)),
+      el('h3', {}, 'stdout'), el('pre', { id: 'stdout' }, full.stdout),
+      el('h3', {}, 'stderr'), el('pre', { id: 'stderr' }, full.stderr)));
   };
   const paint = (row, results) => {
     heading.replaceChildren('Execution ', id, ' · ', row.job_id, ' ', row.version);
@@ -68,7 +82,7 @@ async function executionPage(view, [id, openPc], alive) {
   view.append(heading, el('div', { class: 'controls' }, status, ' ', kill), el('div', { id: 'action-error' }), counts, progress,
     table('results', ['PC', 'Exit', 'Finished', 'Attempts'], body), output);
   let row = await api('GET', path);
-  paint(row, await api('GET', path + '/results'));
+  paint(row, await api('GET', path + '/results?output=false'));
   // Results are read again only when the execution changed; once it is
   // over and a whole wait passes without a change, the view stops asking.
   (async () => {
@@ -85,7 +99,7 @@ async function executionPage(view, [id, openPc], alive) {
           if (Date.now() - asked < 25000) await new Promise((done) => setTimeout(done, 1000));
           continue;
         }
-        paint(row, await api('GET', path + '/results'));
+        paint(row, await api('GET', path + '/results?output=false'));
       } catch (error) {
         if (!alive() || me === null) return;
         document.getElementById('action-error').replaceChildren(notice('Live updates stopped: ' + error.message));

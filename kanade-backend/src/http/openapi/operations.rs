@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::http::agent_releases::{PublishQuery, RolloutAnswer, RolloutRequest};
 use crate::http::bodies::{
     ExecRequest, ExecutionAnswer, ExecutionWait, FreezeRequest, JobUpload, PinRequest,
-    PreviewQuery, ScheduleUpload,
+    PreviewQuery, ResultsQuery, ScheduleUpload,
 };
 use crate::http::health::Readiness;
 use crate::http::inventory::{
@@ -352,13 +352,16 @@ pub const OPERATIONS: &[Operation] = &[
         ),
         of::<ExecutionWait>,
     ),
-    answers(
-        op(
-            "GET",
-            "/api/executions/{id}/results",
-            "An execution's results, output included",
+    queries(
+        answers(
+            op(
+                "GET",
+                "/api/executions/{id}/results",
+                "An execution's results (one pc's with pc=; without output with output=false)",
+            ),
+            of::<Vec<ResultRow>>,
         ),
-        of::<Vec<ResultRow>>,
+        of::<ResultsQuery>,
     ),
     described(
         op(

@@ -32,11 +32,10 @@ async fn get(url: String) -> (u16, Value) {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_waiting_request_returns_when_a_result_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
+/// A backend on a memory transport with the job `echo` applied.
+async fn backend_with_echo(dir: &std::path::Path) -> Backend {
     let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
-    let backend = Backend::open(transport, BackendSettings::new(dir.path().join("b.db")))
+    let backend = Backend::open(transport, BackendSettings::new(dir.join("b.db")))
         .await
         .unwrap();
     backend
@@ -46,6 +45,13 @@ async fn a_waiting_request_returns_when_a_result_is_stored() {
         )
         .await
         .unwrap();
+    backend
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_request_returns_when_a_result_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = backend_with_echo(dir.path()).await;
     let exec = backend
         .exec(
             "echo",
@@ -115,17 +121,7 @@ async fn a_waiting_request_returns_when_a_result_is_stored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_come_with_or_without_output_and_for_one_pc() {
     let dir = tempfile::tempdir().unwrap();
-    let transport: Arc<dyn Transport> = Arc::new(MemoryTransport::new());
-    let backend = Backend::open(transport, BackendSettings::new(dir.path().join("b.db")))
-        .await
-        .unwrap();
-    backend
-        .apply_job(
-            "id: echo\nversion: \"1\"\nexecute:\n  shell: sh\n  script: echo hi\n  timeout: 30s\n",
-            &Default::default(),
-        )
-        .await
-        .unwrap();
+    let backend = backend_with_echo(dir.path()).await;
     let target = Target {
         pcs: vec!["pc-1".into(), "pc-2".into()],
         ..Target::default()

@@ -140,14 +140,40 @@ impl Backend {
     /// pc → the groups its `agent_groups` key names.
     async fn announced_groups(&self) -> Result<BTreeMap<String, Vec<String>>, BackendError> {
         let bucket = self.bucket(BUCKET_AGENT_GROUPS).await?;
+        let mut keys = bucket.keys().await?.into_iter();
         let mut groups = BTreeMap::new();
-        for pc in bucket.keys().await? {
-            if let Some(entry) = bucket.get(&pc).await? {
-                if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
-                    groups.insert(pc, announced.groups().to_vec());
-                }
+        // Many reads in flight at once: a broker answers them over one
+        // connection, so a fleet of thousands costs round trips / 64.
+        let mut reads = tokio::task::JoinSet::new();
+        let mut failed = 0usize;
+        loop {
+            while reads.len() < GROUP_READS_IN_FLIGHT {
+                let Some(pc) = keys.next() else { break };
+                let bucket = bucket.clone();
+                reads.spawn(async move {
+                    let entry = bucket.get(&pc).await;
+                    (pc, entry)
+                });
             }
+            let Some(done) = reads.join_next().await else {
+                break;
+            };
+            match done {
+                Ok((pc, Ok(Some(entry)))) => {
+                    if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
+                        groups.insert(pc, announced.groups().to_vec());
+                    }
+                }
+                Ok((_, Ok(None))) => {}
+                Ok((_, Err(_))) | Err(_) => failed += 1,
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(failed, "agents' groups not read");
         }
         Ok(groups)
     }
 }
+
+/// How many `agent_groups` reads [`Backend::fleet`] keeps in flight.
+const GROUP_READS_IN_FLIGHT: usize = 64;

@@ -17,7 +17,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, Locator};
@@ -27,17 +27,7 @@ use serde_json::{json, Value};
 mod browser_common;
 mod common;
 use browser_common::{click, present, scroll_to, start_browser, text_of, type_into, Shots, WAIT};
-use common::{free_port, wait_until, workspace_binary, KillOnDrop};
-
-fn create_token(db: &Path, name: &str, role: &str) -> String {
-    let out = Command::new(workspace_binary("kanade-backend"))
-        .args(["token", "create", "--name", name, "--role", role, "--db"])
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::{create_token, free_port, spawn_quiet, wait_until, workspace_binary};
 
 async fn sign_in(browser: &Client, base: &str, token: &str) {
     browser.goto(&format!("{base}/#/fleet")).await.unwrap();
@@ -103,32 +93,24 @@ async fn an_operators_day_in_the_console() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("backend.db");
-    let alice = create_token(&db, "alice", "admin");
-    let bob = create_token(&db, "bob", "operator");
-    let vera = create_token(&db, "vera", "viewer");
+    let alice = create_token(&db, "alice", "admin", &[]);
+    let bob = create_token(&db, "bob", "operator", &[]);
+    let vera = create_token(&db, "vera", "viewer", &[]);
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");
-    let _backend = KillOnDrop(
+    let _backend = spawn_quiet(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", &nats.url(), "--listen", &listen])
             .arg("--db")
-            .arg(&db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(&db),
     );
     let mut agents = Vec::new();
     for (pc, group) in [("pc-1", "lab"), ("pc-2", "office")] {
-        agents.push(KillOnDrop(
+        agents.push(spawn_quiet(
             Command::new(workspace_binary("kanade-agent"))
                 .args(["--transport", &nats.url(), "--pc-id", pc, "--group", group])
                 .arg("--state-dir")
-                .arg(dir.path().join(pc))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+                .arg(dir.path().join(pc)),
         ));
     }
     wait_until("both agents in the fleet", || {

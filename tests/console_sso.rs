@@ -16,7 +16,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::collections::HashMap;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
@@ -32,7 +32,7 @@ mod browser_common;
 mod common;
 mod security_common;
 use browser_common::{click, start_browser, text_of};
-use common::{free_port, wait_until, workspace_binary, KillOnDrop};
+use common::{free_port, spawn_quiet, wait_until, workspace_binary};
 use security_common::TestKey;
 
 /// What the stand-in issuer remembers of each code it handed out.
@@ -203,16 +203,12 @@ async fn single_sign_on_through_the_issuer() {
     .unwrap();
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");
-    let _backend = KillOnDrop(
+    let _backend = spawn_quiet(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--listen", &listen, "--oidc-config"])
             .arg(&config)
             .arg("--db")
-            .arg(dir.path().join("backend.db"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(dir.path().join("backend.db")),
     );
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)

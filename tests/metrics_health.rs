@@ -9,13 +9,13 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kanade::nats::test_server::NatsServer;
 use serde_json::{json, Value};
 
 mod common;
-use common::{free_port, wait_until, workspace_binary, KillOnDrop};
+use common::{create_token, free_port, spawn_quiet, wait_until, workspace_binary, KillOnDrop};
 
 fn backend_cmd(db: &Path, args: &[&str]) -> String {
     let out = Command::new(workspace_binary("kanade-backend"))
@@ -29,16 +29,12 @@ fn backend_cmd(db: &Path, args: &[&str]) -> String {
 }
 
 fn start_backend(nats: &str, db: &Path, listen: &str, extra: &[&str]) -> KillOnDrop {
-    KillOnDrop(
+    spawn_quiet(
         Command::new(workspace_binary("kanade-backend"))
             .args(["--transport", nats, "--listen", listen])
             .args(extra)
             .arg("--db")
-            .arg(db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(db),
     )
 }
 
@@ -96,14 +92,8 @@ fn health_readiness_and_metrics_on_the_real_binaries() {
     let nats = NatsServer::start();
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("backend.db");
-    let admin = backend_cmd(
-        &db,
-        &["token", "create", "--name", "admin", "--role", "admin"],
-    );
-    let viewer = backend_cmd(
-        &db,
-        &["token", "create", "--name", "scraper", "--role", "viewer"],
-    );
+    let admin = create_token(&db, "admin", "admin", &[]);
+    let viewer = create_token(&db, "scraper", "viewer", &[]);
     let listen = format!("127.0.0.1:{}", free_port());
     let base = format!("http://{listen}");
 
@@ -149,16 +139,12 @@ fn health_readiness_and_metrics_on_the_real_binaries() {
     });
 
     let agent_metrics = format!("127.0.0.1:{}", free_port());
-    let _agent = KillOnDrop(
+    let _agent = spawn_quiet(
         Command::new(workspace_binary("kanade-agent"))
             .args(["--transport", &nats.url(), "--pc-id", "pc-m"])
             .args(["--metrics-listen", &agent_metrics])
             .arg("--state-dir")
-            .arg(dir.path().join("agent"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .arg(dir.path().join("agent")),
     );
     let agent_url = format!("http://{agent_metrics}/metrics");
     wait_until("the agent's first broker contact", || {

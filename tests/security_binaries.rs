@@ -15,7 +15,7 @@ use kanade::backend::http::routes::ROUTES;
 use kanade::nats::test_server::NatsServer;
 
 mod common;
-use common::{free_port, workspace_binary, KillOnDrop};
+use common::{create_token, free_port, workspace_binary, KillOnDrop};
 
 fn backend_cmd(db: &Path, args: &[&str]) -> Output {
     Command::new(workspace_binary("kanade-backend"))
@@ -24,14 +24,6 @@ fn backend_cmd(db: &Path, args: &[&str]) -> Output {
         .arg(db)
         .output()
         .unwrap()
-}
-
-fn create_token(db: &Path, name: &str, role: &str, extra: &[&str]) -> String {
-    let mut args = vec!["token", "create", "--name", name, "--role", role];
-    args.extend_from_slice(extra);
-    let out = backend_cmd(db, &args);
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
 fn kanade(server: &str, token: Option<&str>, args: &[&str]) -> Output {

@@ -17,7 +17,7 @@ use kanade_core::names::BUCKET_AGENT_SCHEDULES;
 use kanade_core::policy::signature::{CommandSigner, KeyRing};
 use kanade_core::policy::signed::SignedDocument;
 use kanade_core::transport::fault::{FaultPlan, FaultRates, FaultyTransport};
-use kanade_core::transport::{KvConfig, Transport};
+use kanade_core::transport::{KvConfig, Subscription, Transport};
 use kanade_core::wire::{AgentSchedule, AgentTarget, FleetFreeze, FREEZE_KEY};
 
 fn signer() -> CommandSigner {
@@ -79,6 +79,32 @@ async fn agent(
     enforce: bool,
 ) -> Harness {
     agent_on_clock(transport, state, boot, enforce, clock()).await
+}
+
+/// A bus with `schedule` published and results listened to, and agent
+/// boot `b` started on a clock its restart can share.
+async fn started_with(
+    schedule: &AgentSchedule,
+    enforce: bool,
+) -> (
+    Arc<dyn Transport>,
+    Subscription,
+    Arc<kanade_agent::TokioClock>,
+    Harness,
+) {
+    let memory = memory();
+    let results = results(&memory).await;
+    put_schedule(&memory, schedule).await;
+    let clock = clock();
+    let h = agent_on_clock(
+        memory.clone(),
+        tempfile::tempdir().unwrap(),
+        "b",
+        enforce,
+        clock.clone(),
+    )
+    .await;
+    (memory, results, clock, h)
 }
 
 /// [`agent`] on `clock` (shared by an agent and its restart, so time goes
@@ -178,20 +204,9 @@ async fn a_startup_trigger_fires_once_per_boot() {
 
 #[tokio::test(start_paused = true)]
 async fn an_occurrence_missed_while_off_is_skipped_with_125() {
-    let memory = memory();
-    let mut results = results(&memory).await;
-    put_schedule(
-        &memory,
+    let (memory, mut results, clock, h) = started_with(
         &schedule("daily", serde_json::json!({"calendar": {"at": "09:30"}})),
-    )
-    .await;
-    let clock = clock();
-    let h = agent_on_clock(
-        memory.clone(),
-        tempfile::tempdir().unwrap(),
-        "b",
         false,
-        clock.clone(),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(10 * 60)).await;
@@ -253,20 +268,9 @@ async fn an_enforcing_agent_refuses_unsigned_and_forged_schedules() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fire_waiting_out_its_jitter_survives_a_crash_on_an_enforcing_agent() {
-    let memory = memory();
-    let mut results = results(&memory).await;
     let mut waiting = schedule("boot", serde_json::json!({"on": ["startup"]}));
     waiting.command.jitter_secs = Some(600);
-    put_schedule(&memory, &waiting).await;
-    let clock = clock();
-    let h = agent_on_clock(
-        memory.clone(),
-        tempfile::tempdir().unwrap(),
-        "b",
-        true,
-        clock.clone(),
-    )
-    .await;
+    let (memory, mut results, clock, h) = started_with(&waiting, true).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let state = h.crash().await;
     // The restart re-checks what was admitted: a local fire has no
@@ -299,20 +303,9 @@ async fn a_freeze_that_does_not_verify_holds_fires_on_an_enforcing_agent() {
 
 #[tokio::test(start_paused = true)]
 async fn a_schedule_deleted_while_the_agent_was_away_does_not_fire() {
-    let memory = memory();
-    let mut results = results(&memory).await;
-    put_schedule(
-        &memory,
+    let (memory, mut results, clock, h) = started_with(
         &schedule("hourly", serde_json::json!({"per_pc": {"every": "1h"}})),
-    )
-    .await;
-    let clock = clock();
-    let h = agent_on_clock(
-        memory.clone(),
-        tempfile::tempdir().unwrap(),
-        "b",
         false,
-        clock.clone(),
     )
     .await;
     next_result(&mut results).await;

@@ -40,8 +40,8 @@ pub mod wording;
 mod yaml_lines;
 
 pub use backend::{
-    finished_status, version_changed, AgentIdentities, AppliedJob, Backend, BackendError,
-    BackendSettings, FireOptions, IdFn, JobView, KillOutcome, NowFn, PcView, ReleaseListing,
-    RolloutStatus, VersionSpread, WaveStatus, RESULTS_CONSUMER,
+    execution_over, finished_status, version_changed, AgentIdentities, AppliedJob, Backend,
+    BackendError, BackendSettings, FireOptions, IdFn, JobView, KillOutcome, NowFn, PcView,
+    ReleaseListing, RolloutStatus, VersionSpread, WaveStatus, RESULTS_CONSUMER,
 };
 pub use scheduler::Scheduler;

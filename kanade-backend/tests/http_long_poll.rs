@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use kanade_backend::db::ExecutionRow;
 use kanade_backend::manifest::Target;
 use kanade_backend::{Backend, BackendSettings};
 use kanade_core::transport::memory::MemoryTransport;
@@ -30,6 +31,27 @@ async fn get(url: String) -> (u16, Value) {
     })
     .await
     .unwrap()
+}
+
+/// `pc`'s exit-0 answer to `exec`, finished now.
+fn success(exec: &ExecutionRow, pc: &str, stdout: &str, stderr: &str) -> ExecResult {
+    let now = chrono::Utc::now();
+    ExecResult {
+        result_id: format!("{}-{pc}", exec.request_id),
+        request_id: exec.request_id.clone(),
+        exec_id: Some(exec.exec_id.clone()),
+        pc_id: pc.into(),
+        exit_code: 0,
+        skipped: false,
+        stdout: stdout.into(),
+        stderr: stderr.into(),
+        started_at: now,
+        finished_at: now,
+        stdout_object: None,
+        stderr_object: None,
+        manifest_id: None,
+        attempts: 1,
+    }
 }
 
 /// A backend on a memory transport with the job `echo` applied.
@@ -80,24 +102,10 @@ async fn a_waiting_request_returns_when_a_result_is_stored() {
     )));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "it waits while nothing changes");
-    let now = chrono::Utc::now();
-    let result = ExecResult {
-        result_id: format!("{}-pc-1", exec.request_id),
-        request_id: exec.request_id.clone(),
-        exec_id: Some(id.clone()),
-        pc_id: "pc-1".into(),
-        exit_code: 0,
-        skipped: false,
-        stdout: "hi\n".into(),
-        stderr: String::new(),
-        started_at: now,
-        finished_at: now,
-        stdout_object: None,
-        stderr_object: None,
-        manifest_id: None,
-        attempts: 1,
-    };
-    backend.db().store_result(&result, false).unwrap();
+    backend
+        .db()
+        .store_result(&success(&exec, "pc-1", "hi\n", ""), false)
+        .unwrap();
     let (status, changed) = waiting.await.unwrap();
     assert_eq!(status, 200);
     assert_eq!(
@@ -127,24 +135,8 @@ async fn results_come_with_or_without_output_and_for_one_pc() {
         ..Target::default()
     };
     let exec = backend.exec("echo", &target).await.unwrap();
-    let now = chrono::Utc::now();
     for pc in ["pc-1", "pc-2"] {
-        let result = ExecResult {
-            result_id: format!("{}-{pc}", exec.request_id),
-            request_id: exec.request_id.clone(),
-            exec_id: Some(exec.exec_id.clone()),
-            pc_id: pc.into(),
-            exit_code: 0,
-            skipped: false,
-            stdout: format!("out of {pc}"),
-            stderr: format!("err of {pc}"),
-            started_at: now,
-            finished_at: now,
-            stdout_object: None,
-            stderr_object: None,
-            manifest_id: None,
-            attempts: 1,
-        };
+        let result = success(&exec, pc, &format!("out of {pc}"), &format!("err of {pc}"));
         backend.db().store_result(&result, false).unwrap();
     }
     let base = serve(backend.clone()).await;

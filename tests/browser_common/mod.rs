@@ -5,13 +5,13 @@
 #![allow(dead_code, clippy::unwrap_used)] // tests fail loudly on purpose
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::json;
 
-use crate::common::{free_port, KillOnDrop};
+use crate::common::{free_port, spawn_quiet, KillOnDrop};
 
 /// How long any one wait in the browser may take.
 pub const WAIT: Duration = Duration::from_secs(60);
@@ -97,15 +97,11 @@ pub async fn start_browser() -> (KillOnDrop, Client) {
         "chromedriver is not installed: apt-get install chromium chromium-driver (.ci/run does)",
     );
     let port = free_port();
-    let driver = KillOnDrop(
+    let driver = spawn_quiet(
         Command::new(driver_binary)
             .arg(format!("--port={port}"))
             // Times on the pages in UTC, whatever the machine's zone.
-            .env("TZ", "UTC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .env("TZ", "UTC"),
     );
     let mut options = json!({
         "args": [

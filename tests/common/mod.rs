@@ -89,6 +89,31 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Spawns `command` with its output discarded; killed when dropped.
+pub fn spawn_quiet(command: &mut std::process::Command) -> KillOnDrop {
+    KillOnDrop(
+        command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// `kanade-backend token create --name NAME --role ROLE EXTRA… --db DB`:
+/// the new token.
+pub fn create_token(db: &Path, name: &str, role: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new(workspace_binary("kanade-backend"))
+        .args(["token", "create", "--name", name, "--role", role])
+        .args(extra)
+        .arg("--db")
+        .arg(db)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// A loopback port free right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -113,9 +113,7 @@ impl Backend {
             .ok_or_else(|| BackendError::NotFound(format!("agent {pc}")))?;
         if let Ok(bucket) = self.bucket(BUCKET_AGENT_GROUPS).await {
             if let Ok(Some(entry)) = bucket.get(pc).await {
-                if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
-                    agent.groups = announced.groups().to_vec();
-                }
+                agent.groups = announced(&entry.value).unwrap_or_default();
             }
         }
         let db = self.db.clone();
@@ -160,8 +158,8 @@ impl Backend {
             };
             match done {
                 Ok((pc, Ok(Some(entry)))) => {
-                    if let Ok(announced) = serde_json::from_slice::<AgentGroups>(&entry.value) {
-                        groups.insert(pc, announced.groups().to_vec());
+                    if let Some(list) = announced(&entry.value) {
+                        groups.insert(pc, list);
                     }
                 }
                 Ok((_, Ok(None))) => {}
@@ -173,6 +171,14 @@ impl Backend {
         }
         Ok(groups)
     }
+}
+
+/// The groups an `agent_groups` value names (`None` when it does not
+/// parse).
+fn announced(value: &[u8]) -> Option<Vec<String>> {
+    serde_json::from_slice::<AgentGroups>(value)
+        .ok()
+        .map(|a| a.groups().to_vec())
 }
 
 /// How many `agent_groups` reads [`Backend::fleet`] keeps in flight.

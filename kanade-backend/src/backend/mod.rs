@@ -37,5 +37,5 @@ pub use self::fleet_view::{JobView, PcView};
 pub use self::identities::AgentIdentities;
 pub use self::projectors::RESULTS_CONSUMER;
 pub use self::rollouts::{RolloutStatus, WaveStatus};
-pub use self::stop::{finished_status, KillOutcome};
+pub use self::stop::{execution_over, finished_status, KillOutcome};
 pub use self::versions::{version_changed, AppliedJob};

@@ -36,6 +36,13 @@ pub fn open_to_late_targets(target_json: &str) -> bool {
 pub fn finished_status(status: &str) -> Option<&str> {
     matches!(status, "completed" | "cancelled" | "failed").then_some(status)
 }
+
+/// Whether an execution with `status` will never run anything again: it
+/// finished ([`finished_status`]), or its approval ended it (`denied`,
+/// `expired`). A halted or aborted rollout may still have runs going.
+pub fn execution_over(status: &str) -> bool {
+    finished_status(status).is_some() || matches!(status, "denied" | "expired")
+}
 use super::error::BackendError;
 
 impl Backend {

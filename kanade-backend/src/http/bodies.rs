@@ -128,4 +128,7 @@ pub struct ExecutionAnswer {
     pub row: crate::db::ExecutionRow,
     /// Its fingerprint now.
     pub fingerprint: String,
+    /// It will never run anything again
+    /// ([`execution_over`](crate::execution_over)).
+    pub over: bool,
 }

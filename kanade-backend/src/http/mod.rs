@@ -321,7 +321,12 @@ async fn execution(
 ) -> ApiResult<ExecutionAnswer> {
     let row = long_poll::execution(&backend, &id, &wait).await?;
     let fingerprint = row.fingerprint();
-    Ok(Json(ExecutionAnswer { row, fingerprint }))
+    let over = crate::execution_over(&row.status);
+    Ok(Json(ExecutionAnswer {
+        row,
+        fingerprint,
+        over,
+    }))
 }
 
 async fn results(

@@ -15,9 +15,6 @@ const PAGES = [
   ['approvals', 'Approvals', 'viewer'],
   ['audit', 'Audit', 'admin'],
 ];
-// Over for good: nothing more can be killed (a halted or aborted rollout
-// may still have runs going).
-const FINISHED = ['completed', 'cancelled', 'failed', 'denied', 'expired'];
 
 let me = null; // the principal: {name, role, scopes, kind}
 let generation = 0; // bumped on every navigation: live views of old pages stop

@@ -59,7 +59,7 @@ async function executionPage(view, [id, openPc], alive) {
         .map(([name, n]) => el('div', {}, el('b', { id: 'count-' + name }, n), ' ' + name)));
     progress.max = Math.max(row.targeted, 1);
     progress.value = answered;
-    if (kill) kill.hidden = FINISHED.includes(row.status);
+    if (kill) kill.hidden = row.over;
     for (const r of results) {
       const cells = [
         el('td', {}, r.pc_id),
@@ -93,7 +93,7 @@ async function executionPage(view, [id, openPc], alive) {
         row = await api('GET', path + '?after=' + encodeURIComponent(before) + '&wait=30s');
         if (!alive()) return;
         if (row.fingerprint === before) {
-          if (FINISHED.includes(row.status)) return;
+          if (row.over) return;
           // Answered early without a change (the server is stopping):
           // pause before asking again.
           if (Date.now() - asked < 25000) await new Promise((done) => setTimeout(done, 1000));

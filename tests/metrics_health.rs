@@ -15,18 +15,9 @@ use kanade::nats::test_server::NatsServer;
 use serde_json::{json, Value};
 
 mod common;
-use common::{create_token, free_port, spawn_quiet, wait_until, workspace_binary, KillOnDrop};
-
-fn backend_cmd(db: &Path, args: &[&str]) -> String {
-    let out = Command::new(workspace_binary("kanade-backend"))
-        .args(args)
-        .arg("--db")
-        .arg(db)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
+use common::{
+    backend_command, create_token, free_port, spawn_quiet, wait_until, workspace_binary, KillOnDrop,
+};
 
 fn start_backend(nats: &str, db: &Path, listen: &str, extra: &[&str]) -> KillOnDrop {
     spawn_quiet(
@@ -124,7 +115,7 @@ fn health_readiness_and_metrics_on_the_real_binaries() {
 
     // With one: ready.
     let key = dir.path().join("signing.key");
-    backend_cmd(
+    backend_command(
         &db,
         &["keygen", "--kid", "k1", "--out", key.to_str().unwrap()],
     );

@@ -100,18 +100,25 @@ pub fn spawn_quiet(command: &mut std::process::Command) -> KillOnDrop {
     )
 }
 
-/// `kanade-backend token create --name NAME --role ROLE EXTRA… --db DB`:
-/// the new token.
-pub fn create_token(db: &Path, name: &str, role: &str, extra: &[&str]) -> String {
+/// `kanade-backend ARGS… --db DB` run to completion (it must succeed):
+/// what it printed, trimmed.
+pub fn backend_command(db: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new(workspace_binary("kanade-backend"))
-        .args(["token", "create", "--name", name, "--role", role])
-        .args(extra)
+        .args(args)
         .arg("--db")
         .arg(db)
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// `kanade-backend token create --name NAME --role ROLE EXTRA…`: the new
+/// token.
+pub fn create_token(db: &Path, name: &str, role: &str, extra: &[&str]) -> String {
+    let mut args = vec!["token", "create", "--name", name, "--role", role];
+    args.extend_from_slice(extra);
+    backend_command(db, &args)
 }
 
 /// A loopback port free right now.

@@ -4,8 +4,11 @@
 //! events and events per wall second, then checks the properties.
 //!
 //! ```text
-//! cargo run --release --example sim_fleet -- --agents 10000 --hours 24
+//! cargo run --profile sim --example sim_fleet -- --agents 10000 --hours 24
 //! ```
+//!
+//! The `sim` profile is the release profile with fat LTO and one codegen
+//! unit (12–15 % faster here); `--release` gives the same trace.
 
 use std::time::Duration;
 

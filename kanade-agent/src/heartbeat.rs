@@ -14,15 +14,16 @@ use crate::state::Inner;
 
 /// This agent's heartbeat now.
 fn heartbeat(inner: &Inner) -> Heartbeat {
+    let facts = process_facts();
     Heartbeat {
         pc_id: inner.settings.pc_id.to_string(),
         at: inner.clock.now(),
         agent_version: inner.settings.agent_version.clone(),
-        hostname: process_facts().hostname,
+        hostname: facts.hostname,
         os_family: Some(std::env::consts::OS.to_owned()),
         agent_arch: Some(std::env::consts::ARCH.to_owned()),
         agent_cpu_pct: None,
-        agent_rss_bytes: process_facts().rss_bytes,
+        agent_rss_bytes: facts.rss_bytes,
         enforcing: Some(inner.trust.enforcing()),
         command_keys: inner.trust.fingerprints(),
         quarantined_versions: inner
@@ -96,14 +97,25 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     // still subscribing when the agent started sees it without waiting a
     // whole interval.
     let mut first = true;
+    // The interval as last parsed: a config change re-parses it, a
+    // heartbeat on an unchanged config does not.
+    let mut parsed: Option<(String, Duration)> = None;
     loop {
         publish_heartbeat(&inner, &subject).await;
         let changed = inner.live_changed.notified();
-        let mut period = inner
-            .live()
-            .config
-            .heartbeat_period()
-            .max(Duration::from_secs(1));
+        let mut period = {
+            let live = inner.live();
+            let interval = &live.config.heartbeat_interval;
+            match &parsed {
+                Some((text, period)) if text == interval => *period,
+                _ => {
+                    let period = live.config.heartbeat_period();
+                    parsed = Some((interval.clone(), period));
+                    period
+                }
+            }
+        }
+        .max(Duration::from_secs(1));
         if std::mem::take(&mut first) {
             period = period.min(Duration::from_secs(1));
         }

@@ -207,10 +207,19 @@ pub(super) fn adjust_counters(
     exec_id: &str,
     delta: Counters,
 ) -> Result<(), DbError> {
+    // One statement: the right-hand sides read the row as it was, so the
+    // status is decided on the counters plus the delta. The ended statuses
+    // are compared one by one: an `IN (…)` list here builds a temporary
+    // b-tree on every call, and this runs once per stored result.
     tx.prepare_cached(
         "UPDATE executions SET
             succeeded = succeeded + ?2, failed = failed + ?3, skipped = skipped + ?4,
-            started = started + ?5
+            started = started + ?5,
+            status = CASE
+                WHEN status = 'cancelled' OR status = 'halted' OR status = 'aborted' THEN status
+                WHEN succeeded + ?2 + failed + ?3 + skipped + ?4 >= targeted THEN 'completed'
+                WHEN started + ?5 > 0 OR succeeded + ?2 + failed + ?3 + skipped + ?4 > 0 THEN 'running'
+                ELSE status END
          WHERE exec_id = ?1",
     )?
     .execute(params![
@@ -220,14 +229,5 @@ pub(super) fn adjust_counters(
         delta.skipped,
         delta.started
     ])?;
-    tx.prepare_cached(
-        "UPDATE executions SET status = CASE
-            WHEN status IN ('cancelled', 'halted', 'aborted') THEN status
-            WHEN succeeded + failed + skipped >= targeted THEN 'completed'
-            WHEN started > 0 OR succeeded + failed + skipped > 0 THEN 'running'
-            ELSE status END
-         WHERE exec_id = ?1",
-    )?
-    .execute([exec_id])?;
     Ok(())
 }

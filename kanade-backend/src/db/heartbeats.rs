@@ -159,13 +159,7 @@ impl Db {
 
 fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(), DbError> {
     let heartbeat = &sighting.heartbeat;
-    tx.prepare_cached(
-        "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms, quarantined_versions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-         ON CONFLICT(pc_id) DO UPDATE SET last_seen = excluded.last_seen, agent_version = excluded.agent_version,
-            hostname = excluded.hostname, os_family = excluded.os_family, clock_offset_ms = excluded.clock_offset_ms,
-            quarantined_versions = excluded.quarantined_versions",
-    )?
-    .execute(params![
+    let values = params![
         heartbeat.pc_id,
         sighting.received_at.to_rfc3339(),
         heartbeat.agent_version,
@@ -176,6 +170,22 @@ fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(
             .quarantined_versions
             .as_ref()
             .and_then(|list| serde_json::to_string(list).ok())
-    ])?;
+    ];
+    // A known agent (every heartbeat but its first) is one keyed update;
+    // `INSERT … ON CONFLICT DO UPDATE` would try the insert first.
+    let updated = tx
+        .prepare_cached(
+            "UPDATE agents SET last_seen = ?2, agent_version = ?3, hostname = ?4, os_family = ?5,
+                clock_offset_ms = ?6, quarantined_versions = ?7
+             WHERE pc_id = ?1",
+        )?
+        .execute(values)?;
+    if updated == 0 {
+        tx.prepare_cached(
+            "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms, quarantined_versions)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(values)?;
+    }
     Ok(())
 }

@@ -506,7 +506,7 @@ pub(super) fn rollout_started(
     pc_id: &str,
 ) -> Result<(), DbError> {
     tx.prepare_cached(
-        "UPDATE rollout_targets SET phase = 'started' WHERE exec_id = ?1 AND pc_id = ?2 AND phase IN ('dispatched', 'unreached', 'pending')",
+        "UPDATE rollout_targets SET phase = 'started' WHERE exec_id = ?1 AND pc_id = ?2 AND (phase = 'dispatched' OR phase = 'unreached' OR phase = 'pending')",
     )?
     .execute(params![exec_id, pc_id])?;
     Ok(())

@@ -24,6 +24,8 @@ struct KvState {
     revision: u64,
     keys: BTreeMap<String, VecDeque<(KvEntry, Instant)>>,
     watchers: Vec<(String, mpsc::UnboundedSender<KvEntry>)>,
+    /// How many watchers were left after the last sweep of the gone ones.
+    watchers_swept: usize,
 }
 
 impl MemoryKv {
@@ -35,6 +37,7 @@ impl MemoryKv {
                 revision: 0,
                 keys: BTreeMap::new(),
                 watchers: Vec::new(),
+                watchers_swept: 0,
             }),
         }
     }
@@ -174,6 +177,14 @@ impl KeyValue for MemoryKv {
             // The receiver is alive: it is returned below.
             let _ = tx.send(entry);
         }
+        // Watchers that left are otherwise dropped at the next write, and
+        // a bucket written rarely (agent config) would keep every watch a
+        // reconnecting client ever made: sweep them whenever the list has
+        // doubled since the last sweep (amortised O(1) per watch).
+        if state.watchers.len() >= (2 * state.watchers_swept).max(64) {
+            state.watchers.retain(|(_, tx)| !tx.is_closed());
+            state.watchers_swept = state.watchers.len();
+        }
         state.watchers.push((pattern.to_owned(), tx));
         Ok(Box::new(MemoryWatch(rx)))
     }
@@ -192,5 +203,27 @@ impl KeyValue for MemoryKv {
                     .collect()
             })
             .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Watches a client made and dropped do not pile up in a bucket that
+    /// is never written, and a live one still sees the next write.
+    #[tokio::test]
+    async fn watches_that_left_are_swept_without_a_write() {
+        let kv = MemoryKv::new(KvConfig::new("swept"), 1024);
+        let mut live = kv.watch(">").await.expect("watch");
+        for _ in 0..1000 {
+            drop(kv.watch(">").await.expect("watch"));
+        }
+        let kept = lock(&kv.state).watchers.len();
+        assert!(kept <= 130, "{kept} watchers kept for 1 live one");
+        kv.put("k", Bytes::from_static(b"v")).await.expect("put");
+        let entry = live.next().await.expect("the live watch sees the put");
+        assert_eq!(entry.key, "k");
+        assert_eq!(lock(&kv.state).watchers.len(), 1);
     }
 }

@@ -88,6 +88,12 @@ fn manifest_upload(yaml: &str) -> Value {
     json!({ "yaml": yaml })
 }
 
+/// Posts a manifest (a job or a schedule) to `route` and expects 200.
+fn post_manifest(base: &str, token: &str, route: &str, yaml: &str) {
+    let (status, body) = api(base, token, "POST", route, Some(manifest_upload(yaml)));
+    assert_eq!(status, 200, "{route}: {body}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operators_day_in_the_console() {
     let nats = NatsServer::start();
@@ -124,26 +130,18 @@ async fn an_operators_day_in_the_console() {
             })
     });
     // Set up by API what the walk only uses: a long job, a gated job.
-    let (status, body) = api(
+    post_manifest(
         &base,
         &alice,
-        "POST",
         "/api/jobs",
-        Some(manifest_upload(
-            "id: long\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: sleep 120\n  timeout: 5m\n",
-        )),
+        "id: long\nversion: 1.0.0\nexecute:\n  shell: sh\n  script: sleep 120\n  timeout: 5m\n",
     );
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = api(
+    post_manifest(
         &base,
         &alice,
-        "POST",
         "/api/jobs",
-        Some(manifest_upload(
-            "id: guarded\nversion: 1.0.0\ndescription: <img src=x id=injected> needs a second pair of eyes\nrequire_approval: true\nexecute:\n  shell: sh\n  script: echo approved\n  timeout: 30s\n",
-        )),
+        "id: guarded\nversion: 1.0.0\ndescription: <img src=x id=injected> needs a second pair of eyes\nrequire_approval: true\nexecute:\n  shell: sh\n  script: echo approved\n  timeout: 30s\n",
     );
-    assert_eq!(status, 200, "{body}");
 
     // The page comes with its security headers.
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -360,16 +358,12 @@ async fn an_operators_day_in_the_console() {
     shots.take(&browser, "audit").await;
 
     // 9. Schedules: next fires, disable, the freeze and its banner.
-    let (status, body) = api(
+    post_manifest(
         &base,
         &alice,
-        "POST",
         "/api/schedules",
-        Some(manifest_upload(
-            "id: nightly\njob_id: hello\nwhen:\n  calendar: {at: \"02:30\"}\ntarget:\n  groups: [lab]\ntz: utc\n",
-        )),
+        "id: nightly\njob_id: hello\nwhen:\n  calendar: {at: \"02:30\"}\ntarget:\n  groups: [lab]\ntz: utc\n",
     );
-    assert_eq!(status, 200, "{body}");
     browser.goto(&format!("{base}/#/schedules")).await.unwrap();
     let row = text_of(
         &browser,

@@ -221,6 +221,7 @@ impl Fleet {
         let simulated = operator.origin.elapsed();
         links.stop_agents().await;
         let db = operator.backend.db().clone();
+        let database_rollbacks = db.unjournaled_rollbacks();
         let (executions, results, rollouts) = tokio::task::spawn_blocking(move || {
             let executions = db.executions().unwrap_or_default();
             let results = executions
@@ -260,6 +261,7 @@ impl Fleet {
             exposures,
             messages,
             fault_events,
+            database_rollbacks,
             trace,
             trace_hash,
             simulated,

@@ -106,6 +106,9 @@ pub struct FleetOutcome {
     pub messages: BTreeMap<String, u64>,
     /// Faults the injectors recorded.
     pub fault_events: u64,
+    /// Transactions the backend's journal-less simulated database rolled
+    /// back (each a [`Violation::UnjournaledRollback`]; 0 in a sound run).
+    pub database_rollbacks: u64,
     /// The trace (empty unless the plan kept it).
     pub trace: Vec<String>,
     /// sha256 of the trace.
@@ -164,6 +167,11 @@ impl FleetOutcome {
     /// the delivery tally.
     pub fn check(&self) -> (Vec<Violation>, Tally) {
         let mut violations = Vec::new();
+        if self.database_rollbacks > 0 {
+            violations.push(Violation::UnjournaledRollback {
+                count: self.database_rollbacks,
+            });
+        }
         let mut tally = Tally::default();
         let published = self.published();
         let mut runs: BTreeMap<(&str, &str), Vec<&Invocation>> = BTreeMap::new();

@@ -123,6 +123,16 @@ pub enum Violation {
         /// The same, counted from the stored results.
         expected: (i64, i64, i64, i64),
     },
+    /// The backend's simulated database rolled transactions back while it
+    /// had no journal ([`DbDurability::Simulated`]), so each may have left
+    /// part of its writes behind: every other check reads that database.
+    ///
+    /// [`DbDurability::Simulated`]: kanade_backend::db::DbDurability::Simulated
+    #[error("the simulated database rolled back {count} transaction(s) without a journal")]
+    UnjournaledRollback {
+        /// How many.
+        count: u64,
+    },
     /// An execution's status does not fit how many results it has.
     #[error("{exec_id}: status {status} with {reported} of {targeted} results")]
     Status {

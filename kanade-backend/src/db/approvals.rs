@@ -93,8 +93,9 @@ impl Db {
     pub fn awaiting_approvals(&self) -> Result<Vec<ApprovalRequest>, DbError> {
         let ids: Vec<String> = {
             let conn = self.lock();
-            let mut stmt = conn
-                .prepare("SELECT exec_id FROM executions WHERE status = ?1 ORDER BY created_at")?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT exec_id FROM executions WHERE status = ?1 ORDER BY created_at",
+            )?;
             let ids = stmt
                 .query_map([AWAITING_APPROVAL], |r| r.get(0))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -172,7 +173,7 @@ impl Db {
     /// command JSON)`, oldest first.
     pub fn approved_unsent(&self) -> Result<Vec<(String, String)>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT exec_id, pending_command FROM executions
              WHERE command_published = 0 AND status = 'pending' AND pending_command IS NOT NULL
              ORDER BY created_at",

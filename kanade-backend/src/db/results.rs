@@ -172,7 +172,7 @@ impl Db {
     /// Runs past their deadline without a result.
     pub fn overdue_runs(&self, now: DateTime<Utc>) -> Result<Vec<OverdueRun>, DbError> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare_cached(
             "SELECT result_id, exec_id, request_id, pc_id, started_at FROM runs WHERE deadline_at < ?1",
         )?;
         let rows = stmt

@@ -179,7 +179,8 @@ impl Db {
     pub fn freeze(&self) -> Result<Option<Freeze>, DbError> {
         Ok(self
             .lock()
-            .query_row("SELECT until, reason FROM freeze WHERE id = 1", [], |r| {
+            .prepare_cached("SELECT until, reason FROM freeze WHERE id = 1")?
+            .query_row([], |r| {
                 Ok(Freeze {
                     until: r.get(0)?,
                     reason: r.get(1)?,

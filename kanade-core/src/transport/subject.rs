@@ -22,22 +22,25 @@ fn validate(subject: &str, wildcards: bool) -> TransportResult<()> {
     if subject.is_empty() {
         return Err(invalid("empty"));
     }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
+    // Every published message passes here: one pass over the tokens, no
+    // allocation.
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
         if token.is_empty() {
             return Err(invalid("empty token"));
         }
         if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid("whitespace or control character"));
         }
-        let is_wildcard = *token == "*" || *token == ">";
-        if !wildcards && (token.contains('*') || token.contains('>')) {
+        let is_wildcard = token == "*" || token == ">";
+        let holds_wildcard = token.contains(['*', '>']);
+        if !wildcards && holds_wildcard {
             return Err(invalid("wildcards are not allowed in a published subject"));
         }
-        if wildcards && !is_wildcard && (token.contains('*') || token.contains('>')) {
+        if wildcards && !is_wildcard && holds_wildcard {
             return Err(invalid("a wildcard must be a whole token"));
         }
-        if *token == ">" && i + 1 != tokens.len() {
+        if token == ">" && tokens.peek().is_some() {
             return Err(invalid("'>' must be the last token"));
         }
     }

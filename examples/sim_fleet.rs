@@ -7,8 +7,11 @@
 //! cargo run --profile sim --example sim_fleet -- --agents 10000 --hours 24
 //! ```
 //!
-//! The `sim` profile is the release profile with fat LTO and one codegen
-//! unit (12–15 % faster here); `--release` gives the same trace.
+//! The `sim` profile is the release profile with fat LTO, one codegen
+//! unit and `panic = "abort"` (15 % faster here); `--release` gives the
+//! same trace. `scripts/sim-fleet-pgo --agents 10000 --hours 24` builds it
+//! profile-guided (trained on a 2,000-agent day) and runs it: 12–15 %
+//! faster again, the same trace.
 
 use std::time::Duration;
 

@@ -221,7 +221,7 @@ impl Fleet {
         let simulated = operator.origin.elapsed();
         links.stop_agents().await;
         let db = operator.backend.db().clone();
-        let database_rollbacks = db.unjournaled_rollbacks();
+        let counted = db.clone();
         let (executions, results, rollouts) = tokio::task::spawn_blocking(move || {
             let executions = db.executions().unwrap_or_default();
             let results = executions
@@ -245,6 +245,8 @@ impl Fleet {
         })
         .await
         .unwrap_or_default();
+        // Read after the snapshot: the backend's tasks ran until then.
+        let database_rollbacks = counted.unjournaled_rollbacks();
         let exposures = links.exposures();
         let fault_events = links.fault_events();
         links.remove_state();

@@ -107,7 +107,8 @@ pub struct FleetOutcome {
     /// Faults the injectors recorded.
     pub fault_events: u64,
     /// Transactions the backend's journal-less simulated database rolled
-    /// back (each a [`Violation::UnjournaledRollback`]; 0 in a sound run).
+    /// back after writing (any is one [`Violation::UnjournaledRollback`]
+    /// with the count; 0 in a sound run).
     pub database_rollbacks: u64,
     /// The trace (empty unless the plan kept it).
     pub trace: Vec<String>,

@@ -57,10 +57,15 @@ pub enum DbDurability {
     /// it for a server.
     ///
     /// It also has no rollback journal once migrated (`journal_mode =
-    /// OFF`): a transaction that fails part way keeps what it wrote, as
-    /// SQLite documents for that mode. Each such rollback is counted
-    /// ([`Db::unjournaled_rollbacks`]) and a simulation reports any as a
-    /// broken property, so a run that relied on one cannot pass unseen.
+    /// OFF`): a `ROLLBACK` cannot undo what its transaction wrote (SQLite:
+    /// it "behaves in an undefined way" in that mode), nor can a failed
+    /// statement undo its own partial rows. Each rollback of a transaction
+    /// that had written a row is counted ([`Db::unjournaled_rollbacks`])
+    /// and a simulation reports any as a broken property, so a run that
+    /// relied on one cannot pass unseen. Every write error in this crate
+    /// ends its transaction (`?`), so a failed statement is counted as its
+    /// transaction's rollback; code that caught a write error and then
+    /// committed would not be, and must not be written for this store.
     Simulated,
 }
 
@@ -100,15 +105,16 @@ impl Db {
         // 32 MiB of page cache: result rows of big fleets stay in memory.
         conn.pragma_update(None, "cache_size", -32768)?;
         // The hot statements (results, runs, heartbeats, counters) are
-        // prepared once per connection, not per call.
-        conn.set_prepared_statement_cache_capacity(64);
+        // prepared once per connection, not per call: room for every
+        // cached statement in this crate (63 now) with some to spare.
+        conn.set_prepared_statement_cache_capacity(128);
         migrations().to_latest(&mut conn)?;
         let unjournaled_rollbacks = Arc::new(AtomicU64::new(0));
         if durability == DbDurability::Simulated {
             // Copying every page a transaction touches into the in-memory
             // journal was 7 % of a simulated fleet-day, for rollbacks that
             // a simulation's run never makes (migrations, which may, ran
-            // journaled above). Any that undid a write is counted.
+            // journaled above). Any after a write is counted.
             conn.pragma_update(None, "journal_mode", "OFF")?;
             watch_rollbacks(&conn, unjournaled_rollbacks.clone());
         }
@@ -132,7 +138,9 @@ impl Db {
     }
 
     /// The connection (a poisoned lock is taken over: every write is one
-    /// transaction, so nothing half-done is left behind).
+    /// transaction, so nothing half-done is left behind — on a simulated
+    /// database, one that rolled back is counted instead, see
+    /// [`DbDurability::Simulated`]).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -179,7 +187,10 @@ impl Db {
 
 /// Counts into `count` each rollback of a transaction that changed a row
 /// (SQLite's update hook marks the transaction, its commit hook clears the
-/// mark, its rollback hook reads it).
+/// mark, its rollback hook reads it). The update hook sees every row of a
+/// rowid table (a test keeps every table one) except a `DELETE` without
+/// `WHERE`, which this crate runs only outside a transaction (the freeze).
+/// A commit that fails after its hook ran (out of memory) is not counted.
 fn watch_rollbacks(conn: &Connection, count: Arc<AtomicU64>) {
     let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let marked = wrote.clone();
@@ -230,6 +241,31 @@ mod tests {
         let server = Db::open(&dir.path().join("server.sqlite")).expect("server db");
         assert_eq!(pragma(&server, "page_size"), "4096");
         assert_eq!(pragma(&server, "journal_mode"), "wal");
+    }
+
+    /// The rollback watch sees writes through SQLite's update hook, which
+    /// is blind to `WITHOUT ROWID` tables: the schema must have none.
+    #[test]
+    fn every_table_has_a_rowid_for_the_rollback_watch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = Db::open_with(&dir.path().join("sim.sqlite"), DbDurability::Simulated)
+            .expect("simulated db");
+        let conn = db.lock();
+        let mut stmt = conn
+            .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL")
+            .expect("schema");
+        let tables: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert!(tables.len() > 10, "the schema has its tables: {tables:?}");
+        for (name, sql) in tables {
+            assert!(
+                !sql.to_ascii_uppercase().contains("WITHOUT ROWID"),
+                "table {name} is WITHOUT ROWID: the rollback watch cannot see its writes"
+            );
+        }
     }
 
     /// A rollback of a write on the journal-less simulated database is

@@ -2,7 +2,7 @@
 //! `db` module builds on.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
@@ -192,7 +192,7 @@ impl Db {
 /// `WHERE`, which this crate runs only outside a transaction (the freeze).
 /// A commit that fails after its hook ran (out of memory) is not counted.
 fn watch_rollbacks(conn: &Connection, count: Arc<AtomicU64>) {
-    let wrote = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wrote = Arc::new(AtomicBool::new(false));
     let marked = wrote.clone();
     conn.update_hook(Some(
         move |_: rusqlite::hooks::Action, _: &str, _: &str, _| {
@@ -216,6 +216,11 @@ fn watch_rollbacks(conn: &Connection, count: Arc<AtomicU64>) {
 mod tests {
     use super::*;
 
+    /// A simulated database (its path is not used: it lives in memory).
+    fn simulated() -> Db {
+        Db::open_with(Path::new("unused.sqlite"), DbDurability::Simulated).expect("simulated db")
+    }
+
     /// The simulated database has its larger pages (a `page_size` set
     /// after the first table would be ignored silently) and no journal; a
     /// server's keeps SQLite's default and its write-ahead log.
@@ -234,8 +239,7 @@ mod tests {
                 .expect("pragma")
         };
         let dir = tempfile::tempdir().expect("tempdir");
-        let simulated = Db::open_with(&dir.path().join("sim.sqlite"), DbDurability::Simulated)
-            .expect("simulated db");
+        let simulated = simulated();
         assert_eq!(pragma(&simulated, "page_size"), "16384");
         assert_eq!(pragma(&simulated, "journal_mode"), "off");
         let server = Db::open(&dir.path().join("server.sqlite")).expect("server db");
@@ -247,9 +251,7 @@ mod tests {
     /// is blind to `WITHOUT ROWID` tables: the schema must have none.
     #[test]
     fn every_table_has_a_rowid_for_the_rollback_watch() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = Db::open_with(&dir.path().join("sim.sqlite"), DbDurability::Simulated)
-            .expect("simulated db");
+        let db = simulated();
         let conn = db.lock();
         let mut stmt = conn
             .prepare("SELECT name, sql FROM sqlite_master WHERE type = 'table' AND sql IS NOT NULL")
@@ -275,8 +277,7 @@ mod tests {
     #[test]
     fn unjournaled_rollbacks_are_counted() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let simulated = Db::open_with(&dir.path().join("sim.sqlite"), DbDurability::Simulated)
-            .expect("simulated db");
+        let simulated = simulated();
         let server = Db::open(&dir.path().join("server.sqlite")).expect("server db");
         for db in [&simulated, &server] {
             let mut conn = db.lock();

@@ -72,7 +72,7 @@ pub(crate) async fn recover(inner: &Arc<Inner>) -> Vec<(Command, SubjectToken)> 
             result_id: result_id(&request, inner),
             request_id: entry.request_id.clone(),
             exec_id: entry.exec_id.clone(),
-            pc_id: inner.settings.pc_id.to_string(),
+            pc_id: inner.settings.pc_id.as_str().to_owned(),
             exit_code: exit_codes::AGENT_RESTARTED,
             skipped: false,
             stdout: String::new(),
@@ -211,7 +211,7 @@ async fn refuse_malformed(inner: &Arc<Inner>, payload: &[u8], why: &str) {
         result_id: result_id(&request, inner),
         request_id: request.to_string(),
         exec_id: field("exec_id").or_else(|| field("job_id")),
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         exit_code: SCRIPT_FAILURE_EXIT,
         skipped: false,
         stdout: String::new(),
@@ -285,7 +285,7 @@ pub(crate) async fn refuse_unverified(
         // Nothing from an unverified body is trusted: no execution id (it
         // would move that execution's counters) and no job id.
         exec_id: None,
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         exit_code: exit_codes::SIGNATURE_REFUSED,
         skipped: false,
         stdout: String::new(),

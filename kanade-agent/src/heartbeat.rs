@@ -16,7 +16,7 @@ use crate::state::Inner;
 fn heartbeat(inner: &Inner) -> Heartbeat {
     let facts = process_facts();
     Heartbeat {
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         at: inner.clock.now(),
         agent_version: inner.settings.agent_version.clone(),
         hostname: facts.hostname,
@@ -97,25 +97,11 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     // still subscribing when the agent started sees it without waiting a
     // whole interval.
     let mut first = true;
-    // The interval as last parsed: a config change re-parses it, a
-    // heartbeat on an unchanged config does not.
-    let mut parsed: Option<(String, Duration)> = None;
     loop {
         publish_heartbeat(&inner, &subject).await;
         let changed = inner.live_changed.notified();
-        let mut period = {
-            let live = inner.live();
-            let interval = &live.config.heartbeat_interval;
-            match &parsed {
-                Some((text, period)) if text == interval => *period,
-                _ => {
-                    let period = live.config.heartbeat_period();
-                    parsed = Some((interval.clone(), period));
-                    period
-                }
-            }
-        }
-        .max(Duration::from_secs(1));
+        // Parsed once per config change (when it is resolved), not here.
+        let mut period = inner.heartbeat_period().max(Duration::from_secs(1));
         if std::mem::take(&mut first) {
             period = period.min(Duration::from_secs(1));
         }
@@ -134,7 +120,7 @@ pub(crate) async fn inventory_loop(inner: Arc<Inner>) {
     let subject = subjects::inventory(&inner.settings.pc_id, subjects::InventoryKind::Hw);
     let mut retry = Duration::from_secs(30);
     loop {
-        let pc = inner.settings.pc_id.to_string();
+        let pc = inner.settings.pc_id.as_str().to_owned();
         let at = inner.clock.now();
         let stored = match tokio::task::spawn_blocking(move || {
             crate::presence::collect_hw_inventory(&pc, at)

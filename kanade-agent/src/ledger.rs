@@ -52,11 +52,12 @@ pub struct Entry {
     /// Job id, for the 121 report.
     pub manifest_id: Option<String>,
     /// The command as received, so admitted work that had not started is
-    /// resumed after a restart.
+    /// resumed after a restart; kept while the entry is `pending` only.
     #[serde(default)]
     pub command: Option<String>,
     /// Its signature headers as received (`Kanade-Sig*`), so work resumed
-    /// after a restart is checked again against the host's trust then.
+    /// after a restart is checked again against the host's trust then;
+    /// kept while the entry is `pending` only.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub signature: std::collections::BTreeMap<String, String>,
 }
@@ -219,16 +220,28 @@ impl Ledger {
         self.lock().contains_key(request_id)
     }
 
-    /// Moves a request to `stage`.
+    /// Moves a request to `stage`. Past `pending` the stored command and
+    /// its signature are dropped: only a pending entry is ever resumed
+    /// from them (a `launching` one is reported as exit 121 from its ids),
+    /// so a day of finished requests costs a few hundred bytes each, not
+    /// a copy of every script.
     pub fn set_stage(&self, request_id: &str, stage: Stage) -> Result<(), AgentError> {
         let mut entries = self.lock();
         let Some(entry) = entries.get_mut(request_id) else {
             return Ok(());
         };
         entry.stage = stage;
-        let entry = entry.clone();
+        if stage != Stage::Pending {
+            entry.command = None;
+            entry.signature.clear();
+        }
+        let path = self.path(request_id);
+        let bytes =
+            serde_json::to_vec(&*entry).map_err(|e| AgentError::encode("ledger entry", e))?;
         drop(entries);
-        self.save(&entry)
+        self.files
+            .write(&path, &bytes, true)
+            .map_err(|e| AgentError::io("writing", &path, e))
     }
 
     /// Entries in `stage`.
@@ -284,4 +297,76 @@ fn expired(entry: &Entry, now: DateTime<Utc>) -> bool {
         && (now - entry.admitted_at)
             .to_std()
             .is_ok_and(|age| age > RETENTION)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state_files::MemoryFiles;
+
+    fn admit(ledger: &Ledger, request_id: &str, now: DateTime<Utc>) {
+        let new = NewEntry {
+            request_id: request_id.into(),
+            command_sha256: format!("sha-{request_id}"),
+            exec_id: Some("exec-1".into()),
+            manifest_id: Some("job".into()),
+            command: Some(r#"{"script":"echo \"hi\""}"#.into()),
+            signature: [("Kanade-Sig".to_owned(), "sig".to_owned())].into(),
+        };
+        assert_eq!(ledger.admit(new, now).expect("admit"), Admission::Admitted);
+    }
+
+    #[test]
+    fn only_pending_entries_keep_their_command_and_signature() {
+        let files = Arc::new(MemoryFiles::default());
+        let dir = Path::new("/state/ledger");
+        let now = Utc::now();
+        let ledger = Ledger::open_in(files.clone(), dir, now).expect("open");
+        for id in ["r-pending", "r-launching", "r-finished"] {
+            admit(&ledger, id, now);
+        }
+        ledger
+            .set_stage("r-launching", Stage::Launching)
+            .expect("stage");
+        ledger
+            .set_stage("r-finished", Stage::Launching)
+            .expect("stage");
+        ledger
+            .set_stage("r-finished", Stage::Finished)
+            .expect("stage");
+        // What is on file is what a restarted agent finds.
+        let reopened = Ledger::open_in(files, dir, now).expect("reopen");
+        for ledger in [&ledger, &reopened] {
+            let pending = ledger.in_stage(Stage::Pending);
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].request_id, "r-pending");
+            assert!(pending[0]
+                .command
+                .as_deref()
+                .is_some_and(|c| c.contains("echo")));
+            assert_eq!(pending[0].signature.len(), 1);
+            for stage in [Stage::Launching, Stage::Finished] {
+                let moved = ledger.in_stage(stage);
+                assert_eq!(moved.len(), 1, "{stage:?}");
+                let entry = &moved[0];
+                assert_eq!(entry.command, None);
+                assert!(entry.signature.is_empty());
+                // What a 121 report and duplicate detection need stays.
+                assert_eq!(entry.exec_id.as_deref(), Some("exec-1"));
+                assert_eq!(entry.manifest_id.as_deref(), Some("job"));
+                assert_eq!(entry.command_sha256, format!("sha-{}", entry.request_id));
+                assert_eq!(entry.admitted_at, now);
+            }
+        }
+        // A redelivery of a moved-on request is still a duplicate.
+        let again = NewEntry {
+            request_id: "r-finished".into(),
+            command_sha256: "sha-r-finished".into(),
+            ..NewEntry::default()
+        };
+        assert_eq!(
+            reopened.admit(again, now).expect("admit"),
+            Admission::Duplicate
+        );
+    }
 }

@@ -42,7 +42,7 @@ pub(crate) async fn finish(
         result_id: result_id(request, inner),
         request_id: command.request_id.clone(),
         exec_id: command.exec_id.clone(),
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         exit_code: outcome.exit_code,
         skipped: outcome.skipped,
         stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
@@ -208,7 +208,7 @@ pub(crate) async fn publish_started(inner: &Arc<Inner>, command: &Command, reque
         result_id: result_id(request, inner),
         request_id: command.request_id.clone(),
         exec_id: command.exec_id.clone(),
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         started_at: inner.clock.now(),
         manifest_id: Some(command.id.clone()),
         version: Some(command.version.clone()),
@@ -235,7 +235,7 @@ pub(crate) async fn publish_signature_event(inner: &Arc<Inner>, kind: &'static s
 /// Publishes an agent `ObsEvent` of `kind` through the outbox.
 pub(crate) async fn publish_obs(inner: &Arc<Inner>, kind: &str, payload: serde_json::Value) {
     let event = kanade_core::wire::ObsEvent {
-        pc_id: inner.settings.pc_id.to_string(),
+        pc_id: inner.settings.pc_id.as_str().to_owned(),
         at: inner.clock.now(),
         kind: kind.to_owned(),
         source: "agent".into(),

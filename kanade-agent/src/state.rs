@@ -36,6 +36,9 @@ pub(crate) struct Live {
     pub pc_scope: Option<AgentConfigScope>,
     pub groups: Vec<SubjectToken>,
     pub config: EffectiveConfig,
+    /// `config`'s heartbeat period, parsed when the config was resolved
+    /// (`None` until then: the default config's period applies).
+    pub heartbeat_period: Option<std::time::Duration>,
     /// When the agent last had fresh state (None: connected now).
     pub disconnected_since: Option<DateTime<Utc>>,
     pub ever_connected: bool,
@@ -102,6 +105,13 @@ impl Drop for InFlight {
 impl Inner {
     pub(crate) fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The heartbeat period of the config in force.
+    pub(crate) fn heartbeat_period(&self) -> std::time::Duration {
+        let live = self.live();
+        live.heartbeat_period
+            .unwrap_or_else(|| live.config.heartbeat_period())
     }
 
     /// Takes a clock-offset sample from a command received live (see
@@ -173,6 +183,7 @@ impl Inner {
                 .max_local_concurrent
                 .map_or(self.cpus, |limit| limit.get() as usize),
         );
+        live.heartbeat_period = Some(config.heartbeat_period());
         live.config = config;
         drop(live);
         self.live_changed.notify_waiters();

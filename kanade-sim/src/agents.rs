@@ -60,7 +60,10 @@ struct SkewedClock {
 
 impl Clock for SkewedClock {
     fn now(&self) -> chrono::DateTime<chrono::Utc> {
-        self.base.now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+        match self.offset_ms.load(Ordering::SeqCst) {
+            0 => self.base.now(),
+            offset => self.base.now() + chrono::Duration::milliseconds(offset),
+        }
     }
 }
 

@@ -45,13 +45,6 @@ struct Args {
 }
 
 fn main() {
-    // Thousands of agents each touch a little memory here and there: with
-    // transparent huge pages every first touch clears 2 MiB (mimalloc asks
-    // for them), most of it for nothing. 4 KiB pages: 6-7 % faster here.
-    #[cfg(target_os = "linux")]
-    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
-        eprintln!("huge pages stay on: {e}");
-    }
     let args = Args::parse();
     let horizon = Duration::from_secs(args.hours * 3600);
     let faults = FaultSchedule::random(args.seed, args.agents, horizon, args.faults_per_hour);

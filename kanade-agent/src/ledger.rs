@@ -164,10 +164,15 @@ impl Ledger {
     }
 
     fn save(&self, entry: &Entry) -> Result<(), AgentError> {
-        let path = self.path(&entry.request_id);
-        let bytes = serde_json::to_vec(entry).map_err(|e| AgentError::encode("ledger entry", e))?;
+        let bytes = encode(entry)?;
+        self.write_entry(&entry.request_id, &bytes)
+    }
+
+    /// Writes an encoded entry to its file (synced).
+    fn write_entry(&self, request_id: &str, bytes: &[u8]) -> Result<(), AgentError> {
+        let path = self.path(request_id);
         self.files
-            .write(&path, &bytes, true)
+            .write(&path, bytes, true)
             .map_err(|e| AgentError::io("writing", &path, e))
     }
 
@@ -235,13 +240,9 @@ impl Ledger {
             entry.command = None;
             entry.signature.clear();
         }
-        let path = self.path(request_id);
-        let bytes =
-            serde_json::to_vec(&*entry).map_err(|e| AgentError::encode("ledger entry", e))?;
+        let bytes = encode(entry)?;
         drop(entries);
-        self.files
-            .write(&path, &bytes, true)
-            .map_err(|e| AgentError::io("writing", &path, e))
+        self.write_entry(request_id, &bytes)
     }
 
     /// Entries in `stage`.
@@ -290,6 +291,11 @@ impl Ledger {
             let _ = self.files.remove(&self.path(&id));
         }
     }
+}
+
+/// An entry as the JSON its file holds.
+fn encode(entry: &Entry) -> Result<Vec<u8>, AgentError> {
+    serde_json::to_vec(entry).map_err(|e| AgentError::encode("ledger entry", e))
 }
 
 fn expired(entry: &Entry, now: DateTime<Utc>) -> bool {

@@ -141,17 +141,21 @@ async fn admit_recorded(
         }
     };
     let digest = sha256_hex(payload);
-    let admission = inner.ledger.admit(
-        NewEntry {
-            request_id: request.to_string(),
-            command_sha256: digest.clone(),
-            exec_id: command.exec_id.clone(),
-            manifest_id: Some(command.id.clone()),
-            command: Some(String::from_utf8_lossy(payload).into_owned()),
-            signature,
-        },
-        inner.clock.now(),
-    );
+    // A redelivery is answered without copying the command for an entry.
+    let admission = match inner.ledger.recorded(request.as_str(), &digest) {
+        Some(known) => Ok(known),
+        None => inner.ledger.admit(
+            NewEntry {
+                request_id: request.to_string(),
+                command_sha256: digest.clone(),
+                exec_id: command.exec_id.clone(),
+                manifest_id: Some(command.id.clone()),
+                command: Some(String::from_utf8_lossy(payload).into_owned()),
+                signature,
+            },
+            inner.clock.now(),
+        ),
+    };
     match admission {
         Ok(Admission::Admitted) => Some((command, request)),
         Ok(Admission::Duplicate) => {

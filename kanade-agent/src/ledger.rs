@@ -176,6 +176,17 @@ impl Ledger {
             .map_err(|e| AgentError::io("writing", &path, e))
     }
 
+    /// What admitting `request_id` with these command bytes would answer
+    /// when it is already recorded: [`Admission::Duplicate`] or
+    /// [`Admission::Conflict`]; `None` when it is new. A cheap look before
+    /// building a [`NewEntry`] (every command arrives twice, live and
+    /// replayed); [`Ledger::admit`] decides again under its lock.
+    pub fn recorded(&self, request_id: &str, command_sha256: &str) -> Option<Admission> {
+        self.lock()
+            .get(request_id)
+            .map(|existing| known_admission(existing, command_sha256))
+    }
+
     /// Records a new request, atomically with respect to other deliveries.
     /// `request_id` must already be a safe token (it names a file).
     pub fn admit(&self, new: NewEntry, now: DateTime<Utc>) -> Result<Admission, AgentError> {
@@ -190,13 +201,7 @@ impl Ledger {
         let (request_id, command_sha256) = (request_id.as_str(), command_sha256.as_str());
         let mut entries = self.lock();
         if let Some(existing) = entries.get(request_id) {
-            return Ok(if existing.command_sha256 == command_sha256 {
-                Admission::Duplicate
-            } else {
-                Admission::Conflict {
-                    recorded: existing.command_sha256.clone(),
-                }
-            });
+            return Ok(known_admission(existing, command_sha256));
         }
         let entry = Entry {
             request_id: request_id.to_owned(),
@@ -293,6 +298,18 @@ impl Ledger {
     }
 }
 
+/// The answer to a delivery of an already recorded request: the same
+/// command bytes are a duplicate, others a conflict.
+fn known_admission(existing: &Entry, command_sha256: &str) -> Admission {
+    if existing.command_sha256 == command_sha256 {
+        Admission::Duplicate
+    } else {
+        Admission::Conflict {
+            recorded: existing.command_sha256.clone(),
+        }
+    }
+}
+
 /// An entry as the JSON its file holds.
 fn encode(entry: &Entry) -> Result<Vec<u8>, AgentError> {
     serde_json::to_vec(entry).map_err(|e| AgentError::encode("ledger entry", e))
@@ -320,6 +337,38 @@ mod tests {
             signature: [("Kanade-Sig".to_owned(), "sig".to_owned())].into(),
         };
         assert_eq!(ledger.admit(new, now).expect("admit"), Admission::Admitted);
+    }
+
+    #[test]
+    fn a_recorded_request_answers_as_admit_would() {
+        let files = Arc::new(MemoryFiles::default());
+        let now = Utc::now();
+        let ledger = Ledger::open_in(files, Path::new("/state/ledger"), now).expect("open");
+        assert_eq!(ledger.recorded("r-1", "sha-r-1"), None, "not yet recorded");
+        admit(&ledger, "r-1", now);
+        for sha in ["sha-r-1", "sha-other"] {
+            let again = NewEntry {
+                request_id: "r-1".into(),
+                command_sha256: sha.into(),
+                exec_id: None,
+                manifest_id: None,
+                command: None,
+                signature: Default::default(),
+            };
+            let looked = ledger.recorded("r-1", sha);
+            assert!(looked.is_some());
+            assert_eq!(looked, ledger.admit(again, now).ok());
+        }
+        assert_eq!(
+            ledger.recorded("r-1", "sha-other"),
+            Some(Admission::Conflict {
+                recorded: "sha-r-1".into()
+            })
+        );
+        assert_eq!(
+            ledger.recorded("r-1", "sha-r-1"),
+            Some(Admission::Duplicate)
+        );
     }
 
     #[test]

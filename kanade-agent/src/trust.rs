@@ -224,14 +224,15 @@ impl Trust {
         self.ring.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The ring's key fingerprints (for heartbeats); `None` when off.
-    pub fn fingerprints(&self) -> Option<Vec<String>> {
-        (self.mode != SignatureMode::Off).then(|| {
-            self.fingerprints
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone()
-        })
+    /// Calls `f` with the ring's key fingerprints for heartbeats (`None`
+    /// when off), borrowed under the lock rather than copied: a heartbeat serialises
+    /// them in place.
+    pub fn with_fingerprints<R>(&self, f: impl FnOnce(Option<&[String]>) -> R) -> R {
+        if self.mode == SignatureMode::Off {
+            return f(None);
+        }
+        let keys = self.fingerprints.read().unwrap_or_else(|p| p.into_inner());
+        f(Some(&keys))
     }
 
     /// Checks a message's signature at `now_ms`.

@@ -102,6 +102,43 @@ async fn kanade_streams_provision_idempotently() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_publish_goes_to_the_stream_of_its_subject_as_streams_change() {
+    let log = MemoryTransport::new().messages();
+    let stream_of = |subject: &'static str| {
+        let log = log.clone();
+        async move {
+            log.publish(subject, Headers::new(), Bytes::from("{}"))
+                .await
+                .unwrap()
+                .map(|ack| ack.stream)
+        }
+    };
+    log.create_stream(StreamConfig::new("A", &["a.>", "x.*.a"]))
+        .await
+        .unwrap();
+    log.create_stream(StreamConfig::new("B", &["b"]))
+        .await
+        .unwrap();
+    assert_eq!(stream_of("a.1.2").await.as_deref(), Some("A"));
+    assert_eq!(stream_of("x.1.a").await.as_deref(), Some("A"));
+    assert_eq!(stream_of("b").await.as_deref(), Some("B"));
+    assert_eq!(stream_of("a").await, None, "`a.>` needs a token after `a`");
+    assert_eq!(stream_of("b.1").await, None);
+    // Redefining a stream moves its subjects.
+    log.create_stream(StreamConfig::new("A", &["c.*"]))
+        .await
+        .unwrap();
+    assert_eq!(stream_of("a.1.2").await, None, "no longer captured");
+    assert_eq!(stream_of("c.1").await.as_deref(), Some("A"));
+    assert_eq!(stream_of("b").await.as_deref(), Some("B"));
+    // A subject now free can go to another stream.
+    log.create_stream(StreamConfig::new("C", &["a.>"]))
+        .await
+        .unwrap();
+    assert_eq!(stream_of("a.9").await.as_deref(), Some("C"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn stream_limits_max_age_and_max_bytes() {
     let log = MemoryTransport::new().messages();
     let mut config = StreamConfig::new("AGED", &["aged.>"]);

@@ -22,29 +22,44 @@ fn validate(subject: &str, wildcards: bool) -> TransportResult<()> {
     if subject.is_empty() {
         return Err(invalid("empty"));
     }
-    // Every published message passes here: one pass over the tokens, no
-    // allocation.
-    let mut tokens = subject.split('.').peekable();
+    // Every published message passes here: one pass over the bytes per
+    // token, no allocation. An all-ASCII subject (every subject kanade
+    // builds) is checked byte by byte; only others decode their chars.
+    let ascii = subject.is_ascii();
+    let mut tokens = subject.as_bytes().split(|&b| b == b'.').peekable();
     while let Some(token) = tokens.next() {
         if token.is_empty() {
             return Err(invalid("empty token"));
         }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if holds_space_or_control(token, ascii) {
             return Err(invalid("whitespace or control character"));
         }
-        let is_wildcard = token == "*" || token == ">";
-        let holds_wildcard = token.contains(['*', '>']);
+        let is_wildcard = token == b"*" || token == b">";
+        let holds_wildcard = token.iter().any(|&b| b == b'*' || b == b'>');
         if !wildcards && holds_wildcard {
             return Err(invalid("wildcards are not allowed in a published subject"));
         }
         if wildcards && !is_wildcard && holds_wildcard {
             return Err(invalid("a wildcard must be a whole token"));
         }
-        if token == ">" && tokens.peek().is_some() {
+        if token == b">" && tokens.peek().is_some() {
             return Err(invalid("'>' must be the last token"));
         }
     }
     Ok(())
+}
+
+/// Whether a token holds a whitespace or control character (Unicode's
+/// definitions, as `char::is_whitespace` and `char::is_control`). In ASCII
+/// those are exactly the bytes up to the space and DEL. A token is split
+/// at `.`, an ASCII byte, so it is whole UTF-8 whenever its subject is.
+fn holds_space_or_control(token: &[u8], ascii: bool) -> bool {
+    if ascii {
+        return token.iter().any(|&b| b <= b' ' || b == 0x7f);
+    }
+    std::str::from_utf8(token).map_or(true, |token| {
+        token.chars().any(|c| c.is_whitespace() || c.is_control())
+    })
 }
 
 /// Checks a key against the NATS KV key alphabet (`[-/_=.A-Za-z0-9]`, no
@@ -127,5 +142,70 @@ mod tests {
         assert!(validate_pattern("a.>.b").is_err());
         assert!(validate_pattern("a.b*").is_err());
         assert!(validate_pattern("").is_err());
+    }
+
+    /// The checks as first written, one `char` at a time.
+    fn validate_by_chars(subject: &str, wildcards: bool) -> bool {
+        if subject.is_empty() {
+            return false;
+        }
+        let tokens: Vec<&str> = subject.split('.').collect();
+        tokens.iter().enumerate().all(|(i, token)| {
+            let is_wildcard = *token == "*" || *token == ">";
+            let holds_wildcard = token.contains(['*', '>']);
+            !token.is_empty()
+                && !token.chars().any(|c| c.is_whitespace() || c.is_control())
+                && (!holds_wildcard || (wildcards && is_wildcard))
+                && (*token != ">" || i + 1 == tokens.len())
+        })
+    }
+
+    #[test]
+    fn the_byte_checks_agree_with_the_char_checks() {
+        let mut subjects: Vec<String> = Vec::new();
+        // Every ASCII character alone, inside a token, and as a token.
+        for b in 0u8..=0x7f {
+            let c = char::from(b);
+            subjects.extend([
+                format!("{c}"),
+                format!("a{c}b.c"),
+                format!("a.{c}"),
+                format!("{c}.>"),
+            ]);
+        }
+        // Unicode whitespace and controls, and ordinary non-ASCII letters.
+        for c in [
+            '\u{a0}', '\u{85}', '\u{2028}', '\u{3000}', '\u{200b}', 'é', 'ß', '日', '🚀',
+        ] {
+            subjects.extend([
+                format!("{c}"),
+                format!("a{c}.b"),
+                format!("a.b{c}"),
+                format!("{c}.*"),
+            ]);
+        }
+        subjects.extend(
+            [
+                "a.>.b",
+                "a.b*",
+                "*",
+                ">",
+                "a..b",
+                ".a",
+                "a.",
+                "a.*.>",
+                "commands.pc.x-1",
+            ]
+            .map(str::to_owned),
+        );
+        for subject in &subjects {
+            for wildcards in [false, true] {
+                assert_eq!(
+                    validate(subject, wildcards).is_ok(),
+                    validate_by_chars(subject, wildcards),
+                    "{subject:?} (wildcards: {wildcards})"
+                );
+            }
+        }
     }
 }

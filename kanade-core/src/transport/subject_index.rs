@@ -58,7 +58,6 @@ impl<T> Default for SubjectIndex<T> {
 
 impl<T> SubjectIndex<T> {
     /// Adds a subscriber for `pattern` (already validated).
-    #[cfg(test)]
     pub(crate) fn insert(&mut self, pattern: &str, item: T) {
         self.insert_pruning(pattern, item, |_| false);
     }
@@ -108,6 +107,14 @@ impl<T> SubjectIndex<T> {
     }
 
     /// Number of subscribers.
+    /// An item whose pattern matches `subject`, found without allocating.
+    /// Meant for an index whose patterns do not overlap (a transport's
+    /// streams), where it is the only one; with overlapping patterns,
+    /// which of the matches is unspecified.
+    pub(crate) fn first_match(&self, subject: &str) -> Option<&T> {
+        first_match_in(&self.root, Some(subject))
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.len
@@ -116,6 +123,29 @@ impl<T> SubjectIndex<T> {
 
 /// Delivers to the matching subscribers under `node`; prunes gone ones and
 /// empty branches; returns how many were removed.
+/// [`SubjectIndex::first_match`] below `node`; `rest` is what is left of
+/// the subject (`None` once every token is consumed).
+fn first_match_in<'a, T>(node: &'a Node<T>, rest: Option<&str>) -> Option<&'a T> {
+    let Some(rest) = rest else {
+        return node.here.first();
+    };
+    if let Some(item) = node.rest.first() {
+        return Some(item);
+    }
+    let (first, after) = match rest.split_once('.') {
+        Some((first, after)) => (first, Some(after)),
+        None => (rest, None),
+    };
+    node.literal
+        .get(first)
+        .and_then(|child| first_match_in(child, after))
+        .or_else(|| {
+            node.star
+                .as_deref()
+                .and_then(|star| first_match_in(star, after))
+        })
+}
+
 fn visit<T>(node: &mut Node<T>, tokens: &[&str], deliver: &mut impl FnMut(&T) -> bool) -> usize {
     let mut removed = 0;
     if !tokens.is_empty() {
@@ -156,6 +186,26 @@ mod tests {
         });
         got.sort_unstable();
         got
+    }
+
+    #[test]
+    fn the_first_match_is_one_the_pattern_matcher_accepts() {
+        let patterns = ["a.b", "a.*.c", "b.>", "*.x", "c"];
+        let subjects = [
+            "a.b", "a.q.c", "b.1.2", "b", "z.x", "c", "c.d", "a.b.c", "q",
+        ];
+        let mut index = SubjectIndex::default();
+        for (i, p) in patterns.iter().enumerate() {
+            index.insert(p, i);
+        }
+        for subject in subjects {
+            let expected: Vec<usize> = (0..patterns.len())
+                .filter(|i| matches(patterns[*i], subject))
+                .collect();
+            let found = index.first_match(subject).copied();
+            // The patterns do not overlap: at most one matches.
+            assert_eq!(found.into_iter().collect::<Vec<_>>(), expected, "{subject}");
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::consumer::MemoryConsumer;
 use super::lock;
 use super::stream::StreamShared;
-use crate::transport::subject::{matches_any, overlaps, validate_pattern, validate_subject};
+use crate::transport::subject::{overlaps, validate_pattern, validate_subject};
 use crate::transport::subject_index::SubjectIndex;
 use crate::transport::{
     Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
@@ -26,6 +26,10 @@ pub(super) struct MemoryLog {
 struct LogState {
     subscribers: SubjectIndex<mpsc::UnboundedSender<Message>>,
     streams: BTreeMap<String, Arc<StreamShared>>,
+    /// Each stream under its subjects, rebuilt when a stream is created
+    /// or changed: a publish finds the one stream capturing its subject
+    /// (stream subjects never overlap) without matching every pattern.
+    stream_routes: SubjectIndex<Arc<StreamShared>>,
 }
 
 impl MemoryLog {
@@ -35,6 +39,7 @@ impl MemoryLog {
             state: Mutex::new(LogState {
                 subscribers: SubjectIndex::default(),
                 streams: BTreeMap::new(),
+                stream_routes: SubjectIndex::default(),
             }),
         }
     }
@@ -46,6 +51,17 @@ impl MemoryLog {
             .cloned()
             .ok_or_else(|| TransportError::not_found(format!("stream {name}")))
     }
+}
+
+/// Every stream under each of its subjects.
+fn routes(streams: &BTreeMap<String, Arc<StreamShared>>) -> SubjectIndex<Arc<StreamShared>> {
+    let mut routes = SubjectIndex::default();
+    for stream in streams.values() {
+        for subject in &lock(&stream.state).config.subjects {
+            routes.insert(subject, stream.clone());
+        }
+    }
+    routes
 }
 
 struct MemorySubscription(mpsc::UnboundedReceiver<Message>);
@@ -78,11 +94,7 @@ impl MessageLog for MemoryLog {
             payload,
         };
         let mut state = lock(&self.state);
-        let stream = state
-            .streams
-            .values()
-            .find(|s| matches_any(&lock(&s.state).config.subjects, subject))
-            .cloned();
+        let stream = state.stream_routes.first_match(subject).cloned();
         let ack = match &stream {
             Some(stream) => {
                 let ack = lock(&stream.state).append(message.clone(), Instant::now());
@@ -134,10 +146,14 @@ impl MessageLog for MemoryLog {
             .entry(config.name.clone())
             .or_insert_with(|| StreamShared::new(config.clone()))
             .clone();
-        let mut stream_state = lock(&stream.state);
-        stream_state.config = config;
-        stream_state.expire(Instant::now());
-        Ok(stream_state.info())
+        let info = {
+            let mut stream_state = lock(&stream.state);
+            stream_state.config = config;
+            stream_state.expire(Instant::now());
+            stream_state.info()
+        };
+        state.stream_routes = routes(&state.streams);
+        Ok(info)
     }
 
     async fn stream_info(&self, name: &str) -> TransportResult<StreamInfo> {

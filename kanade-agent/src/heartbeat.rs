@@ -21,6 +21,7 @@ use crate::state::Inner;
 #[derive(Serialize)]
 struct HeartbeatOut<'a> {
     pc_id: &'a str,
+    #[serde(with = "kanade_core::wire::timestamp")]
     at: DateTime<Utc>,
     agent_version: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

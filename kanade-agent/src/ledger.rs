@@ -46,6 +46,7 @@ pub struct Entry {
     /// Stage.
     pub stage: Stage,
     /// When it was admitted.
+    #[serde(with = "kanade_core::wire::timestamp")]
     pub admitted_at: DateTime<Utc>,
     /// Execution id, for the 121 report.
     pub exec_id: Option<String>,

@@ -20,6 +20,8 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// When the action happened.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// Who acted (operator name, `scheduler`, `backend`, …).
     pub actor: String,

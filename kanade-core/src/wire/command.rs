@@ -46,6 +46,8 @@ pub struct Command {
     pub cwd: Option<String>,
     /// Start deadline: an agent that has not started the command by then skips it (125).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "super::timestamp::optional")]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub deadline_at: Option<DateTime<Utc>>,
     /// How fresh the agent's view of `script_current` / `script_status` must be.
     #[serde(default)]
@@ -65,6 +67,8 @@ pub struct Command {
     /// agent clock does not decide `deadline_at`
     /// ([`policy::clock`](crate::policy::clock)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(with = "super::timestamp::optional")]
+    #[schemars(with = "Option<DateTime<Utc>>")]
     pub issued_at: Option<DateTime<Utc>>,
     /// Run it on agents that registered after it was published, too (a
     /// kanade addition; without it a brand-new agent replaying EXEC skips

@@ -18,6 +18,8 @@ pub struct EventStarted {
     /// The pc starting the command.
     pub pc_id: String,
     /// When the child is being spawned.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub started_at: DateTime<Utc>,
     /// The job (manifest) id, when the command came from one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +35,8 @@ pub struct Heartbeat {
     /// The reporting pc.
     pub pc_id: String,
     /// When the heartbeat was taken.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// Version of the running agent.
     pub agent_version: String,
@@ -69,6 +73,8 @@ pub struct ObsEvent {
     /// The pc the event happened on.
     pub pc_id: String,
     /// When it happened.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// What happened (`logon`, `power_off`, …).
     pub kind: String,

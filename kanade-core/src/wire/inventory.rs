@@ -10,6 +10,8 @@ pub struct HwInventory {
     /// The reporting pc.
     pub pc_id: String,
     /// When the facts were collected.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// Host name as the OS reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +58,8 @@ pub struct SwInventory {
     /// The reporting pc.
     pub pc_id: String,
     /// When the list was collected.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// Installed packages.
     #[serde(default)]
@@ -81,6 +85,8 @@ pub struct NetInventory {
     /// The reporting pc.
     pub pc_id: String,
     /// When the list was collected.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub at: DateTime<Utc>,
     /// Network interfaces.
     #[serde(default)]

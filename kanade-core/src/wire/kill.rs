@@ -16,6 +16,8 @@ pub struct KillRecord {
     /// The killed execution (also the bucket key).
     pub exec_id: String,
     /// When the backend recorded the kill.
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub killed_at: DateTime<Utc>,
     /// The kill's signature headers (`Kanade-Sig`, `Kanade-Sig-Kid`,
     /// `Kanade-Sig-Alg`, `Kanade-Sig-At`) over the body the live

@@ -14,6 +14,7 @@ mod inventory;
 mod kill;
 mod result;
 pub mod schema;
+pub mod timestamp;
 
 pub use agent_schedule::{AgentSchedule, AgentTarget, FleetFreeze, AGENT_FIRE_PREFIX, FREEZE_KEY};
 pub use audit::{AuditEvent, AuditSource};

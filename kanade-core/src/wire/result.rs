@@ -33,8 +33,12 @@ pub struct ExecResult {
     #[serde(default)]
     pub stderr: String,
     /// When the child started (or when the gate decided, for a skip).
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub started_at: DateTime<Utc>,
     /// When the child ended (or when the gate decided, for a skip).
+    #[serde(with = "super::timestamp")]
+    #[schemars(with = "DateTime<Utc>")]
     pub finished_at: DateTime<Utc>,
     /// `result_output` object key holding stdout too large to inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]

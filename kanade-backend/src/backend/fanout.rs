@@ -44,13 +44,7 @@ impl Backend {
     pub async fn target_pcs(&self, target: &Target) -> Result<Vec<String>, BackendError> {
         let since = self.online_since();
         let db = self.db.clone();
-        let online: Vec<String> = self
-            .run_db(move || db.agents(since))
-            .await?
-            .into_iter()
-            .filter(|a| a.online)
-            .map(|a| a.pc_id)
-            .collect();
+        let online = self.run_db(move || db.online_pcs(since)).await?;
         if target.all {
             return Ok(online);
         }

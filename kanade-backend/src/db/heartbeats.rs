@@ -78,12 +78,17 @@ impl Db {
     pub fn upsert_agents(&self, sightings: &[Sighting]) -> Result<(), DbError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        for sighting in sightings {
-            upsert_agent(&tx, sighting)?;
+        {
+            // Prepared (taken from the cache) once for the whole batch.
+            let mut update = tx.prepare_cached(UPDATE_AGENT)?;
+            for sighting in sightings {
+                upsert_agent(&tx, &mut update, sighting)?;
+            }
         }
         tx.commit()?;
         Ok(())
     }
+
     /// Records a pc's hardware inventory, unless a newer one is stored.
     pub fn record_hardware(
         &self,
@@ -105,6 +110,19 @@ impl Db {
     /// Every agent, online if seen since `online_since`.
     pub fn agents(&self, online_since: DateTime<Utc>) -> Result<Vec<AgentRow>, DbError> {
         self.agents_where(online_since, None)
+    }
+
+    /// The pc ids of the agents seen since `online_since` (the online
+    /// ones of [`Db::agents`]), sorted: what a fan-out targets, read
+    /// without building every agent's row.
+    pub fn online_pcs(&self, online_since: DateTime<Utc>) -> Result<Vec<String>, DbError> {
+        let conn = self.lock();
+        let mut stmt =
+            conn.prepare_cached("SELECT pc_id FROM agents WHERE last_seen >= ?1 ORDER BY pc_id")?;
+        let pcs = stmt
+            .query_map([online_since.to_rfc3339()], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(pcs)
     }
 
     /// One agent, if it ever sent a heartbeat.
@@ -157,7 +175,20 @@ impl Db {
     }
 }
 
-fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(), DbError> {
+/// A known agent's heartbeat (every one but its first) is one keyed
+/// update; `INSERT … ON CONFLICT DO UPDATE` would try the insert first.
+const UPDATE_AGENT: &str =
+    "UPDATE agents SET last_seen = ?2, agent_version = ?3, hostname = ?4, os_family = ?5,
+        clock_offset_ms = ?6, quarantined_versions = ?7
+     WHERE pc_id = ?1";
+
+/// Records one sighting: `update` is [`UPDATE_AGENT`] prepared on `tx`;
+/// an agent it does not find is inserted.
+fn upsert_agent(
+    tx: &rusqlite::Transaction<'_>,
+    update: &mut rusqlite::CachedStatement<'_>,
+    sighting: &Sighting,
+) -> Result<(), DbError> {
     let heartbeat = &sighting.heartbeat;
     let values = params![
         heartbeat.pc_id,
@@ -171,16 +202,7 @@ fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(
             .as_ref()
             .and_then(|list| serde_json::to_string(list).ok())
     ];
-    // A known agent (every heartbeat but its first) is one keyed update;
-    // `INSERT … ON CONFLICT DO UPDATE` would try the insert first.
-    let updated = tx
-        .prepare_cached(
-            "UPDATE agents SET last_seen = ?2, agent_version = ?3, hostname = ?4, os_family = ?5,
-                clock_offset_ms = ?6, quarantined_versions = ?7
-             WHERE pc_id = ?1",
-        )?
-        .execute(values)?;
-    if updated == 0 {
+    if update.execute(values)? == 0 {
         tx.prepare_cached(
             "INSERT INTO agents (pc_id, last_seen, agent_version, hostname, os_family, clock_offset_ms, quarantined_versions)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -188,4 +210,57 @@ fn upsert_agent(tx: &rusqlite::Transaction<'_>, sighting: &Sighting) -> Result<(
         .execute(values)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::db::DbDurability;
+
+    /// The online pcs are exactly the online rows of `agents`, in order,
+    /// for a window before, between and after the sightings.
+    #[test]
+    fn online_pcs_are_the_online_agents() {
+        let db = Db::open_with(Path::new("unused.sqlite"), DbDurability::Simulated).expect("db");
+        let at = |minute: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-06-01T10:{minute:02}:00Z"))
+                .map(|t| t.with_timezone(&Utc))
+                .expect("time")
+        };
+        let heartbeat: kanade_core::wire::Heartbeat = serde_json::from_str(
+            r#"{"pc_id":"x","at":"2026-06-01T10:00:00Z","agent_version":"1"}"#,
+        )
+        .expect("heartbeat");
+        let sightings: Vec<Sighting> = [("pc-b", 5), ("pc-a", 20), ("pc-c", 40), ("pc-d", 20)]
+            .into_iter()
+            .map(|(pc, minute)| Sighting {
+                heartbeat: kanade_core::wire::Heartbeat {
+                    pc_id: pc.into(),
+                    ..heartbeat.clone()
+                },
+                received_at: at(minute),
+            })
+            .collect();
+        db.upsert_agents(&sightings).expect("upsert");
+        for since in [0, 5, 6, 20, 21, 40, 59] {
+            let expected: Vec<String> = db
+                .agents(at(since))
+                .expect("agents")
+                .into_iter()
+                .filter(|a| a.online)
+                .map(|a| a.pc_id)
+                .collect();
+            assert_eq!(
+                db.online_pcs(at(since)).expect("online"),
+                expected,
+                "since minute {since}"
+            );
+        }
+        assert_eq!(
+            db.online_pcs(at(20)).expect("online"),
+            ["pc-a", "pc-c", "pc-d"]
+        );
+    }
 }

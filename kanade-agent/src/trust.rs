@@ -225,8 +225,8 @@ impl Trust {
     }
 
     /// Calls `f` with the ring's key fingerprints for heartbeats (`None`
-    /// when off), borrowed under the lock rather than copied: a heartbeat serialises
-    /// them in place.
+    /// when off), borrowed under the lock rather than copied: a heartbeat
+    /// serialises them in place.
     pub fn with_fingerprints<R>(&self, f: impl FnOnce(Option<&[String]>) -> R) -> R {
         if self.mode == SignatureMode::Off {
             return f(None);

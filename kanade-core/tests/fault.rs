@@ -172,6 +172,54 @@ async fn disconnect_fails_calls_until_reconnect() {
     );
 }
 
+/// Whether a message is lost is decided as it arrives, not as it is read:
+/// what arrived while up survives a later cut, what arrived while down
+/// stays lost after the link is back. Holds on the in-memory transport
+/// (which asks at delivery, under the publish) and on a transport that
+/// forwards through a task of its own (another fault layer, which keeps
+/// `subscribe_admitting`'s default).
+#[tokio::test(start_paused = true)]
+async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
+    let memory = MemoryTransport::new();
+    let inner = FaultyTransport::new(
+        Arc::new(memory.clone()),
+        FaultPlan::Random(FaultRates::none(1)),
+    );
+    let over_inner = FaultyTransport::new(
+        Arc::new(inner.clone()),
+        FaultPlan::Random(FaultRates::none(2)),
+    );
+    for (name, faulty) in [("in-memory", inner), ("forwarded", over_inner)] {
+        let injector = faulty.injector();
+        let mut sub = faulty.messages().subscribe("y.>").await.unwrap();
+        let direct = memory.messages();
+        direct
+            .publish("y.kept", Headers::new(), body(1))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        injector.disconnect();
+        direct
+            .publish("y.lost", Headers::new(), body(2))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        injector.reconnect();
+        direct
+            .publish("y.after", Headers::new(), body(3))
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while let Ok(Some(message)) =
+            tokio::time::timeout(Duration::from_millis(50), sub.next()).await
+        {
+            got.push(message.subject);
+        }
+        assert_eq!(got, ["y.kept", "y.after"], "{name}");
+        drop(sub);
+    }
+}
+
 /// Publishes `count` messages with ids, retrying each until acknowledged, and
 /// consumes them through the faulty consumer; returns what was acknowledged,
 /// what was received, and the injected faults.

@@ -297,11 +297,27 @@ pub trait MessageStream: Send {
     async fn next(&mut self) -> Option<Message>;
 }
 
+/// The subscription [`MessageLog::subscribe_admitting`]'s default returns:
+/// what its forwarding task let through.
+struct ForwardedSubscription(tokio::sync::mpsc::UnboundedReceiver<Message>);
+
+#[async_trait]
+impl MessageStream for ForwardedSubscription {
+    // Cancel-safe: `recv` is.
+    async fn next(&mut self) -> Option<Message> {
+        self.0.recv().await
+    }
+}
+
 /// An ephemeral subscription; dropping it unsubscribes.
 ///
 /// Its [`next`](MessageStream::next) is cancel-safe: polling it in a
 /// `tokio::select!` loop or under a timeout loses nothing.
 pub type Subscription = Box<dyn MessageStream>;
+
+/// Decides, as each message arrives at a subscription, whether it is
+/// kept (`true`) or lost (`false`); see [`MessageLog::subscribe_admitting`].
+pub type ArrivalGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Publish / subscribe plus durable streams and consumers.
 #[async_trait]
@@ -317,6 +333,37 @@ pub trait MessageLog: Send + Sync {
 
     /// Subscribes to every later message matching `pattern`.
     async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription>;
+
+    /// [`subscribe`](MessageLog::subscribe), keeping only the messages
+    /// for which `admit` says `true` when they arrive — how a fault layer
+    /// loses what arrives while its link is down. The default forwards
+    /// from a plain subscription on a task of its own, asking `admit` as
+    /// each message comes through (the task ends with the returned
+    /// subscription); a transport that can ask at delivery itself (the
+    /// in-memory one, under its publish) saves that task and its hop.
+    /// The returned subscription is cancel-safe like any other.
+    async fn subscribe_admitting(
+        &self,
+        pattern: &str,
+        admit: ArrivalGate,
+    ) -> TransportResult<Subscription> {
+        let mut inner = self.subscribe(pattern).await?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let message = tokio::select! {
+                    biased;
+                    () = tx.closed() => break,
+                    message = inner.next() => message,
+                };
+                let Some(message) = message else { break };
+                if admit() && tx.send(message).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Box::new(ForwardedSubscription(rx)))
+    }
 
     /// Creates a stream, or returns the existing one if the definition is
     /// the same (limits may be updated; another subject set is an error

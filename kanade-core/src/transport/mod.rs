@@ -81,8 +81,9 @@ pub use capabilities::Capabilities;
 pub use error::{TransportError, TransportResult};
 pub use kv::{KeyValue, KvConfig, KvEntry, KvOperation, KvWatch};
 pub use messages::{
-    AckHandle, Consumer, ConsumerConfig, DeliverPolicy, Delivery, Headers, Message, MessageLog,
-    MessageStream, PublishAck, StreamConfig, StreamInfo, Subscription, MESSAGE_ID_HEADER,
+    AckHandle, ArrivalGate, Consumer, ConsumerConfig, DeliverPolicy, Delivery, Headers, Message,
+    MessageLog, MessageStream, PublishAck, StreamConfig, StreamInfo, Subscription,
+    MESSAGE_ID_HEADER,
 };
 pub use object::{ObjectInfo, ObjectReader, ObjectStore, ObjectStoreConfig};
 

@@ -55,27 +55,14 @@ impl MessageLog for FaultyLog {
 
     async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
         self.injector.check_connected()?;
-        let mut inner = self.inner.subscribe(pattern).await?;
-        // Forward as messages arrive, so what arrives while down is lost.
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        // What arrives while down is lost: decided as it arrives.
         let injector = self.injector.clone();
-        // It ends with the subscription it feeds (dropping the inner one),
-        // not only at the next message after it.
-        tokio::spawn(async move {
-            loop {
-                let message = tokio::select! {
-                    biased;
-                    () = tx.closed() => break,
-                    message = inner.next() => message,
-                };
-                let Some(message) = message else { break };
-                if injector.is_connected() && tx.send(message).is_err() {
-                    break;
-                }
-            }
-        });
+        let arrived = self
+            .inner
+            .subscribe_admitting(pattern, Arc::new(move || injector.is_connected()))
+            .await?;
         Ok(Box::new(FaultySubscription {
-            arrived: rx,
+            arrived,
             injector: self.injector.clone(),
             parked: Parked::new(),
         }))
@@ -111,7 +98,7 @@ impl MessageLog for FaultyLog {
 }
 
 struct FaultySubscription {
-    arrived: tokio::sync::mpsc::UnboundedReceiver<Message>,
+    arrived: Subscription,
     injector: Arc<FaultInjector>,
     parked: Parked<Message>,
 }
@@ -131,7 +118,7 @@ impl MessageStream for FaultySubscription {
                     return self.parked.held.take().map(Held::into_item);
                 }
                 Some((until, true)) => {
-                    let successor = tokio::time::timeout_at(until, self.arrived.recv()).await;
+                    let successor = tokio::time::timeout_at(until, self.arrived.next()).await;
                     let held = self.parked.held.take().map(Held::into_item);
                     match successor {
                         Ok(Some(successor)) => {
@@ -143,7 +130,7 @@ impl MessageStream for FaultySubscription {
                 }
                 None => {}
             }
-            let message = self.arrived.recv().await?;
+            let message = self.arrived.next().await?;
             match self.injector.delivery_fault(&message.subject) {
                 None => return Some(message),
                 Some(DeliveryFault::Drop) => {}

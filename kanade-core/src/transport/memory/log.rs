@@ -14,7 +14,7 @@ use super::stream::StreamShared;
 use crate::transport::subject::{overlaps, validate_pattern, validate_subject};
 use crate::transport::subject_index::SubjectIndex;
 use crate::transport::{
-    Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
+    ArrivalGate, Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
     StreamConfig, StreamInfo, Subscription, TransportError, TransportResult,
 };
 
@@ -24,7 +24,7 @@ pub(super) struct MemoryLog {
 }
 
 struct LogState {
-    subscribers: SubjectIndex<mpsc::UnboundedSender<Message>>,
+    subscribers: SubjectIndex<Subscriber>,
     streams: BTreeMap<String, Arc<StreamShared>>,
     /// Each stream under its subjects, rebuilt when a stream is created
     /// or changed: a publish finds the one stream capturing its subject
@@ -42,6 +42,21 @@ impl MemoryLog {
                 stream_routes: SubjectIndex::default(),
             }),
         }
+    }
+
+    fn subscribe_gated(
+        &self,
+        pattern: &str,
+        admit: Option<ArrivalGate>,
+    ) -> TransportResult<Subscription> {
+        validate_pattern(pattern)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        lock(&self.state).subscribers.insert_pruning(
+            pattern,
+            Subscriber { tx, admit },
+            Subscriber::is_gone,
+        );
+        Ok(Box::new(MemorySubscription(rx)))
     }
 
     fn stream(&self, name: &str) -> TransportResult<Arc<StreamShared>> {
@@ -62,6 +77,28 @@ fn routes(streams: &BTreeMap<String, Arc<StreamShared>>) -> SubjectIndex<Arc<Str
         }
     }
     routes
+}
+
+/// A subscription's sending end, with the gate its messages pass at
+/// delivery (see [`MessageLog::subscribe_admitting`]).
+struct Subscriber {
+    tx: mpsc::UnboundedSender<Message>,
+    admit: Option<ArrivalGate>,
+}
+
+impl Subscriber {
+    /// Hands `message` over unless the gate loses it; `false` once the
+    /// subscription is gone.
+    fn deliver(&self, message: &Message) -> bool {
+        match &self.admit {
+            Some(admit) if !admit() => !self.tx.is_closed(),
+            _ => self.tx.send(message.clone()).is_ok(),
+        }
+    }
+
+    fn is_gone(&self) -> bool {
+        self.tx.is_closed()
+    }
 }
 
 struct MemorySubscription(mpsc::UnboundedReceiver<Message>);
@@ -108,17 +145,22 @@ impl MessageLog for MemoryLog {
         };
         state
             .subscribers
-            .dispatch(subject, |tx| tx.send(message.clone()).is_ok());
+            .dispatch(subject, |subscriber| subscriber.deliver(&message));
         Ok(ack)
     }
 
     async fn subscribe(&self, pattern: &str) -> TransportResult<Subscription> {
-        validate_pattern(pattern)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        lock(&self.state)
-            .subscribers
-            .insert_pruning(pattern, tx, |tx| tx.is_closed());
-        Ok(Box::new(MemorySubscription(rx)))
+        self.subscribe_gated(pattern, None)
+    }
+
+    /// Asks `admit` under the publish, as each message is delivered: no
+    /// forwarding task.
+    async fn subscribe_admitting(
+        &self,
+        pattern: &str,
+        admit: ArrivalGate,
+    ) -> TransportResult<Subscription> {
+        self.subscribe_gated(pattern, Some(admit))
     }
 
     async fn create_stream(&self, config: StreamConfig) -> TransportResult<StreamInfo> {

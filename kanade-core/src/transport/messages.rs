@@ -317,6 +317,10 @@ pub type Subscription = Box<dyn MessageStream>;
 
 /// Decides, as each message arrives at a subscription, whether it is
 /// kept (`true`) or lost (`false`); see [`MessageLog::subscribe_admitting`].
+/// It may be called under a transport's internal lock (the in-memory one
+/// asks it while delivering a publish): keep it quick, and never call
+/// into a transport from it — reading a flag, as the fault layer's link
+/// state does, is what it is for.
 pub type ArrivalGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Publish / subscribe plus durable streams and consumers.

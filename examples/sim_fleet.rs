@@ -15,8 +15,9 @@
 //! mimalloc's purging of freed memory off (`MIMALLOC_PURGE_DELAY=-1`,
 //! unless that variable is set): 2–3 % faster at 10,000 agents. While
 //! the fleet starts, a second thread faults in the heap the day will grow
-//! by and frees it (`--warm-heap-mib`), so the kernel clears those pages on
-//! the other core: 4 % faster at 10,000 agents (3 pairs).
+//! by and frees it (`--warm-heap-mib`; only while purging is off), so the
+//! kernel clears those pages on the other core: 4–5 % faster at 10,000
+//! agents (3 pairs).
 
 use std::time::Duration;
 
@@ -47,11 +48,12 @@ struct Args {
     /// Heartbeat interval (humantime).
     #[arg(long, default_value = "5m")]
     heartbeat: humantime::Duration,
-    /// Heap faulted in on a second thread while the fleet starts, in MiB
-    /// (default: what the day will grow by, agents × hours × 5 KiB, at most
-    /// 8 GiB; 0: none).
-    #[arg(long)]
-    warm_heap_mib: Option<usize>,
+    /// Heap faulted in on a second thread while the fleet starts, in MiB,
+    /// at most 65,536 (default: what a day of the default workload grows
+    /// by, agents × hours × 5 KiB, at most 8 GiB, and none when mimalloc's
+    /// purging is on, as freed pages would go back to the OS; 0: none).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(0..=65_536))]
+    warm_heap_mib: Option<u64>,
 }
 
 /// mimalloc's option for how long freed memory is kept before it goes
@@ -84,21 +86,22 @@ fn keep_freed_memory() {
 fn keep_freed_memory() {}
 
 /// Heap a fleet-day adds per agent and simulated hour once the fleet is
-/// up — stored results and events, ledger entries, database rows: about
-/// 5 KiB (peak RSS at 2,000 agents: 194 MiB after 1 h, 417 MiB after 24 h).
-const GROWTH_PER_AGENT_HOUR: usize = 5 << 10;
+/// up — stored results and events, ledger entries, database rows: 5 to
+/// 5.3 KiB with the default heartbeat (peak RSS at 2,000 agents: 194 MiB
+/// after 1 h, 417 MiB after 24 h; at 10,000: 692 MiB and 1.88 GiB).
+const GROWTH_PER_AGENT_HOUR: u64 = 5 << 10;
 
 /// The most heap warmed unless `--warm-heap-mib` asks for more, in MiB.
-const WARM_HEAP_DEFAULT_CAP_MIB: usize = 8 << 10;
+const WARM_HEAP_DEFAULT_CAP_MIB: u64 = 8 << 10;
 
 /// Faults in `bytes` of heap on a thread of its own, then frees it, while
 /// the fleet starts on the main thread. Freed memory stays with mimalloc
 /// (purging is off, see [`keep_freed_memory`]), so the day's later
 /// allocations reuse pages the kernel has already cleared instead of
 /// stopping the simulation at every first touch of a fresh page — 9 % of
-/// the samples at 10,000 agents, as this virtual machine clears fresh
-/// memory at about 0.5 GB/s. The kernel does that work on the other core.
-/// The trace does not depend on the allocator.
+/// the samples at 10,000 agents, as this virtual machine clears memory it
+/// has not touched before at 0.3–0.5 GB/s. The kernel does that work on
+/// the other core. The trace does not depend on the allocator.
 fn warm_heap(bytes: usize) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // Chunks mimalloc serves from its arenas and takes back on free.
@@ -113,14 +116,18 @@ fn warm_heap(bytes: usize) -> std::thread::JoinHandle<()> {
 fn main() {
     keep_freed_memory();
     let args = Args::parse();
-    let warm_mib = args.warm_heap_mib.unwrap_or_else(|| {
-        let bytes = args
-            .agents
-            .saturating_mul(usize::try_from(args.hours).unwrap_or(usize::MAX))
+    let purging_off = std::env::var(PURGE_DELAY).is_ok_and(|delay| delay.trim() == "-1");
+    let warm_mib = args.warm_heap_mib.unwrap_or(if purging_off {
+        let bytes = (args.agents as u64)
+            .saturating_mul(args.hours)
             .saturating_mul(GROWTH_PER_AGENT_HOUR);
         (bytes >> 20).min(WARM_HEAP_DEFAULT_CAP_MIB)
+    } else {
+        0
     });
-    let warming = warm_heap(warm_mib << 20);
+    // At most 64 GiB (the argument's range): fits a 64-bit usize.
+    let warm_bytes = usize::try_from(warm_mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+    let warming = warm_heap(warm_bytes);
     let horizon = Duration::from_secs(args.hours * 3600);
     let faults = FaultSchedule::random(args.seed, args.agents, horizon, args.faults_per_hour);
     println!(

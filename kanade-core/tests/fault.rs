@@ -175,9 +175,10 @@ async fn disconnect_fails_calls_until_reconnect() {
 /// Whether a message is lost is decided as it arrives, not as it is read:
 /// what arrived while up survives a later cut, what arrived while down
 /// stays lost after the link is back. Holds on the in-memory transport
-/// (which asks at delivery, under the publish) and on a transport that
+/// (which asks at delivery, under the publish — so even a cut before any
+/// other task runs keeps what was published first) and on a transport that
 /// forwards through a task of its own (another fault layer, which keeps
-/// `subscribe_admitting`'s default).
+/// `subscribe_admitting`'s default and asks when that task runs).
 #[tokio::test(start_paused = true)]
 async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
     let memory = MemoryTransport::new();
@@ -197,7 +198,12 @@ async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
             .publish("y.kept", Headers::new(), body(1))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        if name == "forwarded" {
+            // The forwarding task asks the gate when it runs.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // The in-memory bus asked it under the publish: a cut right after
+        // (no task has run since) does not lose `y.kept`.
         injector.disconnect();
         direct
             .publish("y.lost", Headers::new(), body(2))

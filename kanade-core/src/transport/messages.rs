@@ -318,9 +318,10 @@ pub type Subscription = Box<dyn MessageStream>;
 /// Decides, as each message arrives at a subscription, whether it is
 /// kept (`true`) or lost (`false`); see [`MessageLog::subscribe_admitting`].
 /// It may be called under a transport's internal lock (the in-memory one
-/// asks it while delivering a publish): keep it quick, and never call
-/// into a transport from it — reading a flag, as the fault layer's link
-/// state does, is what it is for.
+/// asks it while delivering a publish): keep it quick, never call into a
+/// transport from it and never panic in it (a panic there can leave a
+/// publish delivered to only some subscribers) — reading a flag, as the
+/// fault layer's link state does, is what it is for.
 pub type ArrivalGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// Publish / subscribe plus durable streams and consumers.
@@ -346,6 +347,16 @@ pub trait MessageLog: Send + Sync {
     /// subscription); a transport that can ask at delivery itself (the
     /// in-memory one, under its publish) saves that task and its hop.
     /// The returned subscription is cancel-safe like any other.
+    ///
+    /// # Errors
+    ///
+    /// As [`subscribe`](MessageLog::subscribe) (an invalid pattern, a
+    /// transport that is down).
+    ///
+    /// # Panics
+    ///
+    /// The default spawns its task with `tokio::spawn`: call it inside a
+    /// Tokio runtime, as every transport call is.
     async fn subscribe_admitting(
         &self,
         pattern: &str,

@@ -105,8 +105,11 @@ struct FaultySubscription {
 
 #[async_trait]
 impl MessageStream for FaultySubscription {
-    // Cancel-safe: every await is on a cancel-safe future (`recv`, a sleep),
-    // and a taken message is parked in `self.parked` before any await.
+    // Cancel-safe: every await is on a cancel-safe future (the inner
+    // subscription's `next`, cancel-safe by the `MessageStream` contract —
+    // a channel `recv` on the in-memory bus and under the default
+    // `subscribe_admitting` — or a sleep), and a taken message is parked in
+    // `self.parked` before any await.
     async fn next(&mut self) -> Option<Message> {
         loop {
             if let Some(message) = self.parked.ready.pop_front() {

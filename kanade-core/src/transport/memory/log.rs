@@ -215,3 +215,42 @@ impl MessageLog for MemoryLog {
         Ok(Arc::new(MemoryConsumer::open(stream, config)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A gated subscription that was dropped is pruned at the next
+    /// delivery even while its gate loses messages; a live one whose gate
+    /// is shut stays, and gets what arrives once the gate opens.
+    #[tokio::test]
+    async fn a_gone_subscriber_is_pruned_while_its_gate_is_shut() {
+        let log = MemoryLog::new(1 << 20);
+        let open = Arc::new(AtomicBool::new(false));
+        let gate: ArrivalGate = {
+            let open = open.clone();
+            Arc::new(move || open.load(Ordering::SeqCst))
+        };
+        let mut kept = log
+            .subscribe_admitting("g.>", gate.clone())
+            .await
+            .expect("subscribe");
+        let gone = log
+            .subscribe_admitting("g.>", gate)
+            .await
+            .expect("subscribe");
+        assert_eq!(lock(&log.state).subscribers.len(), 2);
+        drop(gone);
+        log.publish("g.1", Headers::new(), Bytes::from_static(b"1"))
+            .await
+            .expect("publish");
+        assert_eq!(lock(&log.state).subscribers.len(), 1);
+        open.store(true, Ordering::SeqCst);
+        log.publish("g.2", Headers::new(), Bytes::from_static(b"2"))
+            .await
+            .expect("publish");
+        assert_eq!(kept.next().await.expect("message").subject, "g.2");
+    }
+}

@@ -181,11 +181,7 @@ async fn disconnect_fails_calls_until_reconnect() {
 /// `subscribe_admitting`'s default and asks when that task runs).
 #[tokio::test(start_paused = true)]
 async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
-    let memory = MemoryTransport::new();
-    let inner = FaultyTransport::new(
-        Arc::new(memory.clone()),
-        FaultPlan::Random(FaultRates::none(1)),
-    );
+    let (memory, inner) = faulty(FaultPlan::Random(FaultRates::none(1)));
     let over_inner = FaultyTransport::new(
         Arc::new(inner.clone()),
         FaultPlan::Random(FaultRates::none(2)),
@@ -194,10 +190,8 @@ async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
         let injector = faulty.injector();
         let mut sub = faulty.messages().subscribe("y.>").await.unwrap();
         let direct = memory.messages();
-        direct
-            .publish("y.kept", Headers::new(), body(1))
-            .await
-            .unwrap();
+        let publish = |subject: &'static str, i| direct.publish(subject, Headers::new(), body(i));
+        publish("y.kept", 1).await.unwrap();
         if name == "forwarded" {
             // The forwarding task asks the gate when it runs.
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -205,16 +199,10 @@ async fn loss_is_decided_on_arrival_with_and_without_a_forwarding_task() {
         // The in-memory bus asked it under the publish: a cut right after
         // (no task has run since) does not lose `y.kept`.
         injector.disconnect();
-        direct
-            .publish("y.lost", Headers::new(), body(2))
-            .await
-            .unwrap();
+        publish("y.lost", 2).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         injector.reconnect();
-        direct
-            .publish("y.after", Headers::new(), body(3))
-            .await
-            .unwrap();
+        publish("y.after", 3).await.unwrap();
         let mut got = Vec::new();
         while let Ok(Some(message)) =
             tokio::time::timeout(Duration::from_millis(50), sub.next()).await

@@ -297,12 +297,13 @@ pub trait MessageStream: Send {
     async fn next(&mut self) -> Option<Message>;
 }
 
-/// The subscription [`MessageLog::subscribe_admitting`]'s default returns:
-/// what its forwarding task let through.
-struct ForwardedSubscription(tokio::sync::mpsc::UnboundedReceiver<Message>);
+/// A subscription fed through a channel: the in-memory and file buses'
+/// subscriptions, and what [`MessageLog::subscribe_admitting`]'s default
+/// forwarding task lets through.
+pub(crate) struct ChannelSubscription(pub(crate) tokio::sync::mpsc::UnboundedReceiver<Message>);
 
 #[async_trait]
-impl MessageStream for ForwardedSubscription {
+impl MessageStream for ChannelSubscription {
     // Cancel-safe: `recv` is.
     async fn next(&mut self) -> Option<Message> {
         self.0.recv().await
@@ -377,7 +378,7 @@ pub trait MessageLog: Send + Sync {
                 }
             }
         });
-        Ok(Box::new(ForwardedSubscription(rx)))
+        Ok(Box::new(ChannelSubscription(rx)))
     }
 
     /// Creates a stream, or returns the existing one if the definition is

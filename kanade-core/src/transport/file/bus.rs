@@ -9,14 +9,14 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use async_trait::async_trait;
 use tokio::sync::{mpsc, Notify};
 
 use super::disk::{io_error, DirLock};
 use super::record::{scan, Record, RecordKind};
 use super::{lock, now_nanos, POLL_INTERVAL};
+use crate::transport::messages::ChannelSubscription;
 use crate::transport::subject::matches;
-use crate::transport::{Message, MessageStream, Subscription, TransportResult};
+use crate::transport::{Message, Subscription, TransportResult};
 
 /// Size at which the bus starts a new segment.
 const SEGMENT_BYTES: u64 = 8 * 1024 * 1024;
@@ -134,7 +134,7 @@ impl Bus {
             let bus = self.clone();
             tokio::runtime::Handle::current().spawn(async move { bus.tail().await });
         }
-        Ok(Box::new(BusSubscription(rx)))
+        Ok(Box::new(ChannelSubscription(rx)))
     }
 
     async fn tail(self: Arc<Self>) {
@@ -217,14 +217,5 @@ impl Bus {
         }
         lock(&self.state).position = position;
         Ok(out)
-    }
-}
-
-struct BusSubscription(mpsc::UnboundedReceiver<Message>);
-
-#[async_trait]
-impl MessageStream for BusSubscription {
-    async fn next(&mut self) -> Option<Message> {
-        self.0.recv().await
     }
 }

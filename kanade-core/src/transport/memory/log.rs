@@ -11,11 +11,12 @@ use tokio::time::Instant;
 use super::consumer::MemoryConsumer;
 use super::lock;
 use super::stream::StreamShared;
+use crate::transport::messages::ChannelSubscription;
 use crate::transport::subject::{overlaps, validate_pattern, validate_subject};
 use crate::transport::subject_index::SubjectIndex;
 use crate::transport::{
-    ArrivalGate, Consumer, ConsumerConfig, Headers, Message, MessageLog, MessageStream, PublishAck,
-    StreamConfig, StreamInfo, Subscription, TransportError, TransportResult,
+    ArrivalGate, Consumer, ConsumerConfig, Headers, Message, MessageLog, PublishAck, StreamConfig,
+    StreamInfo, Subscription, TransportError, TransportResult,
 };
 
 pub(super) struct MemoryLog {
@@ -56,7 +57,7 @@ impl MemoryLog {
             Subscriber { tx, admit },
             Subscriber::is_gone,
         );
-        Ok(Box::new(MemorySubscription(rx)))
+        Ok(Box::new(ChannelSubscription(rx)))
     }
 
     fn stream(&self, name: &str) -> TransportResult<Arc<StreamShared>> {
@@ -98,15 +99,6 @@ impl Subscriber {
 
     fn is_gone(&self) -> bool {
         self.tx.is_closed()
-    }
-}
-
-struct MemorySubscription(mpsc::UnboundedReceiver<Message>);
-
-#[async_trait]
-impl MessageStream for MemorySubscription {
-    async fn next(&mut self) -> Option<Message> {
-        self.0.recv().await
     }
 }
 

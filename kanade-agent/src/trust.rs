@@ -88,8 +88,9 @@ pub(crate) struct Trust {
     pub mode: SignatureMode,
     keys_file: Option<PathBuf>,
     ring: RwLock<KeyRing>,
-    /// The ring's fingerprints, computed when it is (re)loaded.
-    fingerprints: RwLock<Vec<String>>,
+    /// The ring's fingerprints, computed when it was built (shared with
+    /// every clone of the ring).
+    fingerprints: RwLock<Arc<[String]>>,
     verified: Arc<VerifiedSignatures>,
     loaded_at: Mutex<Option<FileStamp>>,
     last_outcome: Mutex<Option<&'static str>>,
@@ -207,7 +208,7 @@ impl Trust {
             mode: settings.mode,
             loaded_at: Mutex::new(settings.keys_file.as_deref().and_then(modified)),
             keys_file: settings.keys_file.clone(),
-            fingerprints: RwLock::new(ring.fingerprints()),
+            fingerprints: RwLock::new(ring.shared_fingerprints()),
             verified: settings.verified.clone().unwrap_or_default(),
             ring: RwLock::new(ring),
             last_outcome: Mutex::new(None),
@@ -232,7 +233,7 @@ impl Trust {
             return f(None);
         }
         let keys = self.fingerprints.read().unwrap_or_else(|p| p.into_inner());
-        f(Some(&keys))
+        f(Some(&keys[..]))
     }
 
     /// Checks a message's signature at `now_ms`.
@@ -279,7 +280,7 @@ impl Trust {
         }
         match load_ring(path) {
             Ok(ring) if !(ring.is_empty() && self.enforcing()) => {
-                let fingerprints = ring.fingerprints();
+                let fingerprints = ring.shared_fingerprints();
                 tracing::info!(keys = ?fingerprints, "command key ring reloaded");
                 *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
                 *self.fingerprints.write().unwrap_or_else(|p| p.into_inner()) = fingerprints;

@@ -242,6 +242,14 @@ fn ring_json_round_trip() {
     let fps = ring.fingerprints();
     assert_eq!(fps, vec![a.fingerprint(), b.fingerprint()]);
     assert!(fps[0].starts_with("a:") && fps[0].len() == 2 + 16);
+    // Computed once: every clone of the ring hands out the same list.
+    let shared = ring.shared_fingerprints();
+    assert_eq!(shared.to_vec(), fps);
+    assert!(std::sync::Arc::ptr_eq(
+        &shared,
+        &ring.clone().shared_fingerprints()
+    ));
+    assert!(KeyRing::default().shared_fingerprints().is_empty());
 }
 
 #[test]

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -192,7 +192,7 @@ impl Fleet {
             ])
             .map_err(|e| SimError::Runtime(std::io::Error::other(e.to_string())))?,
             verified: Arc::default(),
-            clock_offsets: (0..plan.agents).map(|_| Arc::default()).collect(),
+            clock_offsets: (0..plan.agents).map(|_| AtomicI64::new(0)).collect(),
             state_files: (0..plan.agents).map(|_| Arc::default()).collect(),
         };
         let links = Links::start(

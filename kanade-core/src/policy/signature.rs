@@ -17,6 +17,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -121,6 +122,9 @@ struct RingKey {
 #[derive(Debug, Clone, Default)]
 pub struct KeyRing {
     keys: Vec<RingKey>,
+    /// [`KeyRing::fingerprints`], computed once: clones of a ring share
+    /// them (an agent serialises them into every heartbeat).
+    fingerprints: Arc<[String]>,
 }
 
 fn check_kid(kid: &str) -> Result<(), RingError> {
@@ -176,7 +180,11 @@ impl KeyRing {
             }
             keys.push(RingKey { entry, key });
         }
-        Ok(Self { keys })
+        let fingerprints = keys
+            .iter()
+            .map(|k| fingerprint(&k.entry.kid, &k.key))
+            .collect();
+        Ok(Self { keys, fingerprints })
     }
 
     /// Parses a key ring file: a JSON array of [`RingEntry`].
@@ -212,10 +220,15 @@ impl KeyRing {
     /// "kid:first 16 hex of sha256(public key bytes)" per key, in ring order
     /// (what heartbeats report).
     pub fn fingerprints(&self) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|k| fingerprint(&k.entry.kid, &k.key))
-            .collect()
+        self.fingerprints.to_vec()
+    }
+
+    /// [`KeyRing::fingerprints`] as computed when the ring was built,
+    /// shared rather than copied: every clone of the ring hands out the
+    /// same list (a process embedding thousands of agents with one ring
+    /// keeps one copy in cache).
+    pub fn shared_fingerprints(&self) -> Arc<[String]> {
+        self.fingerprints.clone()
     }
 
     fn find(&self, kid: &str) -> Option<&RingKey> {

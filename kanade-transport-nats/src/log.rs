@@ -44,7 +44,7 @@ fn from_header_map(headers: Option<&async_nats::HeaderMap>) -> Headers {
 fn to_message(message: async_nats::Message) -> Message {
     Message {
         subject: message.subject.to_string(),
-        headers: from_header_map(message.headers.as_ref()),
+        headers: from_header_map(message.headers.as_ref()).into(),
         payload: message.payload,
     }
 }

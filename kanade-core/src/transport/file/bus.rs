@@ -89,7 +89,7 @@ impl Bus {
             sequence: 0,
             at_nanos: now_nanos(),
             subject: message.subject.clone(),
-            headers: message.headers.clone(),
+            headers: (*message.headers).clone(),
             payload: message.payload.clone(),
         }
         .encode();
@@ -204,7 +204,7 @@ impl Bus {
                     (position.0, offset),
                     Message {
                         subject: record.subject,
-                        headers: record.headers,
+                        headers: record.headers.into(),
                         payload: record.payload,
                     },
                 ));

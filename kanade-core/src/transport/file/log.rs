@@ -178,7 +178,7 @@ impl MessageLog for FileLog {
         }
         let message = Message {
             subject: subject.to_owned(),
-            headers,
+            headers: headers.into(),
             payload,
         };
         let shared = self.shared.clone();

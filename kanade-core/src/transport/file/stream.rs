@@ -238,7 +238,7 @@ impl StreamIndex {
             sequence: self.last_sequence + 1,
             at_nanos,
             subject: message.subject.clone(),
-            headers: message.headers.clone(),
+            headers: (*message.headers).clone(),
             payload: message.payload.clone(),
         };
         let before = self.position.offset;
@@ -321,7 +321,7 @@ impl StreamIndex {
             .filter(|r| r.sequence == seq)
             .map(|r| Message {
                 subject: r.subject,
-                headers: r.headers,
+                headers: r.headers.into(),
                 payload: r.payload,
             }))
     }

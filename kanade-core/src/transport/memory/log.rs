@@ -119,7 +119,7 @@ impl MessageLog for MemoryLog {
         }
         let message = Message {
             subject: subject.to_owned(),
-            headers,
+            headers: headers.into(),
             payload,
         };
         let mut state = lock(&self.state);
@@ -213,6 +213,23 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    /// Every subscriber gets the publish's headers themselves, not a copy
+    /// of each key and value, and reads them as published.
+    #[tokio::test]
+    async fn subscribers_share_a_messages_headers() {
+        let log = MemoryLog::new(1 << 20);
+        let mut first = log.subscribe("h.>").await.expect("subscribe");
+        let mut second = log.subscribe("h.*").await.expect("subscribe");
+        let headers: Headers = [("Kanade-Sig".to_owned(), "abc".to_owned())].into();
+        log.publish("h.1", headers.clone(), Bytes::from_static(b"x"))
+            .await
+            .expect("publish");
+        let a = first.next().await.expect("first");
+        let b = second.next().await.expect("second");
+        assert_eq!(*a.headers, headers);
+        assert!(Arc::ptr_eq(&a.headers, &b.headers));
+    }
 
     /// A gated subscription that was dropped is pruned at the next
     /// delivery even while its gate loses messages; a live one whose gate

@@ -152,8 +152,9 @@ fn gate_stop(inner: &Inner, command: &Command) -> Option<Outcome> {
 
 fn gates(inner: &Inner, command: &Command) -> GateDecision {
     let now = inner.clock.now();
-    let last_fresh_at = inner.last_fresh_at();
     let live = inner.live();
+    let last_fresh_at = inner.last_fresh_at(&live);
+    let script = live.scripts.get(&command.id);
     evaluate_gates(
         command,
         &GateInputs {
@@ -161,8 +162,8 @@ fn gates(inner: &Inner, command: &Command) -> GateDecision {
             fleet_now: inner.fleet_now(now, command.issued_at),
             delivery: Delivery::Broker,
             last_fresh_at,
-            script_current: live.script_current.get(&command.id).map(String::as_str),
-            script_status: live.script_status.get(&command.id).map(String::as_str),
+            script_current: script.and_then(|s| s.current.as_deref()),
+            script_status: script.and_then(|s| s.status.as_deref()),
             host: &inner.host,
         },
     )

@@ -19,7 +19,7 @@ use kanade_core::transport::{KeyValue, KvConfig, KvOperation, TransportError};
 use kanade_core::wire::{AgentConfigScope, AgentGroups};
 use tokio::task::JoinSet;
 
-use crate::state::Inner;
+use crate::state::{Inner, ScriptState};
 use crate::AgentError;
 
 /// Records this agent's configured groups in `agent_groups` unless an
@@ -54,8 +54,8 @@ fn apply_entry(inner: &Inner, bucket: &str, key: &str, value: Option<&Bytes>) {
     let pc = inner.settings.pc_id.as_str();
     let mut live = inner.live();
     match bucket {
-        BUCKET_SCRIPT_CURRENT => set_or_remove(&mut live.script_current, key, text),
-        BUCKET_SCRIPT_STATUS => set_or_remove(&mut live.script_status, key, text),
+        BUCKET_SCRIPT_CURRENT => set_script(&mut live.scripts, key, |s| &mut s.current, text),
+        BUCKET_SCRIPT_STATUS => set_script(&mut live.scripts, key, |s| &mut s.status, text),
         BUCKET_AGENT_GROUPS if key == pc => {
             let groups: AgentGroups = value
                 .and_then(|v| serde_json::from_slice(v).ok())
@@ -105,11 +105,28 @@ fn apply_entry(inner: &Inner, bucket: &str, key: &str, value: Option<&Bytes>) {
     }
 }
 
-fn set_or_remove(map: &mut HashMap<String, String>, key: &str, value: Option<String>) {
-    match value {
-        Some(v) => map.insert(key.to_owned(), v),
-        None => map.remove(key),
-    };
+/// Sets or clears one bucket's entry for job `key`; a job with neither
+/// entry left is forgotten.
+fn set_script(
+    scripts: &mut HashMap<String, ScriptState>,
+    key: &str,
+    field: impl Fn(&mut ScriptState) -> &mut Option<String>,
+    value: Option<String>,
+) {
+    match (scripts.get_mut(key), value) {
+        (Some(state), value) => {
+            *field(state) = value;
+            if state.current.is_none() && state.status.is_none() {
+                scripts.remove(key);
+            }
+        }
+        (None, Some(value)) => {
+            let mut state = ScriptState::default();
+            *field(&mut state) = Some(value);
+            scripts.insert(key.to_owned(), state);
+        }
+        (None, None) => {}
+    }
 }
 
 const WATCHED: [&str; 5] = [
@@ -161,4 +178,34 @@ pub(crate) async fn watch_kv(inner: Arc<Inner>) {
         });
     }
     while watchers.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each bucket sets its own half of a job's entry; a job with neither
+    /// left is forgotten, and clearing what was never set adds nothing.
+    #[test]
+    fn a_jobs_script_entries_come_and_go_bucket_by_bucket() {
+        let mut scripts = HashMap::new();
+        fn current(s: &mut ScriptState) -> &mut Option<String> {
+            &mut s.current
+        }
+        fn status(s: &mut ScriptState) -> &mut Option<String> {
+            &mut s.status
+        }
+        set_script(&mut scripts, "job", current, Some("3".into()));
+        set_script(&mut scripts, "job", status, Some("revoked".into()));
+        let job = &scripts["job"];
+        assert_eq!(job.current.as_deref(), Some("3"));
+        assert_eq!(job.status.as_deref(), Some("revoked"));
+        set_script(&mut scripts, "job", current, None);
+        assert_eq!(scripts["job"].current, None);
+        assert_eq!(scripts["job"].status.as_deref(), Some("revoked"));
+        set_script(&mut scripts, "job", status, None);
+        assert!(scripts.is_empty());
+        set_script(&mut scripts, "other", status, None);
+        assert!(scripts.is_empty());
+    }
 }

@@ -26,11 +26,21 @@ use crate::outbox::Outbox;
 use crate::runner::ScriptRunner;
 use crate::AgentSettings;
 
+/// A job's entries in the `script_current` and `script_status` buckets.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptState {
+    /// The version it is pinned to.
+    pub current: Option<String>,
+    /// `revoked` or another status.
+    pub status: Option<String>,
+}
+
 /// What the agent knows from the KV buckets.
 #[derive(Debug, Default)]
 pub(crate) struct Live {
-    pub script_current: HashMap<String, String>,
-    pub script_status: HashMap<String, String>,
+    /// Each job's `script_current` and `script_status` entries, by job
+    /// id: one map, so the gates find both with one lookup.
+    pub scripts: HashMap<String, ScriptState>,
     pub global: Option<AgentConfigScope>,
     pub group_scopes: BTreeMap<String, AgentConfigScope>,
     pub pc_scope: Option<AgentConfigScope>,
@@ -158,8 +168,8 @@ impl Inner {
     }
 
     /// The instant the agent last had fresh state, as the gates want it.
-    pub(crate) fn last_fresh_at(&self) -> Option<DateTime<Utc>> {
-        let live = self.live();
+    /// (`live`: the live state, locked by the caller.)
+    pub(crate) fn last_fresh_at(&self, live: &Live) -> Option<DateTime<Utc>> {
         match (live.ever_connected, live.disconnected_since) {
             (false, _) => None,
             (true, None) => Some(self.clock.now()),

@@ -140,6 +140,7 @@ impl AgentBuilder {
                 groups_changed: Notify::new(),
                 kills: Mutex::new(HashMap::new()),
                 killed: Mutex::new(HashMap::new()),
+                kill_bucket: Mutex::new(None),
                 clock_offset: Mutex::new(Default::default()),
                 started_at,
                 rng: Mutex::new(rng),

@@ -33,8 +33,20 @@ pub(crate) enum Arrival {
     Late,
 }
 
+/// The `exec_kills` bucket: opened at the first call that can, then kept
+/// (a failure to open it is not kept: the next call tries again).
 async fn kill_bucket(inner: &Inner) -> Result<Arc<dyn KeyValue>, TransportError> {
-    inner.transport.key_value(exec_kills_config()).await
+    let opened = inner
+        .kill_bucket
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    if let Some(kv) = opened {
+        return Ok(kv);
+    }
+    let kv = inner.transport.key_value(exec_kills_config()).await?;
+    *inner.kill_bucket.lock().unwrap_or_else(|p| p.into_inner()) = Some(kv.clone());
+    Ok(kv)
 }
 
 /// Why a kill is not obeyed on an enforcing host (`None`: obey). A kill's
@@ -152,5 +164,35 @@ pub(crate) async fn killed_before_arrival(inner: &Inner, exec_id: &str, arrival:
             tracing::debug!(exec_id, "kill record not readable: {e}");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kanade_core::names::SubjectToken;
+    use kanade_core::transport::memory::MemoryTransport;
+
+    /// The bucket is opened by the first late arrival and the same handle
+    /// serves the next ones.
+    #[tokio::test]
+    async fn late_arrivals_share_one_kill_bucket_handle() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pc = SubjectToken::pc("pc-1".to_owned()).expect("pc");
+        let agent = crate::Agent::builder(
+            crate::AgentSettings::new(pc, dir.path()),
+            Arc::new(MemoryTransport::new()),
+        )
+        .build()
+        .expect("agent");
+        let inner = &agent.inner;
+        let cached = || inner.kill_bucket.lock().expect("lock").clone();
+        assert!(cached().is_none());
+        assert!(!killed_before_arrival(inner, "exec-1", Arrival::Live).await);
+        assert!(cached().is_none(), "a live arrival reads no bucket");
+        assert!(!killed_before_arrival(inner, "exec-1", Arrival::Late).await);
+        let first = cached().expect("opened by the late arrival");
+        assert!(!killed_before_arrival(inner, "exec-2", Arrival::Late).await);
+        assert!(Arc::ptr_eq(&first, &cached().expect("kept")));
     }
 }

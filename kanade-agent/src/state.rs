@@ -78,6 +78,10 @@ pub(crate) struct Inner {
     pub clock_offset: Mutex<clock::OffsetEstimate>,
     /// Executions known to be killed, with when (see `kills`).
     pub killed: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// The `exec_kills` bucket once opened: a command arriving late reads
+    /// its kill record there, and opening the bucket each time cost a
+    /// lookup (a stream-info request on NATS) per command.
+    pub kill_bucket: Mutex<Option<Arc<dyn kanade_core::transport::KeyValue>>>,
     pub rng: Mutex<fastrand::Rng>,
     pub connected: Option<watch::Receiver<bool>>,
     pub trust: Arc<crate::trust::Trust>,

@@ -137,6 +137,7 @@ impl AgentBuilder {
                 limiter: Limiter::new(cpus),
                 live: Mutex::new(live),
                 live_changed: Notify::new(),
+                live_version: std::sync::atomic::AtomicU64::new(0),
                 groups_changed: Notify::new(),
                 kills: Mutex::new(HashMap::new()),
                 killed: Mutex::new(HashMap::new()),

@@ -217,6 +217,45 @@ impl Drop for KillRegistration {
     }
 }
 
+/// What the runner gets for attempt `attempt` of `command`, built afresh
+/// for each attempt rather than cloned from a template kept for the whole
+/// run: one set of strings alive at a time, none freed long after it was
+/// made (a simulated fleet runs hundreds of thousands of commands a day).
+fn run_spec(
+    inner: &Inner,
+    command: &Command,
+    request: &SubjectToken,
+    script: &str,
+    attempt: u32,
+) -> RunSpec {
+    RunSpec {
+        shell: command.shell,
+        script: script.to_owned(),
+        cwd: command.cwd.clone(),
+        timeout: Duration::from_secs(command.timeout_secs.max(1)),
+        run_as: command.run_as,
+        request_id: command.request_id.clone(),
+        attempt,
+        process_record: Some(crate::orphans::record_path(
+            &crate::orphans::records_dir(&inner.settings.state_dir),
+            request.as_str(),
+        )),
+        env: vec![
+            (
+                "KANADE_PC_ID".into(),
+                inner.settings.pc_id.as_str().to_owned(),
+            ),
+            ("KANADE_JOB_ID".into(), command.id.clone()),
+            ("KANADE_JOB_VERSION".into(), command.version.clone()),
+            (
+                "KANADE_EXEC_ID".into(),
+                command.exec_id.clone().unwrap_or_default(),
+            ),
+            ("KANADE_REQUEST_ID".into(), command.request_id.clone()),
+        ],
+    }
+}
+
 async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arrival: Arrival) {
     // A kill is durable: an execution killed before this command of it
     // arrived (or resumed) never starts here.
@@ -329,40 +368,11 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
         return;
     }
     publish_started(&inner, &command, &request).await;
-    let spec = RunSpec {
-        shell: command.shell,
-        script,
-        cwd: command.cwd.clone(),
-        timeout: Duration::from_secs(command.timeout_secs.max(1)),
-        run_as: command.run_as,
-        request_id: command.request_id.clone(),
-        attempt: 1,
-        process_record: Some(crate::orphans::record_path(
-            &crate::orphans::records_dir(&inner.settings.state_dir),
-            request.as_str(),
-        )),
-        env: vec![
-            (
-                "KANADE_PC_ID".into(),
-                inner.settings.pc_id.as_str().to_owned(),
-            ),
-            ("KANADE_JOB_ID".into(), command.id.clone()),
-            ("KANADE_JOB_VERSION".into(), command.version.clone()),
-            (
-                "KANADE_EXEC_ID".into(),
-                command.exec_id.clone().unwrap_or_default(),
-            ),
-            ("KANADE_REQUEST_ID".into(), command.request_id.clone()),
-        ],
-    };
     let mut attempts = 0u32;
     let started_at = inner.clock.now();
     let output = loop {
         attempts += 1;
-        let attempt_spec = RunSpec {
-            attempt: attempts,
-            ..spec.clone()
-        };
+        let attempt_spec = run_spec(&inner, &command, &request, &script, attempts);
         let output = inner.runner.run(attempt_spec, kill.clone()).await;
         let outcome = match output.end {
             RunEnd::Exited(code) => AttemptOutcome::Exited(code),

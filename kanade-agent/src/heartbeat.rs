@@ -2,6 +2,7 @@
 //! published on the live config's period and on every config change) and
 //! the hardware inventory (at start, then daily).
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -136,18 +137,36 @@ pub(crate) async fn heartbeat_loop(inner: Arc<Inner>) {
     // still subscribing when the agent started sees it without waiting a
     // whole interval.
     let mut first = true;
+    // One registration with `live_changed` for the loop's life, renewed
+    // only when it fires: registering and dropping one at every beat
+    // rewrote the notifier's waiter list (and its neighbours' entries)
+    // each time, for a change that comes once in a blue moon.
+    let changed = inner.live_changed.notified();
+    tokio::pin!(changed);
     loop {
         publish_heartbeat(&inner, &subject).await;
-        let changed = inner.live_changed.notified();
+        // A change from here on cuts the wait short; one that came while
+        // the heartbeat went out is in it already (`live_version` tells
+        // the two apart).
+        let seen = inner.live_version.load(Ordering::SeqCst);
         // Parsed once per config change (when it is resolved), not here.
         let mut period = inner.heartbeat_period().max(Duration::from_secs(1));
         if std::mem::take(&mut first) {
             period = period.min(Duration::from_secs(1));
         }
-        tokio::select! {
-            biased;
-            _ = tokio::time::sleep(period) => {}
-            _ = changed => {}
+        let beat = tokio::time::sleep(period);
+        tokio::pin!(beat);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut beat => break,
+                _ = &mut changed => {
+                    changed.set(inner.live_changed.notified());
+                    if inner.live_version.load(Ordering::SeqCst) != seen {
+                        break;
+                    }
+                }
+            }
         }
     }
 }
@@ -247,5 +266,54 @@ mod tests {
             assert!(out.is_ok());
             assert_eq!(out.ok(), wire.ok());
         }
+    }
+
+    /// A config change sends a heartbeat at once, every time (the wait is
+    /// armed again after each), and without one the beats keep the
+    /// period: the loop's single registration neither misses a change nor
+    /// invents one.
+    #[tokio::test(start_paused = true)]
+    async fn each_config_change_beats_at_once_and_only_then() {
+        use kanade_core::names::SubjectToken;
+        use kanade_core::transport::memory::MemoryTransport;
+        use kanade_core::transport::{KvConfig, Transport};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let transport = MemoryTransport::new();
+        let mut beats = transport
+            .messages()
+            .subscribe("heartbeat.>")
+            .await
+            .expect("subscribe");
+        let mut settings =
+            crate::AgentSettings::new(SubjectToken::pc("pc-1".to_owned()).expect("pc"), dir.path());
+        settings.inventory = false;
+        let agent = crate::Agent::builder(settings, Arc::new(transport.clone()))
+            .build()
+            .expect("agent");
+        tokio::spawn(agent.run(std::future::pending()));
+        let config = transport
+            .key_value(KvConfig::new(kanade_core::names::BUCKET_AGENT_CONFIG))
+            .await
+            .expect("bucket");
+        // The first beat, then the second a second later.
+        beats.next().await.expect("first");
+        beats.next().await.expect("second");
+        for interval in ["1h", "2h", "3h"] {
+            let before = tokio::time::Instant::now();
+            config
+                .put(
+                    kanade_core::names::KEY_AGENT_CONFIG_GLOBAL,
+                    format!("{{\"heartbeat_interval\":\"{interval}\"}}").into(),
+                )
+                .await
+                .expect("put");
+            beats.next().await.expect("a beat for the change");
+            assert!(before.elapsed() < Duration::from_secs(1), "{interval}");
+        }
+        let quiet = tokio::time::timeout(Duration::from_secs(3 * 3600 - 5), beats.next()).await;
+        assert!(quiet.is_err(), "no beat before the period");
+        tokio::time::timeout(Duration::from_secs(10), beats.next())
+            .await
+            .expect("the 3 h beat");
     }
 }

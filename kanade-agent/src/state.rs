@@ -6,7 +6,7 @@
 //! it, and it knows none of them.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
@@ -68,6 +68,11 @@ pub(crate) struct Inner {
     pub limiter: Limiter,
     pub live: Mutex<Live>,
     pub live_changed: Notify,
+    /// How many times the live config was resolved: raised just before
+    /// each `live_changed` notification, so a waiter that keeps one
+    /// registration across rounds can tell a change it has not acted on
+    /// from one it has.
+    pub live_version: AtomicU64,
     pub groups_changed: Notify,
     pub kills: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
     /// When this agent instance was built (its clock): the first start's,
@@ -200,6 +205,7 @@ impl Inner {
         live.heartbeat_period = Some(config.heartbeat_period());
         live.config = config;
         drop(live);
+        self.live_version.fetch_add(1, Ordering::SeqCst);
         self.live_changed.notify_waiters();
     }
 }

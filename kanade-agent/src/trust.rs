@@ -88,9 +88,6 @@ pub(crate) struct Trust {
     pub mode: SignatureMode,
     keys_file: Option<PathBuf>,
     ring: RwLock<KeyRing>,
-    /// The ring's fingerprints, computed when it was built (shared with
-    /// every clone of the ring).
-    fingerprints: RwLock<Arc<[String]>>,
     verified: Arc<VerifiedSignatures>,
     loaded_at: Mutex<Option<FileStamp>>,
     last_outcome: Mutex<Option<&'static str>>,
@@ -208,7 +205,6 @@ impl Trust {
             mode: settings.mode,
             loaded_at: Mutex::new(settings.keys_file.as_deref().and_then(modified)),
             keys_file: settings.keys_file.clone(),
-            fingerprints: RwLock::new(ring.shared_fingerprints()),
             verified: settings.verified.clone().unwrap_or_default(),
             ring: RwLock::new(ring),
             last_outcome: Mutex::new(None),
@@ -232,8 +228,9 @@ impl Trust {
         if self.mode == SignatureMode::Off {
             return f(None);
         }
-        let keys = self.fingerprints.read().unwrap_or_else(|p| p.into_inner());
-        f(Some(&keys[..]))
+        // Computed when the ring was built, shared with its clones.
+        let ring = self.ring.read().unwrap_or_else(|p| p.into_inner());
+        f(Some(&ring.shared_fingerprints()[..]))
     }
 
     /// Checks a message's signature at `now_ms`.
@@ -280,10 +277,8 @@ impl Trust {
         }
         match load_ring(path) {
             Ok(ring) if !(ring.is_empty() && self.enforcing()) => {
-                let fingerprints = ring.shared_fingerprints();
-                tracing::info!(keys = ?fingerprints, "command key ring reloaded");
+                tracing::info!(keys = ?ring.shared_fingerprints(), "command key ring reloaded");
                 *self.ring.write().unwrap_or_else(|p| p.into_inner()) = ring;
-                *self.fingerprints.write().unwrap_or_else(|p| p.into_inner()) = fingerprints;
             }
             Ok(_) => tracing::error!("the new key ring is empty; keeping the working ring"),
             Err(reason) => tracing::error!("{reason}; keeping the working ring"),

@@ -246,8 +246,8 @@ fn ring_json_round_trip() {
     let shared = ring.shared_fingerprints();
     assert_eq!(shared.to_vec(), fps);
     assert!(std::sync::Arc::ptr_eq(
-        &shared,
-        &ring.clone().shared_fingerprints()
+        shared,
+        ring.clone().shared_fingerprints()
     ));
     assert!(KeyRing::default().shared_fingerprints().is_empty());
 }

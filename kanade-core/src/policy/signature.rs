@@ -227,8 +227,8 @@ impl KeyRing {
     /// shared rather than copied: every clone of the ring hands out the
     /// same list (a process embedding thousands of agents with one ring
     /// keeps one copy in cache).
-    pub fn shared_fingerprints(&self) -> Arc<[String]> {
-        self.fingerprints.clone()
+    pub fn shared_fingerprints(&self) -> &Arc<[String]> {
+        &self.fingerprints
     }
 
     fn find(&self, kid: &str) -> Option<&RingKey> {

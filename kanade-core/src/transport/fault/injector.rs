@@ -203,7 +203,7 @@ impl FaultInjector {
 /// cumulative probabilities of its four faults (each rate clamped to
 /// 0.0..=1.0 and added in order, as [`pick`] compares them), and the
 /// longest delay. Immutable; shared by injectors with equal rates.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Thresholds {
     publish: [f64; 4],
     delivery: [f64; 4],
@@ -246,26 +246,26 @@ impl Thresholds {
         static KNOWN: Mutex<Vec<std::sync::Weak<Thresholds>>> = Mutex::new(Vec::new());
         let mut known = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
         known.retain(|weak| weak.strong_count() > 0);
-        let same = |other: &Self| {
-            let bits = |t: &Self| {
-                (
-                    t.publish.map(f64::to_bits),
-                    t.delivery.map(f64::to_bits),
-                    t.max_delay,
-                )
-            };
-            bits(other) == bits(&thresholds)
-        };
+        let key = thresholds.key();
         if let Some(found) = known
             .iter()
             .filter_map(std::sync::Weak::upgrade)
-            .find(|t| same(t))
+            .find(|t| t.key() == key)
         {
             return found;
         }
         let made = Arc::new(thresholds);
         known.push(Arc::downgrade(&made));
         made
+    }
+
+    /// What makes two sets the same: their bits (a NaN rate equals itself).
+    fn key(&self) -> ([u64; 4], [u64; 4], Duration) {
+        (
+            self.publish.map(f64::to_bits),
+            self.delivery.map(f64::to_bits),
+            self.max_delay,
+        )
     }
 }
 
@@ -400,7 +400,7 @@ mod tests {
             publishes: vec![Some(PublishFault::Drop)],
             deliveries: Vec::new(),
         });
-        assert_eq!(thresholds(&b), None);
+        assert!(thresholds(&b).is_none());
         assert_eq!(b.publish_fault("s"), Some(PublishFault::Drop));
         assert_eq!(b.publish_fault("s"), None);
     }

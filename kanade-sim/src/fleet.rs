@@ -119,6 +119,8 @@ impl Fleet {
         settings.inline_database = true;
         // Its "crashes" are tasks and its file lives in RAM: no fsyncs.
         settings.database_durability = kanade_backend::db::DbDurability::Simulated;
+        // Heartbeats stored on a second thread, in the same order.
+        settings.database_write_behind = true;
         let signer = crate::plan::fleet_signer(plan.seed);
         settings.signer = Some(Arc::new(signer.clone()));
         let backend = Backend::open(Arc::new(backend_faulty), settings)

@@ -34,6 +34,15 @@ pub struct BackendSettings {
     ///
     /// [`DbDurability::Simulated`]: crate::db::DbDurability::Simulated
     pub database_durability: crate::db::DbDurability,
+    /// Store heartbeats on a database thread of the backend's own while
+    /// the projector goes on ([`Db::with_write_behind`]): every other
+    /// database call first waits for the heartbeats queued before it, so
+    /// it reads what it would have read without. Heartbeats are not
+    /// acknowledged, so nothing is acknowledged early. Made for a
+    /// single-threaded simulation ([`inline_database`](Self::inline_database)):
+    /// its heartbeat storage moves to the machine's second core and the
+    /// database's work keeps its order. Default `false`.
+    pub database_write_behind: bool,
     /// Where check alerts are POSTed as JSON (`http://` or `https://`),
     /// besides `alerts.<check>.<pc>` on the bus. Needs the `webhooks`
     /// feature (on by default).
@@ -59,6 +68,7 @@ impl std::fmt::Debug for BackendSettings {
             .field("reap_interval", &self.reap_interval)
             .field("inline_database", &self.inline_database)
             .field("database_durability", &self.database_durability)
+            .field("database_write_behind", &self.database_write_behind)
             .field("signer", &self.signer)
             .field("agent_identities", &self.agent_identities.is_some())
             .field(
@@ -79,6 +89,7 @@ impl BackendSettings {
             reap_interval: Duration::from_secs(30),
             inline_database: false,
             database_durability: crate::db::DbDurability::PowerLoss,
+            database_write_behind: false,
             alert_webhook: None,
             signer: None,
             agent_identities: None,
@@ -157,8 +168,14 @@ impl Backend {
         }
         let path = settings.db_path.clone();
         let durability = settings.database_durability;
+        let write_behind = settings.database_write_behind;
         let db = run_db(settings.inline_database, move || {
-            Db::open_with(&path, durability)
+            let db = Db::open_with(&path, durability)?;
+            if write_behind {
+                db.with_write_behind()
+            } else {
+                Ok(db)
+            }
         })
         .await?;
         Ok(Self {

@@ -347,6 +347,36 @@ const HEARTBEAT_BATCH: usize = 1000;
 /// of delay is invisible).
 const HEARTBEAT_COALESCE: Duration = Duration::from_millis(250);
 
+/// The heartbeats among `arrivals` (payload, when the backend received
+/// it) that parse, each reported if its clock offset became large or was
+/// fixed (`skewed`: the pcs reported now); the rest are dropped.
+fn sightings(
+    arrivals: Vec<(bytes::Bytes, chrono::DateTime<chrono::Utc>)>,
+    skewed: &std::sync::Mutex<std::collections::HashSet<String>>,
+) -> Vec<crate::db::Sighting> {
+    let mut skewed = skewed.lock().unwrap_or_else(|p| p.into_inner());
+    arrivals
+        .into_iter()
+        .filter_map(|(payload, received_at)| {
+            let heartbeat = serde_json::from_slice::<Heartbeat>(&payload).ok()?;
+            let sighting = crate::db::Sighting {
+                heartbeat,
+                received_at,
+            };
+            report_skew(&sighting, &mut skewed);
+            Some(sighting)
+        })
+        .collect()
+}
+
+/// Whether a heartbeat's payload may list quarantined versions: it names
+/// the field, or holds an escape (`\u…`) that could spell the name.
+/// A `false` is certain; a `true` is settled by parsing.
+fn may_quarantine(payload: &[u8]) -> bool {
+    memchr::memmem::find(payload, b"quarantined_versions").is_some()
+        || memchr::memmem::find(payload, b"\\u").is_some()
+}
+
 async fn project_heartbeats(backend: Backend) {
     let mut heartbeats = match backend.log.subscribe(subjects::HEARTBEAT_FILTER).await {
         Ok(sub) => sub,
@@ -365,38 +395,41 @@ async fn project_heartbeats(backend: Backend) {
     let clock = backend.clone();
     let _reader = AbortOnDrop(tokio::spawn(async move {
         while let Some(message) = heartbeats.next().await {
-            if queue.send((message, clock.now())).is_err() {
+            if queue.send((message.payload, clock.now())).is_err() {
                 break;
             }
         }
     }));
-    let mut skewed = std::collections::HashSet::new();
-    while let Some(message) = queued.recv().await {
+    let skewed = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    while let Some(arrival) = queued.recv().await {
         // Whatever else arrives within HEARTBEAT_COALESCE goes into the
         // same transaction: a large fleet's steady trickle of heartbeats
         // costs one commit (one fsync) per window, not one each. Arrival
         // times were stamped already, so the wait changes no data.
         tokio::time::sleep(HEARTBEAT_COALESCE).await;
-        let mut batch = Vec::new();
-        let mut next = Some(message);
-        while let Some((message, received_at)) = next.take() {
-            if let Ok(heartbeat) = serde_json::from_slice::<Heartbeat>(&message.payload) {
-                let sighting = crate::db::Sighting {
-                    heartbeat,
-                    received_at,
-                };
-                report_skew(&sighting, &mut skewed);
-                batch.push(sighting);
-            }
-            if batch.len() < HEARTBEAT_BATCH {
-                next = queued.try_recv().ok();
-            }
+        let mut arrivals = vec![arrival];
+        while arrivals.len() < HEARTBEAT_BATCH {
+            let Ok(arrival) = queued.try_recv() else {
+                break;
+            };
+            arrivals.push(arrival);
         }
+        // A host reporting a quarantined version may use up an agent
+        // rollout's error budget: such a batch is checked here, after it
+        // is stored. Any other is parsed and stored on the database's own
+        // thread when it has one (nothing waits for a heartbeat).
+        let may_quarantine = arrivals.iter().any(|(payload, _)| may_quarantine(payload));
+        if backend.db.writes_behind() && !may_quarantine {
+            let skewed = skewed.clone();
+            backend
+                .db
+                .upsert_agents_behind(move || sightings(arrivals, &skewed));
+            continue;
+        }
+        let batch = sightings(arrivals, &skewed);
         if batch.is_empty() {
             continue;
         }
-        // A host reporting a quarantined version may use up an agent
-        // rollout's error budget.
         let quarantines = batch
             .iter()
             .any(|s| s.heartbeat.quarantined_versions.is_some());
@@ -408,5 +441,50 @@ async fn project_heartbeats(backend: Backend) {
                 tracing::warn!("agent rollout budget not checked: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// A heartbeat as an agent writes it lists quarantined versions
+        /// exactly when [`may_quarantine`] says it may.
+        #[test]
+        fn may_quarantine_is_never_wrong_about_a_written_heartbeat(
+            versions in proptest::option::of(proptest::collection::vec("[0-9a-z.\\-]{0,8}", 0..3)),
+            hostname in proptest::option::of("\\PC{0,12}"),
+        ) {
+            let mut heartbeat: Heartbeat = serde_json::from_str(
+                r#"{"pc_id":"pc-1","at":"2026-06-01T10:00:00Z","agent_version":"1"}"#,
+            )
+            .expect("heartbeat");
+            heartbeat.hostname = hostname;
+            heartbeat.quarantined_versions = versions;
+            let payload = serde_json::to_vec(&heartbeat).expect("json");
+            let listed = heartbeat.quarantined_versions.is_some();
+            prop_assert!(!listed || may_quarantine(&payload));
+            if !may_quarantine(&payload) {
+                prop_assert!(serde_json::from_slice::<Heartbeat>(&payload)
+                    .expect("parses")
+                    .quarantined_versions
+                    .is_none());
+            }
+        }
+    }
+
+    /// A key spelled with escapes is still the field: such a payload may
+    /// quarantine; a plain heartbeat may not.
+    #[test]
+    fn an_escaped_field_name_may_quarantine() {
+        let escaped = br#"{"pc_id":"pc-1","at":"2026-06-01T10:00:00Z","agent_version":"1","quarantined\u005fversions":["2"]}"#;
+        let parsed: Heartbeat = serde_json::from_slice(escaped).expect("parses");
+        assert_eq!(parsed.quarantined_versions, Some(vec!["2".to_owned()]));
+        assert!(may_quarantine(escaped));
+        let plain = br#"{"pc_id":"pc-1","at":"2026-06-01T10:00:00Z","agent_version":"1"}"#;
+        assert!(!may_quarantine(plain));
     }
 }

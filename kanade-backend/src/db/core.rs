@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 use super::migrations::migrations;
+use super::write_behind::{on_database_thread, Write, WriteBehind};
 
 /// Why a database call failed.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,10 @@ pub enum DbError {
     /// The connection stayed in use for this long.
     #[error("the database stayed busy for {0:?}")]
     Busy(std::time::Duration),
+    /// The database thread for queued writes
+    /// ([`Db::with_write_behind`]) could not be started.
+    #[error("database thread: {0}")]
+    Thread(std::io::Error),
 }
 
 /// The store; cheap to clone.
@@ -40,6 +45,9 @@ pub struct Db {
     /// Transactions rolled back on a journal-less ([`DbDurability::Simulated`])
     /// database (see [`Db::unjournaled_rollbacks`]).
     unjournaled_rollbacks: Arc<AtomicU64>,
+    /// The database thread applying queued writes, when on (see
+    /// [`Db::with_write_behind`]).
+    write_behind: Option<Arc<WriteBehind>>,
 }
 
 /// How far a commit is pushed towards the disk before it returns.
@@ -126,7 +134,56 @@ impl Db {
             alerts_queued: Arc::new(tokio::sync::Notify::new()),
             execution_changes: Arc::new(tokio::sync::watch::channel(0).0),
             unjournaled_rollbacks,
+            write_behind: None,
         })
+    }
+
+    /// The same store with a database thread of its own for writes whose
+    /// caller needs no answer ([`Db::upsert_agents_behind`]): they are
+    /// applied in the order they were queued while the caller goes on, and
+    /// every other call first waits for the writes queued before it, so it
+    /// sees the rows it would have seen had they run in place. The
+    /// database's work keeps the order of the calls: a simulation on one
+    /// thread stays deterministic and stores heartbeats on a second core.
+    ///
+    /// # Errors
+    /// [`DbError::Thread`]: the thread could not be started.
+    pub fn with_write_behind(mut self) -> Result<Self, DbError> {
+        if self.write_behind.is_none() {
+            let behind = WriteBehind::start().map_err(DbError::Thread)?;
+            self.write_behind = Some(Arc::new(behind));
+        }
+        Ok(self)
+    }
+
+    /// Whether writes may be queued behind ([`Db::with_write_behind`]).
+    pub fn writes_behind(&self) -> bool {
+        self.write_behind.is_some()
+    }
+
+    /// Runs `write` on the database thread, behind every write queued
+    /// before it, and returns at once; without one
+    /// ([`Db::with_write_behind`]) runs it now. `write` reports its own
+    /// failures.
+    pub(super) fn write_behind(&self, write: Write) {
+        let write = match &self.write_behind {
+            Some(behind) => match behind.queue(write) {
+                Ok(()) => return,
+                Err(write) => write,
+            },
+            None => write,
+        };
+        write();
+    }
+
+    /// Returns once every write queued so far is applied (at once without
+    /// a database thread, or on it).
+    fn wait_until_applied(&self) {
+        if let Some(behind) = &self.write_behind {
+            if !on_database_thread() {
+                behind.wait_until_applied();
+            }
+        }
     }
 
     /// How many transactions were rolled back on this database while it
@@ -141,12 +198,15 @@ impl Db {
     /// The connection (a poisoned lock is taken over: every write is one
     /// transaction, so nothing half-done is left behind — on a simulated
     /// database, one that rolled back is counted instead, see
-    /// [`DbDurability::Simulated`]).
+    /// [`DbDurability::Simulated`]), once the writes queued before this
+    /// call are applied ([`Db::with_write_behind`]).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.wait_until_applied();
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The connection if nobody holds it now.
+    /// The connection if nobody holds it now (writes still queued are not
+    /// waited for: a probe needs no order).
     pub(super) fn try_lock(&self) -> Option<std::sync::MutexGuard<'_, Connection>> {
         match self.conn.try_lock() {
             Ok(conn) => Some(conn),

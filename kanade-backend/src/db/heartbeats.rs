@@ -89,6 +89,26 @@ impl Db {
         Ok(())
     }
 
+    /// Records the batch of heartbeats `sightings` makes, in one
+    /// transaction, on the database thread ([`Db::with_write_behind`]):
+    /// returns at once, and every later call sees the batch stored. Without
+    /// that thread, records it now. `sightings` runs where the batch is
+    /// stored (it may parse the heartbeats there); a batch that cannot be
+    /// stored is logged, as heartbeats are not acknowledged and the next
+    /// one from each agent replaces it.
+    pub fn upsert_agents_behind(&self, sightings: impl FnOnce() -> Vec<Sighting> + Send + 'static) {
+        let db = self.clone();
+        self.write_behind(Box::new(move || {
+            let batch = sightings();
+            if batch.is_empty() {
+                return;
+            }
+            if let Err(e) = db.upsert_agents(&batch) {
+                tracing::warn!("heartbeats not stored: {e}");
+            }
+        }));
+    }
+
     /// Records a pc's hardware inventory, unless a newer one is stored.
     pub fn record_hardware(
         &self,
@@ -262,5 +282,84 @@ mod tests {
             db.online_pcs(at(20)).expect("online"),
             ["pc-a", "pc-c", "pc-d"]
         );
+    }
+
+    /// What a run of heartbeat batches and reads does to a store.
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A batch of (pc number, minute) sightings.
+        Batch(Vec<(u8, u32)>),
+        /// Which pcs are online since this minute.
+        Online(u32),
+        /// Every agent row, as seen at this minute.
+        Agents(u32),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            3 => prop::collection::vec((0u8..12, 0u32..60), 0..6).prop_map(Step::Batch),
+            1 => (0u32..60).prop_map(Step::Online),
+            1 => (0u32..60).prop_map(Step::Agents),
+        ]
+    }
+
+    /// Runs `steps` on `db`, queuing each batch behind
+    /// ([`Db::upsert_agents_behind`]); each read's answer, as text.
+    fn run(db: &Db, steps: &[Step]) -> Vec<String> {
+        let at = |minute: u32| {
+            DateTime::parse_from_rfc3339(&format!("2026-06-01T10:{minute:02}:00Z"))
+                .map(|t| t.with_timezone(&Utc))
+                .expect("time")
+        };
+        let mut answers = Vec::new();
+        for step in steps {
+            match step {
+                Step::Batch(batch) => {
+                    let batch: Vec<Sighting> = batch
+                        .iter()
+                        .map(|(pc, minute)| Sighting {
+                            heartbeat: kanade_core::wire::Heartbeat {
+                                pc_id: format!("pc-{pc:02}"),
+                                at: at(*minute),
+                                agent_version: format!("1.{minute}"),
+                                ..serde_json::from_str(
+                                    r#"{"pc_id":"x","at":"2026-06-01T10:00:00Z","agent_version":"1"}"#,
+                                )
+                                .expect("heartbeat")
+                            },
+                            received_at: at(*minute),
+                        })
+                        .collect();
+                    db.upsert_agents_behind(move || {
+                        // Slow enough that reads come while it is queued.
+                        std::thread::sleep(std::time::Duration::from_micros(200));
+                        batch
+                    });
+                }
+                Step::Online(since) => answers.push(format!("{:?}", db.online_pcs(at(*since)))),
+                Step::Agents(since) => answers.push(format!("{:?}", db.agents(at(*since)))),
+            }
+        }
+        answers
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+        /// With a database thread, every read sees exactly what it sees
+        /// when each batch is stored in place: the batches queued before
+        /// it, in their order, and none after.
+        #[test]
+        fn reads_see_the_batches_queued_before_them_as_if_stored_in_place(
+            steps in proptest::collection::vec(step(), 1..40)
+        ) {
+            let open = || Db::open_with(Path::new("unused.sqlite"), DbDurability::Simulated).expect("db");
+            let in_place = open();
+            let behind = open().with_write_behind().expect("thread");
+            proptest::prop_assert!(!in_place.writes_behind());
+            proptest::prop_assert!(behind.writes_behind());
+            proptest::prop_assert_eq!(run(&behind, &steps), run(&in_place, &steps));
+        }
     }
 }

@@ -28,6 +28,7 @@ mod schedule_approvals;
 mod schedules;
 mod targets;
 mod tokens;
+mod write_behind;
 
 pub use self::agent_rollouts::AgentRolloutRow;
 pub use self::alerts::CheckAlertRecord;

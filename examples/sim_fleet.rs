@@ -18,6 +18,12 @@
 //! by and frees it (`--warm-heap-mib`; only while purging is off), so the
 //! kernel clears those pages on the other core: 4–5 % faster at 10,000
 //! agents (3 pairs).
+//!
+//! The simulation itself runs on one thread; two helpers take work it
+//! need not wait for onto the other core without changing its order: the
+//! backend's database thread stores heartbeats
+//! (`BackendSettings::database_write_behind`), and the trace is hashed on
+//! a thread of its own.
 
 use std::time::Duration;
 

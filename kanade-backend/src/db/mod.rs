@@ -7,7 +7,9 @@
 //! `results` (and the runs in flight), `heartbeats` (agents), `schedules`
 //! (fires, cursors, waves, the freeze), `inventory` (what `inventory:` and
 //! `check:` jobs project to, read by `inventory_queries`) and `alerts`
-//! (check alerts until published). `migrations` holds the schema.
+//! (check alerts until published). `migrations` holds the schema;
+//! `write_behind` the optional database thread that stores heartbeats while
+//! their projector goes on ([`Db::with_write_behind`]).
 
 mod agent_rollouts;
 mod alerts;

@@ -39,6 +39,8 @@ const CHUNK: usize = 512;
 /// The trace being recorded: lines are queued here in order and tallied
 /// on a thread of their own ([`Tally`]).
 pub(crate) struct Recorder {
+    /// Keep the lines, not only their hash.
+    keep: bool,
     queued: Vec<Entry>,
     chunks: Option<Sender<Vec<Entry>>>,
     tallying: Option<std::thread::JoinHandle<Tally>>,
@@ -68,17 +70,24 @@ impl Recorder {
             });
         match tallying {
             Ok(tallying) => Recorder {
+                keep,
                 queued: Vec::with_capacity(CHUNK),
                 chunks: Some(chunks),
                 tallying: Some(tallying),
             },
             // No thread: the lines are tallied when taken, on the
             // simulation's thread (the same trace, later).
-            Err(_) => Recorder {
-                queued: Vec::new(),
-                chunks: None,
-                tallying: None,
-            },
+            Err(_) => Recorder::in_place(keep),
+        }
+    }
+
+    /// A recorder without a thread: its lines are tallied when taken.
+    fn in_place(keep: bool) -> Recorder {
+        Recorder {
+            keep,
+            queued: Vec::new(),
+            chunks: None,
+            tallying: None,
         }
     }
 
@@ -97,16 +106,23 @@ impl Recorder {
     }
 
     /// Takes everything recorded so far out of `recorder` (it goes on
-    /// recording into a fresh trace that keeps no lines).
+    /// recording into a fresh trace that keeps no lines, without a thread).
+    ///
+    /// # Panics
+    /// Passes on a panic of the tallying thread (a trace it did not finish
+    /// has no hash to report).
     pub(crate) fn take(recorder: &Mutex<Recorder>) -> Tally {
-        let mut taken = std::mem::replace(&mut *lock(recorder), Recorder::start(false));
+        let mut taken = std::mem::replace(&mut *lock(recorder), Recorder::in_place(false));
         let queued = std::mem::take(&mut taken.queued);
         drop(taken.chunks.take());
-        let mut tally = taken
-            .tallying
-            .take()
-            .and_then(|thread| thread.join().ok())
-            .unwrap_or_default();
+        let mut tally = match taken.tallying.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(tally)) => tally,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => Tally {
+                keep: taken.keep,
+                ..Tally::default()
+            },
+        };
         for entry in queued {
             tally.add(entry);
         }
@@ -348,5 +364,14 @@ mod tests {
         );
         let (lines, messages, _) = Recorder::take(&recorder).into_parts();
         assert!(lines.is_empty() && messages.is_empty());
+        // Without a thread (one could not be started), the same trace.
+        let in_place = Mutex::new(Recorder::in_place(true));
+        for entry in entries() {
+            lock(&in_place).queue(entry);
+        }
+        let (lines, messages, hash) = Recorder::take(&in_place).into_parts();
+        assert_eq!(lines, expected_lines);
+        assert_eq!(messages, expected_messages);
+        assert_eq!(hash, expected_hash);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 use super::migrations::migrations;
-use super::write_behind::{on_database_thread, Write, WriteBehind};
+use super::write_behind::{QueuedWrite, WriteBehind};
 
 /// Why a database call failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum DbError {
     /// The database thread for queued writes
     /// ([`Db::with_write_behind`]) could not be started.
     #[error("database thread: {0}")]
-    Thread(std::io::Error),
+    Thread(#[source] std::io::Error),
 }
 
 /// The store; cheap to clone.
@@ -165,7 +165,7 @@ impl Db {
     /// before it, and returns at once; without one
     /// ([`Db::with_write_behind`]) runs it now. `write` reports its own
     /// failures.
-    pub(super) fn write_behind(&self, write: Write) {
+    pub(super) fn queue_write(&self, write: QueuedWrite) {
         let write = match &self.write_behind {
             Some(behind) => match behind.queue(write) {
                 Ok(()) => return,
@@ -176,11 +176,13 @@ impl Db {
         write();
     }
 
-    /// Returns once every write queued so far is applied (at once without
-    /// a database thread, or on it).
-    fn wait_until_applied(&self) {
+    /// Returns once every write queued before this call is applied ([`Db::with_write_behind`];
+    /// at once without a database thread, or on it). Every call that reads
+    /// or writes does this itself; a caller about to act on something
+    /// beside the database in the order of the queue (a log line) may too.
+    pub fn wait_for_queued_writes(&self) {
         if let Some(behind) = &self.write_behind {
-            if !on_database_thread() {
+            if !behind.on_its_thread() {
                 behind.wait_until_applied();
             }
         }
@@ -192,6 +194,8 @@ impl Db {
     /// writes behind. A transaction that only read and then ended without
     /// a commit is not counted: it has nothing to undo.
     pub fn unjournaled_rollbacks(&self) -> u64 {
+        // Rollbacks in the writes queued before this call count.
+        self.wait_for_queued_writes();
         self.unjournaled_rollbacks.load(Ordering::Relaxed)
     }
 
@@ -201,7 +205,7 @@ impl Db {
     /// [`DbDurability::Simulated`]), once the writes queued before this
     /// call are applied ([`Db::with_write_behind`]).
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.wait_until_applied();
+        self.wait_for_queued_writes();
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 

@@ -91,14 +91,15 @@ impl Db {
 
     /// Records the batch of heartbeats `sightings` makes, in one
     /// transaction, on the database thread ([`Db::with_write_behind`]):
-    /// returns at once, and every later call sees the batch stored. Without
+    /// returns at once, and every later call that reads or writes sees the
+    /// batch stored (a health probe's `ping` does not wait). Without
     /// that thread, records it now. `sightings` runs where the batch is
     /// stored (it may parse the heartbeats there); a batch that cannot be
     /// stored is logged, as heartbeats are not acknowledged and the next
     /// one from each agent replaces it.
     pub fn upsert_agents_behind(&self, sightings: impl FnOnce() -> Vec<Sighting> + Send + 'static) {
         let db = self.clone();
-        self.write_behind(Box::new(move || {
+        self.queue_write(Box::new(move || {
             let batch = sightings();
             if batch.is_empty() {
                 return;

@@ -253,6 +253,46 @@ fn regressions_found_by_the_simulation() {
     }
 }
 
+/// Found by CI: a command revoked while its agent waited out its jitter;
+/// the agent then crashed and restarted while the broker was down (7 s),
+/// resumed the command from its ledger and ran it, its revoke gate
+/// reading an empty view of the script statuses. No command now starts
+/// before the agent has read the KV state in this process: the resumed
+/// one waits for the broker, sees the revoke and is skipped with 126.
+#[test]
+fn a_command_revoked_before_an_offline_restart_never_runs() {
+    let secs = Duration::from_secs;
+    let schedule = FaultSchedule::new(vec![
+        Fault::BrokerRestart {
+            at: secs(121),
+            for_: secs(7),
+        },
+        Fault::CrashRestart {
+            at: secs(125),
+            pc: 2,
+        },
+    ]);
+    let outcome = run(5230007962502972447, &schedule);
+    let (violations, _) = outcome.check();
+    assert!(violations.is_empty(), "{}", outcome.report(&violations));
+    let revoked = outcome
+        .results
+        .get("sim-000023")
+        .and_then(|rows| rows.iter().find(|r| r.pc_id == "pc-0002"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no result for sim-000023 on pc-0002:\n{}",
+                outcome.report(&violations)
+            )
+        });
+    assert_eq!(
+        (revoked.exit_code, revoked.skipped),
+        (126, true),
+        "{}",
+        revoked.stderr
+    );
+}
+
 /// The fleet-day workload of `sim_fleet`, small: the backend's scheduler
 /// fires the hourly job, random faults from the seed, every property holds.
 #[test]

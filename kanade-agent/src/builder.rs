@@ -153,6 +153,8 @@ impl AgentBuilder {
                 executions: Mutex::new(JoinSet::new()),
                 closed: AtomicBool::new(false),
                 update_installed: tokio::sync::watch::channel(None).0,
+                kv_state_loaded: AtomicBool::new(false),
+                kv_state_loading: tokio::sync::Mutex::new(()),
                 metrics: crate::metrics::AgentMetrics::default(),
                 settings,
             }),

@@ -303,6 +303,31 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             .await;
         }
     }
+    // No command starts on a view of the KV state this process never
+    // read (a restart while the broker was away): a revoke, pin or kill
+    // that came before still wins.
+    let mut waited_for_state = false;
+    if !inner
+        .kv_state_loaded
+        .load(std::sync::atomic::Ordering::SeqCst)
+    {
+        waited_for_state = true;
+        let ready = tokio::select! {
+            biased;
+            _ = crate::runner::kill_requested(&mut kill) => false,
+            _ = crate::follow::kv_state_ready(&inner) => true,
+        };
+        if !ready {
+            drop(registration);
+            return finish(
+                &inner,
+                &command,
+                &request,
+                killed_before_start(&inner, "the agent's state to load"),
+            )
+            .await;
+        }
+    }
     let slot_wait = tokio::time::Instant::now();
     let permit = tokio::select! {
         biased;
@@ -311,7 +336,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
     };
     // After a wait, ask the kill record itself: a live kill or a watch
     // update lost on the way must not let the command start.
-    let waited = jitter > 0 || slot_wait.elapsed() > Duration::from_millis(100);
+    let waited = jitter > 0 || waited_for_state || slot_wait.elapsed() > Duration::from_millis(100);
     if permit.is_some() && waited {
         if let Some(exec_id) = &command.exec_id {
             if crate::kills::killed_before_arrival(&inner, exec_id, Arrival::Late).await {

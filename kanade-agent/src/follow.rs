@@ -148,7 +148,37 @@ pub(crate) async fn load_kv_state(inner: &Arc<Inner>) -> Result<(), AgentError> 
         }
     }
     inner.recompute_config();
+    inner
+        .kv_state_loaded
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     Ok(())
+}
+
+/// Returns once the KV state has been read in this process: at once when
+/// it was (the agent read it at start, as it does when the broker is
+/// there), else reading it, again every second while the broker is away.
+/// One waiting command reads it for all. DESIGN §4: the agent loads the
+/// followed buckets before it handles a command; a command resumed from
+/// the ledger after a restart while the broker was down would otherwise
+/// pass its revoke, version-pin and kill checks on an empty view.
+pub(crate) async fn kv_state_ready(inner: &Arc<Inner>) {
+    use std::sync::atomic::Ordering;
+    loop {
+        if inner.kv_state_loaded.load(Ordering::SeqCst) {
+            return;
+        }
+        {
+            let _reading = inner.kv_state_loading.lock().await;
+            if inner.kv_state_loaded.load(Ordering::SeqCst) {
+                return;
+            }
+            match load_kv_state(inner).await {
+                Ok(()) => return,
+                Err(e) => tracing::debug!("KV state not loaded yet (offline?): {e}"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Watches every followed bucket (re-watching a second after a failure)

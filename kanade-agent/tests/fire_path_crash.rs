@@ -214,3 +214,79 @@ async fn a_reconnect_clears_the_outbox_backoff() {
     assert!(outbox.backlog().is_empty());
     assert_eq!(next_result(&mut results).await.request_id, "r1");
 }
+
+/// A command waiting out its jitter when its job is revoked or its
+/// execution killed, then the agent crashes and restarts while the broker
+/// is away: the restarted agent's view of the KV state is empty, so the
+/// resumed command must not start on it. It waits for the broker, reads
+/// the revoke (skipped, 126) or the kill record (killed before start, -1),
+/// and never runs.
+#[tokio::test(start_paused = true)]
+async fn a_command_resumed_while_offline_waits_for_the_kv_state() {
+    use kanade_core::names::{BUCKET_EXEC_KILLS, BUCKET_SCRIPT_STATUS, SCRIPT_STATUS_REVOKED};
+    use kanade_core::transport::KvConfig;
+    for revoke in [true, false] {
+        let memory = MemoryTransport::new();
+        let faulty = FaultyTransport::new(
+            Arc::new(memory.clone()),
+            FaultPlan::Random(FaultRates::none(1)),
+        );
+        let injector = faulty.injector();
+        let transport: Arc<dyn Transport> = Arc::new(faulty);
+        let mut results = memory.messages().subscribe("results.*").await.unwrap();
+        let h = Harness::start(transport.clone()).await;
+        let mut waiting = command("w1", "exit=0");
+        waiting.jitter_secs = Some(600);
+        h.send("commands.all", &waiting).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if revoke {
+            memory
+                .key_value(KvConfig::new(BUCKET_SCRIPT_STATUS))
+                .await
+                .unwrap()
+                .put("job", SCRIPT_STATUS_REVOKED.into())
+                .await
+                .unwrap();
+        } else {
+            let record = kanade_core::wire::KillRecord {
+                exec_id: "exec-w1".into(),
+                killed_at: chrono::Utc::now(),
+                signature: Default::default(),
+            };
+            memory
+                .key_value(KvConfig::new(BUCKET_EXEC_KILLS))
+                .await
+                .unwrap()
+                .put("exec-w1", serde_json::to_vec(&record).unwrap().into())
+                .await
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let state = h.crash().await;
+        injector.disconnect();
+        let again = Harness::start_in(transport, state, |b| b).await;
+        // Well past the jitter: on an empty view it would have run by now.
+        tokio::time::sleep(Duration::from_secs(1800)).await;
+        assert_eq!(
+            again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "revoke {revoke}: ran on an unread KV state"
+        );
+        injector.reconnect();
+        let result = next_result(&mut results).await;
+        let expected = if revoke { (126, true) } else { (-1, false) };
+        assert_eq!(
+            (
+                result.request_id.as_str(),
+                (result.exit_code, result.skipped)
+            ),
+            ("w1", expected),
+            "revoke {revoke}: {}",
+            result.stderr
+        );
+        assert_eq!(
+            again.runner.runs.load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+    }
+}

@@ -134,7 +134,7 @@ impl Agent {
                 inner.clone(),
                 command,
                 request,
-                crate::kills::Arrival::Late,
+                crate::kills::Arrival::Resumed,
             );
         }
         let stopped = tokio::select! {

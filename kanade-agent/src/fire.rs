@@ -303,13 +303,15 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             .await;
         }
     }
-    // No command starts on a view of the KV state this process never
-    // read (a restart while the broker was away): a revoke, pin or kill
-    // that came before still wins.
+    // A command resumed after a restart does not start on a view of the
+    // KV state this process never read (the broker was away at start): a
+    // revoke, pin or kill that came before the restart still wins. (One
+    // that arrives through the broker finds the watches following it.)
     let mut waited_for_state = false;
-    if !inner
-        .kv_state_loaded
-        .load(std::sync::atomic::Ordering::SeqCst)
+    if arrival == Arrival::Resumed
+        && !inner
+            .kv_state_loaded
+            .load(std::sync::atomic::Ordering::SeqCst)
     {
         waited_for_state = true;
         let ready = tokio::select! {

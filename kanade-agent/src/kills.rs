@@ -29,8 +29,11 @@ use crate::trust::Verdict;
 pub(crate) enum Arrival {
     /// On a live command subject, as it was published.
     Live,
-    /// Late: replayed from EXEC or resumed from the ledger at start.
+    /// Late: replayed from EXEC (or built by the agent's own scheduler).
     Late,
+    /// Resumed from the ledger at start, perhaps with the broker away: it
+    /// starts only once the agent has read its KV state in this process.
+    Resumed,
 }
 
 /// The `exec_kills` bucket: opened at the first call that can, then kept

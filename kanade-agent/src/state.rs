@@ -101,9 +101,9 @@ pub(crate) struct Inner {
     pub update_installed: watch::Sender<Option<String>>,
     /// Set once the KV state (script versions and statuses, config,
     /// groups, kill records) has been read in this process
-    /// (`follow::load_kv_state`): until then no command starts, so a
-    /// revoke, pin or kill that came while the agent was down or before a
-    /// restart still wins.
+    /// (`follow::load_kv_state`): until then no command resumed from the
+    /// ledger starts, so a revoke, pin or kill that came before a restart
+    /// still wins.
     pub kv_state_loaded: AtomicBool,
     /// Held by the one command that reads the KV state for the others
     /// waiting on it (`follow::kv_state_ready`).

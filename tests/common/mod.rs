@@ -245,13 +245,16 @@ pub fn run_agent(agent: kanade::agent::Agent) -> RunningAgent {
 }
 
 /// The execution once it is over (`completed` or `cancelled`); fails with
-/// its row and results after 20 s.
+/// its row and results after 90 s. An agent's outbox backs a failing
+/// publish off up to 64 s (250 ms doubling), and a client that fails over
+/// to another cluster member sees no disconnect to clear that backoff: a
+/// result that failed during a rolling restart may come that late.
 pub async fn finished(
     backend: &kanade::backend::Backend,
     exec_id: &str,
 ) -> kanade::backend::db::ExecutionRow {
     let mut last = None;
-    for _ in 0..400 {
+    for _ in 0..1800 {
         let row = backend.db().execution(exec_id).unwrap().unwrap();
         if row.status == "completed" || row.status == "cancelled" {
             return row;
@@ -260,7 +263,7 @@ pub async fn finished(
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!(
-        "execution not over within 20 s: {last:?}; results {:?}",
+        "execution not over within 90 s: {last:?}; results {:?}",
         backend.db().results(exec_id).unwrap()
     );
 }

@@ -16,6 +16,23 @@ use kanade_core::transport::fault::{FaultPlan, FaultRates, FaultyTransport};
 use kanade_core::transport::memory::MemoryTransport;
 use kanade_core::transport::{StreamConfig, Transport};
 
+/// A memory transport behind a fault layer that injects nothing: the
+/// bare transport (to watch and write beside the agent), the switch that
+/// takes the agent's link down, and the agent's side.
+fn faulty_memory() -> (
+    MemoryTransport,
+    Arc<kanade_core::transport::fault::FaultInjector>,
+    Arc<dyn Transport>,
+) {
+    let memory = MemoryTransport::new();
+    let faulty = FaultyTransport::new(
+        Arc::new(memory.clone()),
+        FaultPlan::Random(FaultRates::none(1)),
+    );
+    let injector = faulty.injector();
+    (memory, injector, Arc::new(faulty))
+}
+
 #[tokio::test(start_paused = true)]
 async fn replay_and_live_delivery_run_a_request_once() {
     let transport = memory();
@@ -49,13 +66,7 @@ async fn replay_and_live_delivery_run_a_request_once() {
 
 #[tokio::test(start_paused = true)]
 async fn results_wait_in_the_outbox_across_a_restart_and_drain_on_reconnect() {
-    let memory = MemoryTransport::new();
-    let faulty = FaultyTransport::new(
-        Arc::new(memory.clone()),
-        FaultPlan::Random(FaultRates::none(1)),
-    );
-    let injector = faulty.injector();
-    let transport: Arc<dyn Transport> = Arc::new(faulty);
+    let (memory, injector, transport) = faulty_memory();
     let mut results = memory.messages().subscribe("results.*").await.unwrap();
     let h = Harness::start(transport.clone()).await;
     h.send("commands.all", &command("o1", "sleep=10")).await;
@@ -226,13 +237,7 @@ async fn a_command_resumed_while_offline_waits_for_the_kv_state() {
     use kanade_core::names::{BUCKET_EXEC_KILLS, BUCKET_SCRIPT_STATUS, SCRIPT_STATUS_REVOKED};
     use kanade_core::transport::KvConfig;
     for revoke in [true, false] {
-        let memory = MemoryTransport::new();
-        let faulty = FaultyTransport::new(
-            Arc::new(memory.clone()),
-            FaultPlan::Random(FaultRates::none(1)),
-        );
-        let injector = faulty.injector();
-        let transport: Arc<dyn Transport> = Arc::new(faulty);
+        let (memory, injector, transport) = faulty_memory();
         let mut results = memory.messages().subscribe("results.*").await.unwrap();
         let h = Harness::start(transport.clone()).await;
         let mut waiting = command("w1", "exit=0");

@@ -275,11 +275,26 @@ impl Fleet {
 }
 
 /// Runs `plan` on a fresh current-thread runtime with paused time.
+///
+/// The outcome is complete when this returns; the runtime (every agent's
+/// and the backend's tasks, which own the fleet's memory) is then dropped
+/// on a thread of its own, as that takes a third of a second at 10,000
+/// agents and nothing in the outcome depends on it.
 pub fn simulate(plan: FleetPlan) -> Result<FleetOutcome, SimError> {
-    tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .map_err(SimError::Runtime)?
-        .block_on(Fleet::run(plan))
+        .map_err(SimError::Runtime)?;
+    let outcome = runtime.block_on(Fleet::run(plan));
+    drop_elsewhere(runtime);
+    outcome
+}
+
+/// Drops `runtime` on a new thread (or here, when none can be started:
+/// a thread that fails to start drops what it was given).
+fn drop_elsewhere(runtime: tokio::runtime::Runtime) {
+    let _ = std::thread::Builder::new()
+        .name("kanade-sim-drop".into())
+        .spawn(move || drop(runtime));
 }

@@ -19,7 +19,7 @@ use crate::admission::admit;
 use crate::kills::Arrival;
 use crate::ledger::Stage;
 use crate::report::{emit_events, finish, publish_started, stopped, Outcome};
-use crate::runner::{RunEnd, RunSpec};
+use crate::runner::{unless_killed, RunEnd, RunSpec};
 use crate::script::resolve_script;
 use crate::state::{InFlight, Inner};
 use crate::trust::Verdict;
@@ -287,12 +287,8 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .u64(0..jitter * 1000);
-        let waited = tokio::select! {
-            biased;
-            _ = crate::runner::kill_requested(&mut kill) => false,
-            _ = tokio::time::sleep(Duration::from_millis(millis)) => true,
-        };
-        if !waited {
+        let jitter_wait = tokio::time::sleep(Duration::from_millis(millis));
+        if unless_killed(&mut kill, jitter_wait).await.is_none() {
             drop(registration);
             return finish(
                 &inner,
@@ -314,12 +310,8 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
             .load(std::sync::atomic::Ordering::SeqCst)
     {
         waited_for_state = true;
-        let ready = tokio::select! {
-            biased;
-            _ = crate::runner::kill_requested(&mut kill) => false,
-            _ = crate::follow::kv_state_ready(&inner) => true,
-        };
-        if !ready {
+        let state_wait = crate::follow::kv_state_ready(&inner);
+        if unless_killed(&mut kill, state_wait).await.is_none() {
             drop(registration);
             return finish(
                 &inner,
@@ -331,11 +323,7 @@ async fn execute(inner: Arc<Inner>, command: Command, request: SubjectToken, arr
         }
     }
     let slot_wait = tokio::time::Instant::now();
-    let permit = tokio::select! {
-        biased;
-        _ = crate::runner::kill_requested(&mut kill) => None,
-        permit = inner.limiter.acquire() => Some(permit),
-    };
+    let permit = unless_killed(&mut kill, inner.limiter.acquire()).await;
     // After a wait, ask the kill record itself: a live kill or a watch
     // update lost on the way must not let the command start.
     let waited = jitter > 0 || waited_for_state || slot_wait.elapsed() > Duration::from_millis(100);

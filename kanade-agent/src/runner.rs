@@ -3,6 +3,7 @@
 //! captures output with a cap, and on timeout or kill sends SIGTERM to the
 //! group, waits a grace period, then SIGKILL.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -80,6 +81,16 @@ pub async fn kill_requested(kill: &mut KillSignal) {
         if kill.changed().await.is_err() {
             std::future::pending::<()>().await;
         }
+    }
+}
+
+/// Awaits `work` unless a kill comes first (the kill is polled first, so
+/// one already requested wins): `None` when killed.
+pub async fn unless_killed<T>(kill: &mut KillSignal, work: impl Future<Output = T>) -> Option<T> {
+    tokio::select! {
+        biased;
+        _ = kill_requested(kill) => None,
+        done = work => Some(done),
     }
 }
 
